@@ -1,0 +1,11 @@
+//! fulcrum's Layer 4 core: backend pools, balancing algorithms and the TCP data path.
+//!
+//! Nothing here knows about HTTP, serde or TOML: the binary validates its config into
+//! these types and hands over bound sockets.
+
+pub mod balance;
+pub mod pool;
+pub mod tcp;
+
+pub use balance::Algorithm;
+pub use pool::{Backend, BackendSpec, Pool};

@@ -1,0 +1,69 @@
+//! One client connection: pick backends in the pool's order, connect with retries,
+//! then relay until both sides are done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::{connect, relay, Listener};
+use crate::balance::Context;
+
+/// Serves one accepted client connection to completion. `_permit` holds the
+/// listener's connection slot until the session ends.
+pub(crate) async fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let settings = &listener.settings;
+    let pool = &listener.pool;
+    let ctx = Context { client: Some(peer) };
+    let attempts = settings.retries as usize + 1;
+    let mut tried = 0;
+    for backend in pool.candidates(&ctx).take(attempts) {
+        tried += 1;
+        let _active = backend.track();
+        let upstream = match connect(backend.addr(), settings.connect_timeout).await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                backend.record_connect_error();
+                tracing::warn!(
+                    listener = %settings.name,
+                    backend = %backend.addr(),
+                    error = %e,
+                    "backend connect failed"
+                );
+                continue;
+            }
+        };
+        backend.record_connected();
+        let started = Instant::now();
+        let relayed = relay(&client, &upstream, settings.idle_timeout).await;
+        let end = match &relayed.end {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(
+            listener = %settings.name,
+            client = %peer,
+            backend = %backend.addr(),
+            up = relayed.client_to_backend,
+            down = relayed.backend_to_client,
+            ms = started.elapsed().as_millis() as u64,
+            end = %end,
+            "connection"
+        );
+        return;
+    }
+    tracing::warn!(
+        listener = %settings.name,
+        client = %peer,
+        pool = pool.name(),
+        tried,
+        "no backend could take the connection; closing it"
+    );
+}

@@ -1,0 +1,202 @@
+//! The command line: `run`, `check` and the flag-only `tcp` mode, with global options
+//! accepted before or after the subcommand.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fulcrum_l4::tcp::DEFAULT_RETRIES;
+use fulcrum_l4::{Algorithm, BackendSpec};
+
+use crate::config::{self, Config, ListenerConfig, PoolConfig, MAX_WEIGHT};
+
+pub const DEFAULT_CONFIG: &str = "/etc/fulcrum/fulcrum.toml";
+
+/// fulcrum: a Layer 4 TCP/UDP load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "fulcrum", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Worker threads, each with its own event loop and SO_REUSEPORT listeners
+    /// [default: number of cores].
+    #[arg(long, global = true, value_name = "N")]
+    pub workers: Option<NonZeroU32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run from a config file; SIGHUP reloads it, SIGTERM/SIGINT drain and exit.
+    Run {
+        /// Config file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary; exit 2 if it is invalid.
+    Check {
+        /// Config file (TOML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Balance TCP without a config file.
+    #[command(after_help = "Example:\n  fulcrum tcp --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3")]
+    Tcp(TcpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TcpArgs {
+    /// Address to accept clients on, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// A backend, IP:PORT with an optional weight (IP:PORT,weight=N); repeat for more.
+    #[arg(long = "backend", value_name = "ADDR[,weight=N]", required = true)]
+    pub backends: Vec<BackendArg>,
+
+    /// How to pick a backend for each connection.
+    #[arg(long, default_value = "round-robin", value_parser = parse_algorithm)]
+    pub algorithm: Algorithm,
+
+    /// Give up connecting to one backend after this long, e.g. 500ms or 3s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
+    pub connect_timeout: Duration,
+
+    /// Close a connection when no byte moved either way for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub idle_timeout: Duration,
+
+    /// Further backends to try when a connect fails.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    pub retries: u32,
+
+    /// Most connections at once; accepting pauses at the limit (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections: u32,
+
+    /// How long live connections may finish after SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+}
+
+impl TcpArgs {
+    /// The config this command line stands for: one listener `tcp`, one pool `tcp`.
+    pub fn to_config(&self) -> Config {
+        let name = "tcp".to_owned();
+        Config {
+            drain_timeout: self.drain_timeout,
+            listeners: vec![ListenerConfig {
+                name: name.clone(),
+                bind: self.listen,
+                pool: name.clone(),
+                connect_timeout: self.connect_timeout,
+                idle_timeout: self.idle_timeout,
+                retries: self.retries,
+                max_connections: Some(self.max_connections as usize).filter(|&m| m > 0),
+            }],
+            pools: vec![PoolConfig {
+                name,
+                algorithm: self.algorithm,
+                backends: self.backends.iter().map(|b| b.0).collect(),
+            }],
+        }
+    }
+}
+
+/// `--backend IP:PORT[,weight=N]`.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendArg(pub BackendSpec);
+
+impl FromStr for BackendArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(',');
+        let addr = parts.next().unwrap_or_default();
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not IP:PORT"))?;
+        let mut weight = NonZeroU32::MIN;
+        for part in parts {
+            let value = part
+                .strip_prefix("weight=")
+                .ok_or_else(|| format!("unknown backend option `{part}` (expected weight=N)"))?;
+            weight = value
+                .parse::<NonZeroU32>()
+                .ok()
+                .filter(|w| w.get() <= MAX_WEIGHT)
+                .ok_or_else(|| format!("weight must be 1..={MAX_WEIGHT}, got `{value}`"))?;
+        }
+        Ok(BackendArg(BackendSpec { addr, weight }))
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse().map_err(|e: fulcrum_l4::balance::UnknownAlgorithm| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::duration::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_DRAIN_TIMEOUT;
+    use clap::CommandFactory;
+    use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flag_defaults_match_the_config_defaults() {
+        let cli = Cli::try_parse_from(["fulcrum", "tcp", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"]);
+        let Ok(Cli { command: Command::Tcp(args), .. }) = cli else {
+            panic!("tcp args did not parse: {cli:?}");
+        };
+        assert_eq!(args.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(args.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(args.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(args.retries, DEFAULT_RETRIES);
+    }
+
+    #[test]
+    fn backend_flag_takes_a_weight() {
+        let b: Result<BackendArg, _> = "127.0.0.1:80,weight=5".parse();
+        assert_eq!(b.map(|b| b.0.weight.get()), Ok(5));
+        assert!("127.0.0.1:80,weight=0".parse::<BackendArg>().is_err());
+        assert!("127.0.0.1:80,wait=2".parse::<BackendArg>().is_err());
+        assert!("localhost".parse::<BackendArg>().is_err());
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        for argv in [
+            &["fulcrum", "--workers", "3", "check", "-c", "x.toml"][..],
+            &["fulcrum", "check", "-c", "x.toml", "--workers", "3"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string());
+            assert_eq!(cli.map(|c| c.workers.map(NonZeroU32::get)), Ok(Some(3)));
+        }
+    }
+}

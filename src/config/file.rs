@@ -1,0 +1,151 @@
+//! The config file as written: raw TOML structs that mirror DESIGN.md's names, with
+//! spans kept so that every later error can point at its line and column.
+
+// Keys of later features are parsed (so their names and types are checked) before
+// their values are read.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// How long live connections may run on after SIGTERM before they are cut.
+    pub drain_timeout: Option<S<String>>,
+    pub admin: Option<S<FileAdmin>>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<S<FileListener>>,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<S<FilePool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub bind: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub name: S<String>,
+    pub protocol: Option<S<String>>,
+    pub bind: S<String>,
+    pub pool: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub retries: Option<S<u32>>,
+    pub max_connections: Option<S<u32>>,
+    pub max_connections_per_client: Option<S<u32>>,
+    pub proxy_protocol: Option<S<String>>,
+    pub accept_proxy_protocol: Option<S<bool>>,
+    pub flow_idle_timeout: Option<S<String>>,
+    pub responses: Option<S<u32>>,
+    pub tls: Option<S<Vec<FileCert>>>,
+    pub route: Option<S<Vec<FileRoute>>>,
+    pub headers: Option<S<FileHeaders>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCert {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub pool: Option<String>,
+    pub split: Option<Vec<FileSplit>>,
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSplit {
+    pub pool: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaders {
+    pub request_add: Option<BTreeMap<String, String>>,
+    pub request_remove: Option<Vec<String>>,
+    pub response_add: Option<BTreeMap<String, String>>,
+    pub response_remove: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub name: S<String>,
+    pub algorithm: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub sticky_cookie: Option<S<String>>,
+    pub slow_start: Option<S<String>>,
+    pub backends: S<Vec<S<FileBackend>>>,
+    pub health: Option<S<FileHealth>>,
+}
+
+/// A backend is either `"ADDR"` or `{ addr = "ADDR", weight = N, resolve = "30s" }`.
+#[derive(Debug)]
+pub enum FileBackend {
+    Addr(String),
+    Table(FileBackendTable),
+}
+
+impl<'de> Deserialize<'de> for FileBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged` so that a typo inside the table is
+        // reported as that key, not as "matched no variant".
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileBackend;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a backend: "IP:PORT" or { addr = "IP:PORT", weight = N }"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileBackend, E> {
+                Ok(FileBackend::Addr(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileBackend, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                FileBackendTable::deserialize(d).map(FileBackend::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackendTable {
+    pub addr: String,
+    pub weight: Option<u32>,
+    pub resolve: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub path: Option<String>,
+    pub expect_status: Option<String>,
+    pub send: Option<String>,
+    pub expect: Option<String>,
+}

@@ -1,0 +1,140 @@
+//! Configuration: the TOML file (or the flag-only modes) validated into the types the
+//! server runs. Every error names `FILE:LINE:COL`; l4 and l7 never see TOML.
+
+pub mod duration;
+mod file;
+mod validate;
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use fulcrum_l4::{Algorithm, BackendSpec};
+
+/// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest backend weight; keeps the round-robin period small.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub drain_timeout: Duration,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub pool: String,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retries: u32,
+    /// `None` when unlimited.
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub backends: Vec<BackendSpec>,
+}
+
+/// A config that cannot be used, pointing at the place that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    /// 1-based line and column; `None` when the file could not be read at all.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        position: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(&text, &origin)
+}
+
+/// Validates config text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let at = |offset: usize, message: String| ConfigError {
+        origin: origin.to_owned(),
+        position: Some(line_col(text, offset)),
+        message,
+    };
+    let raw: file::FileConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        at(offset, e.message().trim_end().to_owned())
+    })?;
+    validate::validate(raw).map_err(|e| at(e.offset, e.message))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl Config {
+    /// The one-screen summary `fulcrum check` prints.
+    pub fn summary(&self) -> String {
+        let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
+        let mut out = format!(
+            "{} listener(s), {} pool(s), {} backend(s); drain timeout {}\n",
+            self.listeners.len(),
+            self.pools.len(),
+            backends,
+            duration::display(self.drain_timeout),
+        );
+        for l in &self.listeners {
+            let max = l.max_connections.map_or("unlimited".to_owned(), |n| n.to_string());
+            let _ = writeln!(
+                out,
+                "listener {:<12} tcp {:<22} -> pool {}  (connect {}, idle {}, retries {}, max {})",
+                l.name,
+                l.bind,
+                l.pool,
+                duration::display(l.connect_timeout),
+                duration::display(l.idle_timeout),
+                l.retries,
+                max,
+            );
+        }
+        for p in &self.pools {
+            let _ = writeln!(out, "pool {:<16} {:<12} {} backend(s)", p.name, p.algorithm.name(), p.backends.len());
+            for b in &p.backends {
+                let _ = writeln!(out, "  {:<24} weight {}", b.addr, b.weight);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Config validation: each bad case names the right line and column.
+
+use super::*;
+
+const GOOD: &str = r#"
+drain_timeout = "10s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "web"
+connect_timeout = "250ms"
+idle_timeout = "5m"
+retries = 1
+max_connections = 100
+
+[[pool]]
+name = "web"
+algorithm = "least-conn"
+backends = ["127.0.0.1:9001", { addr = "[::1]:9002", weight = 3 }]
+"#;
+
+fn err(text: &str) -> String {
+    match parse(text, "f.toml") {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_err(text: &str, position: &str, needle: &str) {
+    let e = err(text);
+    assert!(e.starts_with(&format!("f.toml:{position}: ")), "wrong position: {e}");
+    assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+}
+
+#[test]
+fn good_config_validates() -> Result<(), ConfigError> {
+    let c = parse(GOOD, "f.toml")?;
+    assert_eq!(c.drain_timeout, Duration::from_secs(10));
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "web");
+    assert_eq!(l.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(l.connect_timeout, Duration::from_millis(250));
+    assert_eq!(l.idle_timeout, Duration::from_secs(300));
+    assert_eq!(l.retries, 1);
+    assert_eq!(l.max_connections, Some(100));
+    let p = &c.pools[0];
+    assert_eq!(p.algorithm, Algorithm::LeastConn);
+    assert_eq!(p.backends.len(), 2);
+    assert_eq!(p.backends[1].weight.get(), 3);
+    assert!(p.backends[1].addr.is_ipv6());
+    Ok(())
+}
+
+#[test]
+fn defaults_apply() -> Result<(), ConfigError> {
+    let c = parse(
+        "[[listener]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:2\"]\n",
+        "f.toml",
+    )?;
+    assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(c.listeners[0].retries, fulcrum_l4::tcp::DEFAULT_RETRIES);
+    assert_eq!(c.listeners[0].max_connections, None);
+    assert_eq!(c.pools[0].algorithm, Algorithm::RoundRobin);
+    Ok(())
+}
+
+#[test]
+fn unknown_key() {
+    assert_err(&GOOD.replace("retries = 1", "retrys = 1"), "10:1", "unknown field `retrys`");
+}
+
+#[test]
+fn wrong_type() {
+    assert_err(&GOOD.replace("retries = 1", "retries = \"one\""), "10:11", "invalid type");
+}
+
+#[test]
+fn unknown_pool() {
+    assert_err(&GOOD.replace("pool = \"web\"", "pool = \"api\""), "7:8", "unknown pool `api`");
+}
+
+#[test]
+fn duplicate_listener_name() {
+    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n");
+    assert_err(&text, "19:8", "duplicate listener name `web`");
+}
+
+#[test]
+fn duplicate_bind() {
+    let text = format!("{GOOD}\n[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n");
+    assert_err(&text, "20:8", "already used by listener `web`");
+}
+
+#[test]
+fn empty_pool() {
+    let text = GOOD.replace(
+        r#"backends = ["127.0.0.1:9001", { addr = "[::1]:9002", weight = 3 }]"#,
+        "backends = []",
+    );
+    assert_err(&text, "16:12", "pool `web` has no backends");
+}
+
+#[test]
+fn bad_backend_address() {
+    assert_err(&GOOD.replace("127.0.0.1:9001", "127.0.0.1"), "16:13", "invalid backend address `127.0.0.1`");
+}
+
+#[test]
+fn bad_bind_address() {
+    assert_err(&GOOD.replace("127.0.0.1:8080", "localhost:http"), "6:8", "invalid `bind` address");
+}
+
+#[test]
+fn bad_duration() {
+    assert_err(&GOOD.replace("\"250ms\"", "\"3 seconds\""), "8:19", "invalid duration");
+    assert_err(&GOOD.replace("\"250ms\"", "\"0s\""), "8:19", "greater than zero");
+}
+
+#[test]
+fn bad_weight() {
+    assert_err(&GOOD.replace("weight = 3", "weight = 0"), "16:31", "weight must be 1..=1000");
+}
+
+#[test]
+fn unknown_algorithm() {
+    assert_err(&GOOD.replace("least-conn", "fastest"), "15:13", "unknown algorithm `fastest`");
+}
+
+#[test]
+fn duplicate_backend() {
+    assert_err(&GOOD.replace("[::1]:9002", "127.0.0.1:9001"), "16:31", "listed twice");
+}
+
+#[test]
+fn no_listeners() {
+    assert_err("[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:2\"]\n", "1:1", "no [[listener]]");
+}
+
+#[test]
+fn toml_syntax_error() {
+    assert_err(&GOOD.replace("retries = 1", "retries = "), "10:11", "");
+}
+
+#[test]
+fn later_features_are_refused_not_ignored() {
+    for (from, to, needle) in [
+        ("retries = 1", "proxy_protocol = \"v2\"", "`proxy_protocol` is not yet supported"),
+        ("retries = 1", "protocol = \"udp\"", "protocol `udp` is not yet supported"),
+        ("retries = 1", "protocol = \"sctp\"", "unknown protocol `sctp`"),
+        ("retries = 1", "responses = 1", "only applies to udp"),
+        ("algorithm = \"least-conn\"", "slow_start = \"10s\"", "`slow_start` is not yet supported"),
+        ("algorithm = \"least-conn\"", "hash_key = \"source-ip\"", "`hash_key` is not yet supported"),
+    ] {
+        let e = err(&GOOD.replace(from, to));
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        assert!(e.starts_with("f.toml:"), "{e}");
+    }
+    let e = err(&format!("{GOOD}[admin]\nbind = \"127.0.0.1:9090\"\n"));
+    assert!(e.starts_with("f.toml:18:1: `[admin]` is not yet supported"), "{e}");
+}
+
+#[test]
+fn every_design_key_parses() {
+    // DESIGN.md's full example: every key must be known to the parser (later
+    // features may then be refused, but never as "unknown field").
+    let text = r#"
+[admin]
+bind = "127.0.0.1:9090"
+[[listener]]
+name = "web"
+protocol = "tcp"
+bind = "0.0.0.0:8080"
+pool = "web"
+connect_timeout = "3s"
+idle_timeout = "5m"
+retries = 2
+max_connections = 10000
+max_connections_per_client = 0
+proxy_protocol = "v2"
+accept_proxy_protocol = false
+flow_idle_timeout = "30s"
+responses = 0
+tls = [{ cert = "c.pem", key = "c.key" }]
+[[listener.route]]
+host = "api.example.com"
+path_prefix = "/v1/"
+method = "GET"
+headers = { "x-canary" = "1" }
+pool = "api"
+sni = "a.example.com"
+split = [{ pool = "blue", weight = 90 }]
+[listener.headers]
+request_add = { "x-via" = "fulcrum" }
+request_remove = ["x-debug"]
+response_add = {}
+[[pool]]
+name = "web"
+algorithm = "round-robin"
+hash_key = "source-ip"
+sticky_cookie = "FULCRUM"
+slow_start = "10s"
+backends = ["127.0.0.1:9001", { addr = "127.0.0.1:9002", weight = 3 }, { addr = "db.internal:5432", resolve = "30s" }]
+[pool.health]
+kind = "tcp"
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+path = "/healthz"
+expect_status = "200-399"
+send = "ping"
+expect = "pong"
+"#;
+    let e = err(text);
+    assert!(!e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn no_prefix_of_a_config_panics() {
+    // Every truncation of a valid file is either valid or a positioned error.
+    for end in (0..=GOOD.len()).filter(|&i| GOOD.is_char_boundary(i)) {
+        if let Err(e) = parse(&GOOD[..end], "f.toml") {
+            assert!(e.position.is_some(), "{e}");
+        }
+    }
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(line_col("é\nx", 3), (2, 1));
+    assert_eq!(line_col("éx", 2), (1, 2));
+    assert_eq!(line_col("ab", 99), (1, 3));
+}

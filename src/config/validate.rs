@@ -1,0 +1,230 @@
+//! The one conversion from raw file structs to validated types, with the byte
+//! offset of whatever is wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
+use fulcrum_l4::{Algorithm, BackendSpec};
+use toml::Spanned;
+
+use super::file::{FileBackend, FileConfig, FileListener, FilePool};
+use super::{duration, Config, ListenerConfig, PoolConfig, DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT};
+
+/// What is wrong, and the byte offset in the file where it is.
+#[derive(Debug)]
+pub struct Invalid {
+    pub offset: usize,
+    pub message: String,
+}
+
+type Result<T> = std::result::Result<T, Invalid>;
+
+fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        offset: at.span().start,
+        message: message.into(),
+    }
+}
+
+/// A key that DESIGN.md names but that this build does not implement yet: refused
+/// loudly rather than ignored.
+fn not_yet<T>(value: &Option<Spanned<T>>, key: &str) -> Result<()> {
+    match value {
+        Some(v) => Err(invalid(v, format!("`{key}` is not yet supported by this fulcrum build"))),
+        None => Ok(()),
+    }
+}
+
+pub fn validate(raw: FileConfig) -> Result<Config> {
+    not_yet(&raw.admin, "[admin]")?;
+    let drain_timeout = match &raw.drain_timeout {
+        Some(d) => parse_duration(d, "drain_timeout")?,
+        None => DEFAULT_DRAIN_TIMEOUT,
+    };
+
+    let mut pools = Vec::with_capacity(raw.pools.len());
+    let mut pool_names = HashSet::new();
+    for pool in &raw.pools {
+        let pool = pool.get_ref();
+        if !pool_names.insert(pool.name.get_ref().as_str()) {
+            return Err(invalid(&pool.name, format!("duplicate pool name `{}`", pool.name.get_ref())));
+        }
+        pools.push(validate_pool(pool)?);
+    }
+
+    if raw.listeners.is_empty() {
+        return Err(Invalid {
+            offset: 0,
+            message: "no [[listener]] defined: there is nothing to serve".to_owned(),
+        });
+    }
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    let mut names = HashSet::new();
+    let mut binds = HashMap::new();
+    for listener in &raw.listeners {
+        let l = validate_listener(listener, &pool_names)?;
+        let file = listener.get_ref();
+        if !names.insert(l.name.clone()) {
+            return Err(invalid(&file.name, format!("duplicate listener name `{}`", l.name)));
+        }
+        if let Some(other) = binds.insert(l.bind, l.name.clone()) {
+            return Err(invalid(
+                &file.bind,
+                format!("bind address {} is already used by listener `{other}`", l.bind),
+            ));
+        }
+        listeners.push(l);
+    }
+    Ok(Config {
+        drain_timeout,
+        listeners,
+        pools,
+    })
+}
+
+fn validate_listener(spanned: &Spanned<FileListener>, pools: &HashSet<&str>) -> Result<ListenerConfig> {
+    let l = spanned.get_ref();
+    let name = l.name.get_ref().trim();
+    if name.is_empty() {
+        return Err(invalid(&l.name, "listener `name` must not be empty"));
+    }
+    if let Some(protocol) = &l.protocol {
+        match protocol.get_ref().as_str() {
+            "tcp" => {}
+            p @ ("udp" | "http" | "https" | "tls") => {
+                return Err(invalid(
+                    protocol,
+                    format!("protocol `{p}` is not yet supported by this fulcrum build (only `tcp`)"),
+                ))
+            }
+            p => {
+                return Err(invalid(
+                    protocol,
+                    format!("unknown protocol `{p}` (expected one of: tcp, udp, http, https, tls)"),
+                ))
+            }
+        }
+    }
+    for (value, key) in [(&l.flow_idle_timeout, "flow_idle_timeout")] {
+        if let Some(v) = value {
+            return Err(invalid(v, format!("`{key}` only applies to udp listeners")));
+        }
+    }
+    if let Some(v) = &l.responses {
+        return Err(invalid(v, "`responses` only applies to udp listeners"));
+    }
+    not_yet(&l.proxy_protocol, "proxy_protocol")?;
+    not_yet(&l.tls, "tls")?;
+    not_yet(&l.route, "[[listener.route]]")?;
+    not_yet(&l.headers, "[listener.headers]")?;
+    if let Some(v) = l.accept_proxy_protocol.as_ref().filter(|v| *v.get_ref()) {
+        return Err(invalid(v, "`accept_proxy_protocol` is not yet supported by this fulcrum build"));
+    }
+    if let Some(v) = l.max_connections_per_client.as_ref().filter(|v| *v.get_ref() > 0) {
+        return Err(invalid(v, "`max_connections_per_client` is not yet supported by this fulcrum build"));
+    }
+
+    let bind = parse_addr(&l.bind, "bind")?;
+    let Some(pool) = &l.pool else {
+        return Err(invalid(&l.name, format!("listener `{name}` needs a `pool`")));
+    };
+    if !pools.contains(pool.get_ref().as_str()) {
+        return Err(invalid(pool, format!("listener `{name}` refers to unknown pool `{}`", pool.get_ref())));
+    }
+    let connect_timeout = match &l.connect_timeout {
+        Some(d) => nonzero_duration(d, "connect_timeout")?,
+        None => DEFAULT_CONNECT_TIMEOUT,
+    };
+    let idle_timeout = match &l.idle_timeout {
+        Some(d) => nonzero_duration(d, "idle_timeout")?,
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
+    Ok(ListenerConfig {
+        name: name.to_owned(),
+        bind,
+        pool: pool.get_ref().clone(),
+        connect_timeout,
+        idle_timeout,
+        retries: l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref()),
+        max_connections: l
+            .max_connections
+            .as_ref()
+            .map(|m| *m.get_ref() as usize)
+            .filter(|&m| m > 0),
+    })
+}
+
+fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
+    let name = p.name.get_ref().trim();
+    if name.is_empty() {
+        return Err(invalid(&p.name, "pool `name` must not be empty"));
+    }
+    let algorithm = match &p.algorithm {
+        Some(a) => a.get_ref().parse::<Algorithm>().map_err(|e| invalid(a, e.to_string()))?,
+        None => Algorithm::RoundRobin,
+    };
+    not_yet(&p.hash_key, "hash_key")?;
+    not_yet(&p.sticky_cookie, "sticky_cookie")?;
+    not_yet(&p.slow_start, "slow_start")?;
+    not_yet(&p.health, "[pool.health]")?;
+    if p.backends.get_ref().is_empty() {
+        return Err(invalid(&p.backends, format!("pool `{name}` has no backends")));
+    }
+    let mut backends = Vec::with_capacity(p.backends.get_ref().len());
+    let mut seen = HashSet::new();
+    for b in p.backends.get_ref() {
+        let spec = validate_backend(b)?;
+        if !seen.insert(spec.addr) {
+            return Err(invalid(b, format!("backend {} is listed twice in pool `{name}`", spec.addr)));
+        }
+        backends.push(spec);
+    }
+    Ok(PoolConfig {
+        name: name.to_owned(),
+        algorithm,
+        backends,
+    })
+}
+
+fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
+    let (addr, weight) = match b.get_ref() {
+        FileBackend::Addr(addr) => (addr.as_str(), 1),
+        FileBackend::Table(t) => {
+            if t.resolve.is_some() {
+                return Err(invalid(b, "backend `resolve` is not yet supported by this fulcrum build"));
+            }
+            (t.addr.as_str(), t.weight.unwrap_or(1))
+        }
+    };
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| invalid(b, format!("invalid backend address `{addr}` (expected IP:PORT; DNS names are not yet supported)")))?;
+    if addr.port() == 0 {
+        return Err(invalid(b, format!("backend address `{addr}` needs a port")));
+    }
+    let weight = NonZeroU32::new(weight)
+        .filter(|w| w.get() <= MAX_WEIGHT)
+        .ok_or_else(|| invalid(b, format!("backend weight must be 1..={MAX_WEIGHT}, got {weight}")))?;
+    Ok(BackendSpec { addr, weight })
+}
+
+fn parse_addr(value: &Spanned<String>, key: &str) -> Result<SocketAddr> {
+    value.get_ref().parse().map_err(|_| {
+        invalid(value, format!("invalid `{key}` address `{}` (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080)", value.get_ref()))
+    })
+}
+
+fn parse_duration(value: &Spanned<String>, key: &str) -> Result<Duration> {
+    duration::parse(value.get_ref()).map_err(|e| invalid(value, format!("`{key}`: {e}")))
+}
+
+fn nonzero_duration(value: &Spanned<String>, key: &str) -> Result<Duration> {
+    let d = parse_duration(value, key)?;
+    if d.is_zero() {
+        return Err(invalid(value, format!("`{key}` must be greater than zero")));
+    }
+    Ok(d)
+}

@@ -1,0 +1,79 @@
+//! The `fulcrum` binary: parses the command line, sets up logging, and maps every
+//! outcome to an exit code (0 ok, 1 runtime failure, 2 bad config or usage).
+
+mod cli;
+mod config;
+mod server;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, LogFormat};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("fulcrum: {e}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let workers = cli
+        .workers
+        .map(|n| n.get() as usize)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let config = match &cli.command {
+        Command::Check { config: path } => {
+            return match config::load(path) {
+                Ok(config) => {
+                    println!("{}: OK", path.display());
+                    print!("{}", config.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+            };
+        }
+        Command::Run { config: path } => match config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        Command::Tcp(args) => args.to_config(),
+    };
+    match server::run(&config, workers) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
+        _ => EnvFilter::try_new(&cli.log_level)
+            .map_err(|e| anyhow::anyhow!("invalid --log-level `{}`: {e}", cli.log_level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}

@@ -1,0 +1,182 @@
+//! Runs a validated config: builds pools and listeners, binds every listener once per
+//! worker (SO_REUSEPORT shards), runs one single-threaded event loop per worker, and
+//! drains live connections on SIGTERM/SIGINT.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+use fulcrum_l4::tcp::{self, Listener, Settings};
+use fulcrum_l4::Pool;
+use tokio::runtime::{Builder, Runtime};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains.
+pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let control = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the control event loop")?;
+    let server = Server::start(config, workers)?;
+    for (name, addr) in &server.bound {
+        tracing::info!(listener = %name, addr = %addr, workers, "listening");
+    }
+    control.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!("SIGHUP: reload is not yet supported by this build; restart to apply config changes"),
+            }
+        }
+        let live = server.sessions.len();
+        tracing::info!(live, timeout_ms = config.drain_timeout.as_millis() as u64, "shutting down: no new connections, draining live ones");
+        server.shutdown.cancel();
+        server.sessions.close();
+        tokio::select! {
+            () = server.sessions.wait() => tracing::info!("drained"),
+            () = tokio::time::sleep(config.drain_timeout) => {
+                tracing::warn!(cut = server.sessions.len(), "drain timeout reached; closing remaining connections");
+            }
+            _ = term.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
+            _ = int.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
+        }
+        anyhow::Ok(())
+    })?;
+    server.stop();
+    Ok(())
+}
+
+/// The running workers and what they serve.
+struct Server {
+    /// Cancelled to stop accepting.
+    shutdown: CancellationToken,
+    /// Every live client session, across workers.
+    sessions: TaskTracker,
+    /// Cancelled to end the worker event loops (and any session still running).
+    stop: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
+    /// Each listener's name and the address it actually bound.
+    bound: Vec<(String, SocketAddr)>,
+}
+
+impl Server {
+    fn start(config: &Config, workers: usize) -> anyhow::Result<Server> {
+        let workers = workers.max(1);
+        let pools: HashMap<&str, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), Arc::new(Pool::new(&p.name, p.algorithm, &p.backends))))
+            .collect();
+        let mut shards: Vec<Vec<(StdListener, Arc<Listener>)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let pool = pools
+                .get(l.pool.as_str())
+                .cloned()
+                .with_context(|| format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool))?;
+            let settings = Settings {
+                name: Arc::from(l.name.as_str()),
+                connect_timeout: l.connect_timeout,
+                idle_timeout: l.idle_timeout,
+                retries: l.retries,
+            };
+            let listener = Arc::new(Listener::new(settings, pool, l.max_connections));
+            let sockets = tcp::bind(l.bind, workers).with_context(|| format!("listener `{}`", l.name))?;
+            let addr = sockets
+                .first()
+                .map(StdListener::local_addr)
+                .transpose()
+                .with_context(|| format!("listener `{}`", l.name))?
+                .unwrap_or(l.bind);
+            bound.push((l.name.clone(), addr));
+            for (shard, socket) in shards.iter_mut().zip(sockets) {
+                shard.push((socket, Arc::clone(&listener)));
+            }
+        }
+
+        let shutdown = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let mut threads = Vec::with_capacity(workers);
+        for (w, shard) in shards.into_iter().enumerate() {
+            let runtime = Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a worker event loop")?;
+            let (shutdown, stop, sessions) = (shutdown.clone(), stop.clone(), sessions.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("fulcrum-w{w}"))
+                .spawn(move || worker(runtime, shard, shutdown, stop, sessions))
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+        }
+        Ok(Server {
+            shutdown,
+            sessions,
+            stop,
+            threads,
+            bound,
+        })
+    }
+
+    /// Ends the workers; sessions still running are closed.
+    fn stop(self) {
+        self.shutdown.cancel();
+        self.stop.cancel();
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+fn worker(
+    runtime: Runtime,
+    shard: Vec<(StdListener, Arc<Listener>)>,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+) {
+    runtime.block_on(async move {
+        for (socket, listener) in shard {
+            let (shutdown, sessions) = (shutdown.clone(), sessions.clone());
+            tokio::spawn(async move {
+                let name = Arc::clone(&listener.settings.name);
+                if let Err(e) = tcp::serve(socket, listener, shutdown, sessions).await {
+                    tracing::error!(listener = %name, error = %e, "listener stopped");
+                }
+            });
+        }
+        stop.cancelled().await;
+    });
+    // Dropping the runtime here closes whatever sessions outlived the drain.
+    drop(runtime);
+}
+
+/// Raises the soft open-file limit to the hard limit: each proxied connection needs
+/// two descriptors, and the common soft default of 1024 is far too low.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let before = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => tracing::debug!(?before, now = ?limit.current, "raised RLIMIT_NOFILE"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+        }
+    }
+}
+
