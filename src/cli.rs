@@ -57,7 +57,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// Balance TCP without a config file.
-    #[command(after_help = "Example:\n  fulcrum tcp --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3")]
+    #[command(
+        after_help = "Example:\n  fulcrum tcp --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3"
+    )]
     Tcp(TcpArgs),
 }
 
@@ -149,7 +151,8 @@ impl FromStr for BackendArg {
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
-    s.parse().map_err(|e: fulcrum_l4::balance::UnknownAlgorithm| e.to_string())
+    s.parse()
+        .map_err(|e: fulcrum_l4::balance::UnknownAlgorithm| e.to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -170,8 +173,19 @@ mod tests {
 
     #[test]
     fn flag_defaults_match_the_config_defaults() {
-        let cli = Cli::try_parse_from(["fulcrum", "tcp", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"]);
-        let Ok(Cli { command: Command::Tcp(args), .. }) = cli else {
+        let cli = Cli::try_parse_from([
+            "fulcrum",
+            "tcp",
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2",
+        ]);
+        let Ok(Cli {
+            command: Command::Tcp(args),
+            ..
+        }) = cli
+        else {
             panic!("tcp args did not parse: {cli:?}");
         };
         assert_eq!(args.connect_timeout, DEFAULT_CONNECT_TIMEOUT);

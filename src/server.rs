@@ -76,15 +76,20 @@ impl Server {
         let pools: HashMap<&str, Arc<Pool>> = config
             .pools
             .iter()
-            .map(|p| (p.name.as_str(), Arc::new(Pool::new(&p.name, p.algorithm, &p.backends))))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    Arc::new(Pool::new(&p.name, p.algorithm, &p.backends)),
+                )
+            })
             .collect();
-        let mut shards: Vec<Vec<(StdListener, Arc<Listener>)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut shards: Vec<Vec<(StdListener, Arc<Listener>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let pool = pools
-                .get(l.pool.as_str())
-                .cloned()
-                .with_context(|| format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool))?;
+            let pool = pools.get(l.pool.as_str()).cloned().with_context(|| {
+                format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool)
+            })?;
             let settings = Settings {
                 name: Arc::from(l.name.as_str()),
                 connect_timeout: l.connect_timeout,
@@ -92,7 +97,8 @@ impl Server {
                 retries: l.retries,
             };
             let listener = Arc::new(Listener::new(settings, pool, l.max_connections));
-            let sockets = tcp::bind(l.bind, workers).with_context(|| format!("listener `{}`", l.name))?;
+            let sockets =
+                tcp::bind(l.bind, workers).with_context(|| format!("listener `{}`", l.name))?;
             let addr = sockets
                 .first()
                 .map(StdListener::local_addr)
@@ -173,10 +179,9 @@ fn raise_fd_limit() {
     if limit.current != limit.maximum {
         let before = limit.current;
         limit.current = limit.maximum;
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => tracing::debug!(?before, now = ?limit.current, "raised RLIMIT_NOFILE"),
             Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
         }
     }
 }
-

@@ -5,9 +5,12 @@ use std::time::Duration;
 /// Parses `<integer><unit>` with unit ms, s, m or h.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let bad = || format!("invalid duration `{text}` (expected e.g. \"250ms\", \"3s\", \"5m\", \"1h\")");
+    let bad =
+        || format!("invalid duration `{text}` (expected e.g. \"250ms\", \"3s\", \"5m\", \"1h\")");
     let n: u64 = number.parse().map_err(|_| bad())?;
     let per_unit = match unit {
         "ms" => Duration::from_millis(1),
@@ -49,7 +52,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "3", "s", "3 sec", "-1s", "1.5s", "99999999999999999999s", "5d"] {
+        for bad in [
+            "",
+            "3",
+            "s",
+            "3 sec",
+            "-1s",
+            "1.5s",
+            "99999999999999999999s",
+            "5d",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
@@ -57,7 +69,10 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for text in ["250ms", "3s", "5m", "1h", "90s"] {
-            assert_eq!(parse(&display(parse(text).unwrap_or_default())), parse(text));
+            assert_eq!(
+                parse(&display(parse(text).unwrap_or_default())),
+                parse(text)
+            );
         }
     }
 }

@@ -119,7 +119,10 @@ impl<'de> Deserialize<'de> for FileBackend {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileBackend, E> {
                 Ok(FileBackend::Addr(v.to_owned()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileBackend, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FileBackend, A::Error> {
                 let d = serde::de::value::MapAccessDeserializer::new(map);
                 FileBackendTable::deserialize(d).map(FileBackend::Table)
             }

@@ -84,7 +84,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     };
     let raw: file::FileConfig = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        at(offset, e.message().trim_end().to_owned())
+        at(offset, e.message().trim_end().replace('\n', "; "))
     })?;
     validate::validate(raw).map_err(|e| at(e.offset, e.message))
 }
@@ -113,7 +113,9 @@ impl Config {
             duration::display(self.drain_timeout),
         );
         for l in &self.listeners {
-            let max = l.max_connections.map_or("unlimited".to_owned(), |n| n.to_string());
+            let max = l
+                .max_connections
+                .map_or("unlimited".to_owned(), |n| n.to_string());
             let _ = writeln!(
                 out,
                 "listener {:<12} tcp {:<22} -> pool {}  (connect {}, idle {}, retries {}, max {})",
@@ -127,7 +129,13 @@ impl Config {
             );
         }
         for p in &self.pools {
-            let _ = writeln!(out, "pool {:<16} {:<12} {} backend(s)", p.name, p.algorithm.name(), p.backends.len());
+            let _ = writeln!(
+                out,
+                "pool {:<16} {:<12} {} backend(s)",
+                p.name,
+                p.algorithm.name(),
+                p.backends.len()
+            );
             for b in &p.backends {
                 let _ = writeln!(out, "  {:<24} weight {}", b.addr, b.weight);
             }

@@ -29,7 +29,10 @@ fn err(text: &str) -> String {
 
 fn assert_err(text: &str, position: &str, needle: &str) {
     let e = err(text);
-    assert!(e.starts_with(&format!("f.toml:{position}: ")), "wrong position: {e}");
+    assert!(
+        e.starts_with(&format!("f.toml:{position}: ")),
+        "wrong position: {e}"
+    );
     assert!(e.contains(needle), "{e:?} lacks {needle:?}");
 }
 
@@ -67,28 +70,43 @@ fn defaults_apply() -> Result<(), ConfigError> {
 
 #[test]
 fn unknown_key() {
-    assert_err(&GOOD.replace("retries = 1", "retrys = 1"), "10:1", "unknown field `retrys`");
+    assert_err(
+        &GOOD.replace("retries = 1", "retrys = 1"),
+        "10:1",
+        "unknown field `retrys`",
+    );
 }
 
 #[test]
 fn wrong_type() {
-    assert_err(&GOOD.replace("retries = 1", "retries = \"one\""), "10:11", "invalid type");
+    assert_err(
+        &GOOD.replace("retries = 1", "retries = \"one\""),
+        "10:11",
+        "invalid type",
+    );
 }
 
 #[test]
 fn unknown_pool() {
-    assert_err(&GOOD.replace("pool = \"web\"", "pool = \"api\""), "7:8", "unknown pool `api`");
+    assert_err(
+        &GOOD.replace("pool = \"web\"", "pool = \"api\""),
+        "7:8",
+        "unknown pool `api`",
+    );
 }
 
 #[test]
 fn duplicate_listener_name() {
-    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n");
+    let text = format!(
+        "{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n"
+    );
     assert_err(&text, "19:8", "duplicate listener name `web`");
 }
 
 #[test]
 fn duplicate_bind() {
-    let text = format!("{GOOD}\n[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n");
+    let text =
+        format!("{GOOD}\n[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n");
     assert_err(&text, "20:8", "already used by listener `web`");
 }
 
@@ -103,38 +121,70 @@ fn empty_pool() {
 
 #[test]
 fn bad_backend_address() {
-    assert_err(&GOOD.replace("127.0.0.1:9001", "127.0.0.1"), "16:13", "invalid backend address `127.0.0.1`");
+    assert_err(
+        &GOOD.replace("127.0.0.1:9001", "127.0.0.1"),
+        "16:13",
+        "invalid backend address `127.0.0.1`",
+    );
 }
 
 #[test]
 fn bad_bind_address() {
-    assert_err(&GOOD.replace("127.0.0.1:8080", "localhost:http"), "6:8", "invalid `bind` address");
+    assert_err(
+        &GOOD.replace("127.0.0.1:8080", "localhost:http"),
+        "6:8",
+        "invalid `bind` address",
+    );
 }
 
 #[test]
 fn bad_duration() {
-    assert_err(&GOOD.replace("\"250ms\"", "\"3 seconds\""), "8:19", "invalid duration");
-    assert_err(&GOOD.replace("\"250ms\"", "\"0s\""), "8:19", "greater than zero");
+    assert_err(
+        &GOOD.replace("\"250ms\"", "\"3 seconds\""),
+        "8:19",
+        "invalid duration",
+    );
+    assert_err(
+        &GOOD.replace("\"250ms\"", "\"0s\""),
+        "8:19",
+        "greater than zero",
+    );
 }
 
 #[test]
 fn bad_weight() {
-    assert_err(&GOOD.replace("weight = 3", "weight = 0"), "16:31", "weight must be 1..=1000");
+    assert_err(
+        &GOOD.replace("weight = 3", "weight = 0"),
+        "16:31",
+        "weight must be 1..=1000",
+    );
 }
 
 #[test]
 fn unknown_algorithm() {
-    assert_err(&GOOD.replace("least-conn", "fastest"), "15:13", "unknown algorithm `fastest`");
+    assert_err(
+        &GOOD.replace("least-conn", "fastest"),
+        "15:13",
+        "unknown algorithm `fastest`",
+    );
 }
 
 #[test]
 fn duplicate_backend() {
-    assert_err(&GOOD.replace("[::1]:9002", "127.0.0.1:9001"), "16:31", "listed twice");
+    assert_err(
+        &GOOD.replace("[::1]:9002", "127.0.0.1:9001"),
+        "16:31",
+        "listed twice",
+    );
 }
 
 #[test]
 fn no_listeners() {
-    assert_err("[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:2\"]\n", "1:1", "no [[listener]]");
+    assert_err(
+        "[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:2\"]\n",
+        "1:1",
+        "no [[listener]]",
+    );
 }
 
 #[test]
@@ -145,19 +195,42 @@ fn toml_syntax_error() {
 #[test]
 fn later_features_are_refused_not_ignored() {
     for (from, to, needle) in [
-        ("retries = 1", "proxy_protocol = \"v2\"", "`proxy_protocol` is not yet supported"),
-        ("retries = 1", "protocol = \"udp\"", "protocol `udp` is not yet supported"),
-        ("retries = 1", "protocol = \"sctp\"", "unknown protocol `sctp`"),
+        (
+            "retries = 1",
+            "proxy_protocol = \"v2\"",
+            "`proxy_protocol` is not yet supported",
+        ),
+        (
+            "retries = 1",
+            "protocol = \"udp\"",
+            "protocol `udp` is not yet supported",
+        ),
+        (
+            "retries = 1",
+            "protocol = \"sctp\"",
+            "unknown protocol `sctp`",
+        ),
         ("retries = 1", "responses = 1", "only applies to udp"),
-        ("algorithm = \"least-conn\"", "slow_start = \"10s\"", "`slow_start` is not yet supported"),
-        ("algorithm = \"least-conn\"", "hash_key = \"source-ip\"", "`hash_key` is not yet supported"),
+        (
+            "algorithm = \"least-conn\"",
+            "slow_start = \"10s\"",
+            "`slow_start` is not yet supported",
+        ),
+        (
+            "algorithm = \"least-conn\"",
+            "hash_key = \"source-ip\"",
+            "`hash_key` is not yet supported",
+        ),
     ] {
         let e = err(&GOOD.replace(from, to));
         assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         assert!(e.starts_with("f.toml:"), "{e}");
     }
     let e = err(&format!("{GOOD}[admin]\nbind = \"127.0.0.1:9090\"\n"));
-    assert!(e.starts_with("f.toml:18:1: `[admin]` is not yet supported"), "{e}");
+    assert!(
+        e.starts_with("f.toml:17:1: `[admin]` is not yet supported"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
 /// loudly rather than ignored.
 fn not_yet<T>(value: &Option<Spanned<T>>, key: &str) -> Result<()> {
     match value {
-        Some(v) => Err(invalid(v, format!("`{key}` is not yet supported by this fulcrum build"))),
+        Some(v) => Err(invalid(
+            v,
+            format!("`{key}` is not yet supported by this fulcrum build"),
+        )),
         None => Ok(()),
     }
 }
@@ -50,7 +53,10 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
     for pool in &raw.pools {
         let pool = pool.get_ref();
         if !pool_names.insert(pool.name.get_ref().as_str()) {
-            return Err(invalid(&pool.name, format!("duplicate pool name `{}`", pool.name.get_ref())));
+            return Err(invalid(
+                &pool.name,
+                format!("duplicate pool name `{}`", pool.name.get_ref()),
+            ));
         }
         pools.push(validate_pool(pool)?);
     }
@@ -68,12 +74,18 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
         let l = validate_listener(listener, &pool_names)?;
         let file = listener.get_ref();
         if !names.insert(l.name.clone()) {
-            return Err(invalid(&file.name, format!("duplicate listener name `{}`", l.name)));
+            return Err(invalid(
+                &file.name,
+                format!("duplicate listener name `{}`", l.name),
+            ));
         }
         if let Some(other) = binds.insert(l.bind, l.name.clone()) {
             return Err(invalid(
                 &file.bind,
-                format!("bind address {} is already used by listener `{other}`", l.bind),
+                format!(
+                    "bind address {} is already used by listener `{other}`",
+                    l.bind
+                ),
             ));
         }
         listeners.push(l);
@@ -85,7 +97,10 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
     })
 }
 
-fn validate_listener(spanned: &Spanned<FileListener>, pools: &HashSet<&str>) -> Result<ListenerConfig> {
+fn validate_listener(
+    spanned: &Spanned<FileListener>,
+    pools: &HashSet<&str>,
+) -> Result<ListenerConfig> {
     let l = spanned.get_ref();
     let name = l.name.get_ref().trim();
     if name.is_empty() {
@@ -97,7 +112,9 @@ fn validate_listener(spanned: &Spanned<FileListener>, pools: &HashSet<&str>) -> 
             p @ ("udp" | "http" | "https" | "tls") => {
                 return Err(invalid(
                     protocol,
-                    format!("protocol `{p}` is not yet supported by this fulcrum build (only `tcp`)"),
+                    format!(
+                        "protocol `{p}` is not yet supported by this fulcrum build (only `tcp`)"
+                    ),
                 ))
             }
             p => {
@@ -121,18 +138,37 @@ fn validate_listener(spanned: &Spanned<FileListener>, pools: &HashSet<&str>) -> 
     not_yet(&l.route, "[[listener.route]]")?;
     not_yet(&l.headers, "[listener.headers]")?;
     if let Some(v) = l.accept_proxy_protocol.as_ref().filter(|v| *v.get_ref()) {
-        return Err(invalid(v, "`accept_proxy_protocol` is not yet supported by this fulcrum build"));
+        return Err(invalid(
+            v,
+            "`accept_proxy_protocol` is not yet supported by this fulcrum build",
+        ));
     }
-    if let Some(v) = l.max_connections_per_client.as_ref().filter(|v| *v.get_ref() > 0) {
-        return Err(invalid(v, "`max_connections_per_client` is not yet supported by this fulcrum build"));
+    if let Some(v) = l
+        .max_connections_per_client
+        .as_ref()
+        .filter(|v| *v.get_ref() > 0)
+    {
+        return Err(invalid(
+            v,
+            "`max_connections_per_client` is not yet supported by this fulcrum build",
+        ));
     }
 
     let bind = parse_addr(&l.bind, "bind")?;
     let Some(pool) = &l.pool else {
-        return Err(invalid(&l.name, format!("listener `{name}` needs a `pool`")));
+        return Err(invalid(
+            &l.name,
+            format!("listener `{name}` needs a `pool`"),
+        ));
     };
     if !pools.contains(pool.get_ref().as_str()) {
-        return Err(invalid(pool, format!("listener `{name}` refers to unknown pool `{}`", pool.get_ref())));
+        return Err(invalid(
+            pool,
+            format!(
+                "listener `{name}` refers to unknown pool `{}`",
+                pool.get_ref()
+            ),
+        ));
     }
     let connect_timeout = match &l.connect_timeout {
         Some(d) => nonzero_duration(d, "connect_timeout")?,
@@ -163,7 +199,10 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         return Err(invalid(&p.name, "pool `name` must not be empty"));
     }
     let algorithm = match &p.algorithm {
-        Some(a) => a.get_ref().parse::<Algorithm>().map_err(|e| invalid(a, e.to_string()))?,
+        Some(a) => a
+            .get_ref()
+            .parse::<Algorithm>()
+            .map_err(|e| invalid(a, e.to_string()))?,
         None => Algorithm::RoundRobin,
     };
     not_yet(&p.hash_key, "hash_key")?;
@@ -171,14 +210,20 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
     not_yet(&p.slow_start, "slow_start")?;
     not_yet(&p.health, "[pool.health]")?;
     if p.backends.get_ref().is_empty() {
-        return Err(invalid(&p.backends, format!("pool `{name}` has no backends")));
+        return Err(invalid(
+            &p.backends,
+            format!("pool `{name}` has no backends"),
+        ));
     }
     let mut backends = Vec::with_capacity(p.backends.get_ref().len());
     let mut seen = HashSet::new();
     for b in p.backends.get_ref() {
         let spec = validate_backend(b)?;
         if !seen.insert(spec.addr) {
-            return Err(invalid(b, format!("backend {} is listed twice in pool `{name}`", spec.addr)));
+            return Err(invalid(
+                b,
+                format!("backend {} is listed twice in pool `{name}`", spec.addr),
+            ));
         }
         backends.push(spec);
     }
@@ -194,7 +239,10 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
         FileBackend::Addr(addr) => (addr.as_str(), 1),
         FileBackend::Table(t) => {
             if t.resolve.is_some() {
-                return Err(invalid(b, "backend `resolve` is not yet supported by this fulcrum build"));
+                return Err(invalid(
+                    b,
+                    "backend `resolve` is not yet supported by this fulcrum build",
+                ));
             }
             (t.addr.as_str(), t.weight.unwrap_or(1))
         }
@@ -207,13 +255,24 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
     }
     let weight = NonZeroU32::new(weight)
         .filter(|w| w.get() <= MAX_WEIGHT)
-        .ok_or_else(|| invalid(b, format!("backend weight must be 1..={MAX_WEIGHT}, got {weight}")))?;
+        .ok_or_else(|| {
+            invalid(
+                b,
+                format!("backend weight must be 1..={MAX_WEIGHT}, got {weight}"),
+            )
+        })?;
     Ok(BackendSpec { addr, weight })
 }
 
 fn parse_addr(value: &Spanned<String>, key: &str) -> Result<SocketAddr> {
     value.get_ref().parse().map_err(|_| {
-        invalid(value, format!("invalid `{key}` address `{}` (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080)", value.get_ref()))
+        invalid(
+            value,
+            format!(
+                "invalid `{key}` address `{}` (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080)",
+                value.get_ref()
+            ),
+        )
     })
 }
 

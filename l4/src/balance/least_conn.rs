@@ -81,7 +81,9 @@ mod tests {
     fn ties_rotate() {
         let bs = backends(&[1, 1, 1]);
         let lc = LeastConn::new();
-        let picks: Vec<_> = (0..6).filter_map(|_| lc.pick(&bs, &Context::default())).collect();
+        let picks: Vec<_> = (0..6)
+            .filter_map(|_| lc.pick(&bs, &Context::default()))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 }

@@ -155,7 +155,11 @@ impl Pool {
         Candidates {
             backends: &self.backends,
             first: first.unwrap_or(0),
-            yielded: if first.is_some() { 0 } else { self.backends.len() },
+            yielded: if first.is_some() {
+                0
+            } else {
+                self.backends.len()
+            },
         }
     }
 }
@@ -194,11 +198,14 @@ mod tests {
 
     #[test]
     fn candidates_start_at_pick_and_wrap() {
-        let pool = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1), spec(3, 1)]);
+        let pool = Pool::new(
+            "p",
+            Algorithm::RoundRobin,
+            &[spec(1, 1), spec(2, 1), spec(3, 1)],
+        );
         let ctx = Context::default();
-        let ports = |pool: &Pool| -> Vec<u16> {
-            pool.candidates(&ctx).map(|b| b.addr().port()).collect()
-        };
+        let ports =
+            |pool: &Pool| -> Vec<u16> { pool.candidates(&ctx).map(|b| b.addr().port()).collect() };
         assert_eq!(ports(&pool), vec![1, 2, 3]);
         assert_eq!(ports(&pool), vec![2, 3, 1]);
         assert_eq!(ports(&pool), vec![3, 1, 2]);

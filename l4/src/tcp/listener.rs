@@ -29,21 +29,33 @@ pub async fn serve(
     shutdown: CancellationToken,
     sessions: TaskTracker,
 ) -> io::Result<()> {
-    let socket = TcpListener::from_std(socket)?;
+    let name = Arc::clone(&listener.settings.name);
+    accept_loop(TcpListener::from_std(socket)?, listener, shutdown, sessions).await;
+    // The socket is closed by now: the kernel refuses new connections to this shard.
+    tracing::debug!(listener = %name, "listener closed");
+    Ok(())
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+) {
     let mut stop = pin!(shutdown.cancelled());
     let mut backoff = BACKOFF_START;
     loop {
         let permit = match &listener.limit {
             Some(limit) => tokio::select! {
                 biased;
-                () = &mut stop => return Ok(()),
+                () = &mut stop => return,
                 permit = Arc::clone(limit).acquire_owned() => permit.ok(),
             },
             None => None,
         };
         let accepted = tokio::select! {
             biased;
-            () = &mut stop => return Ok(()),
+            () = &mut stop => return,
             accepted = socket.accept() => accepted,
         };
         match accepted {
@@ -60,14 +72,16 @@ pub async fn serve(
                 );
                 tokio::select! {
                     biased;
-                    () = &mut stop => return Ok(()),
+                    () = &mut stop => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             // The client gave up before we took it (ECONNABORTED) and the like:
             // nothing for this listener to do.
-            Err(e) => tracing::debug!(listener = %listener.settings.name, error = %e, "accept failed"),
+            Err(e) => {
+                tracing::debug!(listener = %listener.settings.name, error = %e, "accept failed")
+            }
         }
     }
 }

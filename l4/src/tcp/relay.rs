@@ -52,11 +52,7 @@ pub struct Relayed {
 
 /// Relays until both directions are closed, an error occurs, or nothing moved for
 /// `idle`.
-pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
-    idle: Duration,
-) -> Relayed {
+pub async fn relay(client: &TcpStream, backend: &TcpStream, idle: Duration) -> Relayed {
     let mut up = Half::default();
     let mut down = Half::default();
     let mut last_active = Instant::now();
@@ -236,7 +232,14 @@ impl Half {
                     self.eof = true;
                     Ok(())
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(HalfError::Read(e)),
             };
         }

@@ -65,7 +65,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, BindError
     }
     // Linux copies TCP_NODELAY from the listener to every accepted socket, which
     // saves a setsockopt per connection (checked by a test below).
-    socket.set_nodelay(true).map_err(err("set TCP_NODELAY on"))?;
+    socket
+        .set_nodelay(true)
+        .map_err(err("set TCP_NODELAY on"))?;
     socket.bind(&addr.into()).map_err(err("bind"))?;
     socket.listen(BACKLOG).map_err(err("listen on"))?;
     Ok(socket.into())
@@ -118,7 +120,10 @@ mod tests {
     fn bind_conflict_names_the_address() -> io::Result<()> {
         let taken = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 1).map_err(io::Error::other)?;
         let addr = taken[0].local_addr()?;
-        let err = bind(addr, 1).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = bind(addr, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains(&addr.to_string()), "{err}");
         Ok(())
     }
@@ -130,7 +135,10 @@ mod tests {
             l.local_addr()?
         };
         let err = connect(addr, Duration::from_secs(2)).await.err();
-        assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
         Ok(())
     }
 }

@@ -1,0 +1,267 @@
+//! Test harness: runs the real `fulcrum` binary on 127.0.0.1:0 and waits for its
+//! "listening" log lines, plus small blocking backends on real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "at once"; only reached on failure.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique scratch file path for this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("fulcrum-test-{}-{n}-{name}", std::process::id()))
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fulcrum")
+}
+
+/// A running fulcrum process; killed on drop if still running.
+pub struct Fulcrum {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+    listeners: Vec<(String, SocketAddr)>,
+    config: Option<PathBuf>,
+}
+
+impl Fulcrum {
+    /// Runs `fulcrum run` on `config` (TOML text) with one worker.
+    pub fn run(config: &str) -> Fulcrum {
+        Self::run_with(config, &["--workers", "1"])
+    }
+
+    pub fn run_with(config: &str, extra: &[&str]) -> Fulcrum {
+        let path = scratch("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut args = vec!["run", "-c", path.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let mut f = Self::spawn(&args, config.matches("[[listener]]").count());
+        f.config = Some(path);
+        f
+    }
+
+    /// Runs fulcrum with `args` and waits until `listeners` listeners are bound.
+    pub fn spawn(args: &[&str], listeners: usize) -> Fulcrum {
+        let mut child = Command::new(bin())
+            .args(args)
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fulcrum");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("logs").push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut f = Fulcrum {
+            child,
+            logs,
+            lines,
+            listeners: Vec::new(),
+            config: None,
+        };
+        while f.listeners.len() < listeners {
+            let line = f.next_line("listening");
+            let name = field(&line, "listener").expect("listener field");
+            let addr = field(&line, "addr")
+                .and_then(|a| a.parse().ok())
+                .expect("addr field");
+            f.listeners.push((name, addr));
+        }
+        f
+    }
+
+    /// The address a listener bound.
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {listener}: {:?}", self.listeners))
+    }
+
+    /// Waits for the next log line containing `needle`; panics with the log if none
+    /// comes.
+    pub fn next_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.log()),
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fulcrum did not exit; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Fulcrum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(path) = &self.config {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `key=value` from a tracing text line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// A backend on 127.0.0.1:0 that runs `serve` for each connection on its own thread.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let serve = Arc::new(serve);
+        thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                count.fetch_add(1, Ordering::SeqCst);
+                let serve = Arc::clone(&serve);
+                thread::spawn(move || serve(stream));
+            }
+        });
+        Backend { addr, accepted }
+    }
+
+    /// Echoes every byte back, then half-closes when the client does.
+    pub fn echo() -> Backend {
+        Backend::start(|mut s| {
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        })
+    }
+
+    /// Says `name` on connect, then holds the connection until the client closes.
+    pub fn named(name: &'static str) -> Backend {
+        Backend::start(move |mut s| {
+            if s.write_all(name.as_bytes()).is_err() {
+                return;
+            }
+            let mut sink = [0; 1024];
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        })
+    }
+}
+
+/// An address on which nothing listens (connects are refused).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to fulcrum");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// Connects and reads the backend's name (one byte per name here).
+pub fn hello(addr: SocketAddr) -> (TcpStream, char) {
+    let mut s = connect(addr);
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).expect("read backend name");
+    (s, b[0] as char)
+}
+
+/// Deterministic bytes for payload checks (xorshift64).
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Pattern {
+        Pattern(seed | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// A pool config with the given backends and algorithm behind one listener `l`.
+pub fn config(backends: &[String], algorithm: &str, extra_listener: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n{extra_listener}\n\n[[pool]]\nname = \"p\"\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n",
+        backends.join(", ")
+    )
+}
+
+pub fn quoted(addr: SocketAddr) -> String {
+    format!("\"{addr}\"")
+}

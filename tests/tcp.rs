@@ -1,0 +1,288 @@
+//! End-to-end TCP tests: the real binary between real clients and real backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step should fail loudly
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::thread;
+
+use common::*;
+
+const BLOCK: usize = 64 * 1024;
+
+fn echo_proxy(algorithm: &str) -> (Fulcrum, Backend) {
+    let backend = Backend::echo();
+    let f = Fulcrum::run(&config(&[quoted(backend.addr)], algorithm, ""));
+    (f, backend)
+}
+
+/// Sends `total` pattern bytes through `addr` to an echo backend and checks every
+/// byte that comes back.
+fn round_trip(addr: SocketAddr, total: usize) {
+    let mut client = connect(addr);
+    let mut writer = client.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let mut pattern = Pattern::new(7);
+        let mut buf = vec![0u8; BLOCK];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(BLOCK);
+            pattern.fill(&mut buf[..n]);
+            writer.write_all(&buf[..n]).expect("send payload");
+            left -= n;
+        }
+        writer.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let mut expected = Pattern::new(7);
+    let mut want = vec![0u8; BLOCK];
+    let mut got = vec![0u8; BLOCK];
+    let mut received = 0;
+    while received < total {
+        let n = (total - received).min(BLOCK);
+        expected.fill(&mut want[..n]);
+        client
+            .read_exact(&mut got[..n])
+            .unwrap_or_else(|e| panic!("after {received} bytes: {e}"));
+        assert!(
+            got[..n] == want[..n],
+            "payload differs in block at {received}"
+        );
+        received += n;
+    }
+    assert_eq!(
+        client.read(&mut got).expect("read end"),
+        0,
+        "extra bytes after payload"
+    );
+    sender.join().expect("sender");
+}
+
+#[test]
+fn echo_through_the_proxy() {
+    let (f, _backend) = echo_proxy("round-robin");
+    let mut c = connect(f.addr("l"));
+    c.write_all(b"hello fulcrum").expect("write");
+    let mut buf = [0u8; 13];
+    c.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"hello fulcrum");
+}
+
+#[test]
+fn one_megabyte_arrives_intact() {
+    let (f, _backend) = echo_proxy("round-robin");
+    round_trip(f.addr("l"), 1 << 20);
+}
+
+#[test]
+fn hundred_megabytes_arrive_intact() {
+    let (f, _backend) = echo_proxy("least-conn");
+    round_trip(f.addr("l"), 100 << 20);
+}
+
+#[test]
+fn half_close_still_gets_the_reply() {
+    // The backend reads to end of stream, then answers with the byte count.
+    let backend = Backend::start(|mut s| {
+        let mut all = Vec::new();
+        if s.read_to_end(&mut all).is_ok() {
+            let _ = s.write_all(format!("got {}", all.len()).as_bytes());
+        }
+    });
+    let f = Fulcrum::run(&config(&[quoted(backend.addr)], "round-robin", ""));
+    let mut c = connect(f.addr("l"));
+    c.write_all(&[b'x'; 5000]).expect("write");
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).expect("read reply");
+    assert_eq!(reply, "got 5000");
+}
+
+#[test]
+fn refused_backend_moves_to_the_next() {
+    let dead = dead_addr();
+    let live = Backend::named("b");
+    let mut f = Fulcrum::run(&config(
+        &[quoted(dead), quoted(live.addr)],
+        "round-robin",
+        "",
+    ));
+    for _ in 0..4 {
+        let (_c, name) = hello(f.addr("l"));
+        assert_eq!(name, 'b');
+    }
+    let warn = f.next_line("backend connect failed");
+    assert!(warn.contains(&dead.to_string()), "{warn}");
+    assert!(warn.contains("WARN"), "{warn}");
+}
+
+#[test]
+fn all_backends_down_closes_the_client() {
+    let (a, b) = (dead_addr(), dead_addr());
+    let mut f = Fulcrum::run(&config(
+        &[quoted(a), quoted(b)],
+        "round-robin",
+        "retries = 5",
+    ));
+    let mut c = connect(f.addr("l"));
+    let mut buf = [0u8; 1];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection to close, got {other:?}"),
+    }
+    let line = f.next_line("no backend could take the connection");
+    assert!(
+        line.contains("tried=2"),
+        "each backend is tried once: {line}"
+    );
+}
+
+#[test]
+fn round_robin_alternates_over_two() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let f = Fulcrum::run(&config(
+        &[quoted(a.addr), quoted(b.addr)],
+        "round-robin",
+        "",
+    ));
+    let seq: String = (0..6).map(|_| hello(f.addr("l")).1).collect();
+    assert_eq!(seq, "ababab");
+}
+
+#[test]
+fn round_robin_follows_the_nginx_sequence_for_weights_5_1_1() {
+    let (a, b, c) = (
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    );
+    let backends = [
+        format!("{{ addr = \"{}\", weight = 5 }}", a.addr),
+        quoted(b.addr),
+        quoted(c.addr),
+    ];
+    let f = Fulcrum::run(&config(&backends, "round-robin", ""));
+    let seq: String = (0..14).map(|_| hello(f.addr("l")).1).collect();
+    assert_eq!(seq, "aabacaaaabacaa");
+}
+
+#[test]
+fn least_conn_sends_to_the_idle_backend() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let f = Fulcrum::run(&config(&[quoted(a.addr), quoted(b.addr)], "least-conn", ""));
+    // Four held connections: least-conn splits them two and two.
+    let held: Vec<_> = (0..4).map(|_| hello(f.addr("l"))).collect();
+    let (on_a, on_b): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, n)| *n == 'a');
+    assert_eq!((on_a.len(), on_b.len()), (2, 2));
+    // Close both on `a` and wait until the proxy has closed them too.
+    for (mut s, _) in on_a {
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("read to end");
+    }
+    // `a` is idle, `b` holds two: the next two go to `a`.
+    let next: String = (0..2).map(|_| hello(f.addr("l")).1).collect();
+    assert_eq!(next, "aa");
+    drop(on_b);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let backend = Backend::named("a");
+    let f = Fulcrum::run(&config(
+        &[quoted(backend.addr)],
+        "round-robin",
+        "idle_timeout = \"300ms\"",
+    ));
+    let (mut c, _) = hello(f.addr("l"));
+    let mut buf = [0u8; 1];
+    // Nothing moves, so the proxy closes the connection after the idle timeout.
+    assert_eq!(c.read(&mut buf).expect("read"), 0);
+}
+
+#[test]
+fn sigterm_drains_live_sessions() {
+    let backend = Backend::echo();
+    let mut f = Fulcrum::run(&config(&[quoted(backend.addr)], "round-robin", ""));
+    let addr = f.addr("l");
+    let mut live = connect(addr);
+    live.write_all(b"before").expect("write");
+    let mut buf = [0u8; 6];
+    live.read_exact(&mut buf).expect("read");
+
+    f.signal(rustix::process::Signal::TERM);
+    f.next_line("shutting down");
+    f.next_line("listener closed");
+    // New connections are refused once the listener is closed...
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener still accepting after SIGTERM"
+    );
+    // ...while the live session keeps working until its client is done.
+    live.write_all(b"during").expect("write during drain");
+    live.read_exact(&mut buf).expect("read during drain");
+    assert_eq!(&buf, b"during");
+    live.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    live.read_to_end(&mut rest).expect("read to end");
+    let status = f.wait();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        f.log()
+    );
+    assert!(f.log().contains("drained"), "{}", f.log());
+}
+
+#[test]
+fn max_connections_pauses_accepting() {
+    let backend = Backend::named("a");
+    let f = Fulcrum::run(&config(
+        &[quoted(backend.addr)],
+        "round-robin",
+        "max_connections = 1",
+    ));
+    let (mut first, _) = hello(f.addr("l"));
+    let mut second = connect(f.addr("l"));
+    second
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    let early = second.read(&mut b);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "second connection served while the first holds the only slot: {early:?}"
+    );
+    first.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).expect("drain first");
+    second.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    second
+        .read_exact(&mut b)
+        .expect("second served after the first closed");
+    assert_eq!(&b, b"a");
+}
+
+#[test]
+fn flag_only_mode_balances() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let (a_arg, b_arg) = (a.addr.to_string(), format!("{},weight=2", b.addr));
+    let f = Fulcrum::spawn(
+        &[
+            "tcp",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &a_arg,
+            "--backend",
+            &b_arg,
+            "--workers",
+            "1",
+        ],
+        1,
+    );
+    let seq: String = (0..6).map(|_| hello(f.addr("tcp")).1).collect();
+    assert_eq!(seq, "babbab");
+}
