@@ -59,12 +59,12 @@ pub async fn relay(client: &TcpStream, backend: &TcpStream, idle: Duration) -> R
     let mut timer = pin!(tokio::time::sleep(idle));
     let end = poll_fn(|cx| {
         let moved = up.bytes + down.bytes;
-        let up_done = match up.poll(cx, client, backend) {
+        let up_done = match up.poll(cx, client, backend, down.done) {
             Poll::Ready(Ok(())) => true,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Up))),
             Poll::Pending => false,
         };
-        let down_done = match down.poll(cx, backend, client) {
+        let down_done = match down.poll(cx, backend, client, up_done) {
             Poll::Ready(Ok(())) => true,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Down))),
             Poll::Pending => false,
@@ -161,6 +161,7 @@ impl Half {
         cx: &mut Context<'_>,
         src: &TcpStream,
         dst: &TcpStream,
+        other_done: bool,
     ) -> Poll<Result<(), HalfError>> {
         if self.done {
             return Poll::Ready(Ok(()));
@@ -169,12 +170,16 @@ impl Half {
             ready!(self.poll_flush(cx, dst)).map_err(HalfError::Write)?;
             if self.eof {
                 // Half-close: the peer of `dst` sees end of stream, the other
-                // direction keeps flowing.
+                // direction keeps flowing. When the other direction has ended too,
+                // the close that follows sends the FIN: skip the extra syscall.
+                self.done = true;
+                if other_done {
+                    return Poll::Ready(Ok(()));
+                }
                 match rustix::net::shutdown(dst, Shutdown::Write) {
                     Ok(()) | Err(Errno::NOTCONN) => {}
                     Err(e) => return Poll::Ready(Err(HalfError::Write(e.into()))),
                 }
-                self.done = true;
                 return Poll::Ready(Ok(()));
             }
             ready!(src.poll_read_ready(cx)).map_err(HalfError::Read)?;

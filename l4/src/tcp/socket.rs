@@ -13,7 +13,7 @@ const BACKLOG: i32 = 4096;
 
 /// A listener socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {addr}: {source}")]
+#[error("cannot {op} {addr}")]
 pub struct BindError {
     pub addr: SocketAddr,
     pub op: &'static str,

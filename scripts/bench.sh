@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback.
+#
+#   scripts/bench.sh [tcp]        (tcp is the only suite so far)
+#
+# The proxy under test is pinned to CPU $PROXY_CPU; load generators and backends to
+# $LOAD_CPU. Each proxy runs with one worker/thread. Every figure is the median of
+# $ROUNDS rounds, run alternately so drift hits every proxy alike. Besides throughput
+# it reports the proxy's own CPU time per request (from /proc/PID/stat), since the
+# load generator shares the machine.
+#
+# Needs (Debian): iperf3 wrk haproxy nginx-light libnginx-mod-stream python3.
+# Installs nothing itself.
+set -euo pipefail
+
+SUITE=${1:-tcp}
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-10}
+CONNS=${CONNS:-50}
+IDLE_CONNS=${IDLE_CONNS:-3000}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
+
+missing=()
+for tool in iperf3 wrk haproxy nginx python3 taskset; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench.sh: missing ${missing[*]}; install with:" >&2
+  echo "  apt-get install -y iperf3 wrk haproxy nginx-light libnginx-mod-stream python3 util-linux" >&2
+  exit 2
+fi
+STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
+[ "$SUITE" = tcp ] || { echo "bench.sh: unknown suite '$SUITE' (have: tcp)" >&2; exit 2; }
+
+if [ -z "${FULCRUM_SKIP_BUILD:-}" ]; then
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+fi
+
+WORK=$(mktemp -d /tmp/fulcrum-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench.sh: nothing listening on port $1" >&2; exit 1
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+TICK=$(getconf CLK_TCK)
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
+ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}x" if b else "n/a")' "$1" "$2"; }
+
+P_IPERF=$(free_port); P_WEB1=$(free_port); P_WEB2=$(free_port)
+declare -A BULK HTTP
+BULK[direct]=$P_IPERF
+for p in fulcrum haproxy nginx; do BULK[$p]=$(free_port); HTTP[$p]=$(free_port); done
+
+# --- backends (load CPU) -----------------------------------------------------------
+taskset -c "$LOAD_CPU" iperf3 -s -p "$P_IPERF" >/dev/null 2>&1 & PIDS+=($!)
+mkdir -p "$WORK/web"
+head -c 128 /dev/zero | tr '\0' 'x' > "$WORK/web/index.html"
+cat > "$WORK/web.conf" <<CONF
+worker_processes 1;
+pid $WORK/web.pid;
+error_log $WORK/web.err;
+events { worker_connections 9000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$P_WEB1 backlog=4096; root $WORK/web; }
+  server { listen 127.0.0.1:$P_WEB2 backlog=4096; root $WORK/web; }
+}
+CONF
+taskset -c "$LOAD_CPU" nginx -c "$WORK/web.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
+
+# --- proxies (proxy CPU) -------------------------------------------------------------
+cat > "$WORK/fulcrum.toml" <<CONF
+[[listener]]
+name = "bulk"
+bind = "127.0.0.1:${BULK[fulcrum]}"
+pool = "iperf"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:${HTTP[fulcrum]}"
+pool = "web"
+
+[[pool]]
+name = "iperf"
+backends = ["127.0.0.1:$P_IPERF"]
+
+[[pool]]
+name = "web"
+backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
+CONF
+taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level warn 2>"$WORK/fulcrum.err" &
+PID_fulcrum=$!; PIDS+=($PID_fulcrum)
+
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 5m
+  timeout server 5m
+frontend bulk
+  bind 127.0.0.1:${BULK[haproxy]}
+  default_backend iperf
+frontend web
+  bind 127.0.0.1:${HTTP[haproxy]}
+  default_backend web
+backend iperf
+  server s1 127.0.0.1:$P_IPERF
+backend web
+  balance roundrobin
+  server w1 127.0.0.1:$P_WEB1
+  server w2 127.0.0.1:$P_WEB2
+CONF
+taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>"$WORK/haproxy.err" &
+PID_haproxy=$!; PIDS+=($PID_haproxy)
+
+cat > "$WORK/nginx.conf" <<CONF
+load_module $STREAM_MOD;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 9000; }
+stream {
+  upstream iperf { server 127.0.0.1:$P_IPERF; }
+  upstream web { server 127.0.0.1:$P_WEB1; server 127.0.0.1:$P_WEB2; }
+  server { listen 127.0.0.1:${BULK[nginx]}; proxy_pass iperf; }
+  server { listen 127.0.0.1:${HTTP[nginx]} backlog=4096; proxy_pass web; }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off; master_process off;' 2>/dev/null &
+PID_nginx=$!; PIDS+=($PID_nginx)
+
+for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}" "${BULK[haproxy]}" "${HTTP[haproxy]}" "${BULK[nginx]}" "${HTTP[nginx]}"; do
+  wait_port "$port"
+done
+echo "fulcrum $("$FULCRUM" --version | awk '{print $2}') | $(haproxy -v | head -1 | awk '{print "HAProxy", $3}') | $(nginx -v 2>&1 | sed 's|.*/|NGINX |')"
+echo "proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, $ROUNDS rounds of ${SECS}s, medians"
+echo
+
+# --- TCP bulk: iperf3, one stream ------------------------------------------------------
+declare -A GBPS
+for _ in $(seq "$ROUNDS"); do
+  for p in direct fulcrum haproxy nginx; do
+    bps=$(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "${BULK[$p]}" -t "$SECS" -J |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+    GBPS[$p]="${GBPS[$p]:-} $bps"
+  done
+done
+echo "== TCP bulk (iperf3 -P1), Gbit/s"
+for p in direct fulcrum haproxy nginx; do
+  # shellcheck disable=SC2086
+  printf '  %-8s %8s\n' "$p" "$(median ${GBPS[$p]})"
+done
+# shellcheck disable=SC2086
+f=$(median ${GBPS[fulcrum]}); h=$(median ${GBPS[haproxy]}); n=$(median ${GBPS[nginx]}); d=$(median ${GBPS[direct]})
+echo "  fulcrum/haproxy $(ratio "$f" "$h")  fulcrum/nginx $(ratio "$f" "$n")  fulcrum/direct $(ratio "$f" "$d")"
+echo
+
+# --- HTTP through L4: wrk keep-alive and Connection: close ------------------------------
+# Prints "rps cpu_us_per_request p99_ms" for one run against proxy $1.
+wrk_run() {
+  local proxy=$1; shift
+  local pid_var="PID_$proxy" before after out
+  before=$(cpu_ticks "${!pid_var}")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "http://127.0.0.1:${HTTP[$proxy]}/")
+  after=$(cpu_ticks "${!pid_var}")
+  python3 - "$out" "$before" "$after" "$TICK" <<'PY'
+import re, sys
+out, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+cpu_us = (after - before) / tick * 1e6 / max(reqs, 1)
+print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f}")
+PY
+}
+
+http_suite() {
+  local title=$1; shift
+  declare -A RPS CPU P99
+  for _ in $(seq "$ROUNDS"); do
+    for p in fulcrum haproxy nginx; do
+      read -r rps cpu p99 < <(wrk_run "$p" "$@")
+      RPS[$p]="${RPS[$p]:-} $rps"; CPU[$p]="${CPU[$p]:-} $cpu"; P99[$p]="${P99[$p]:-} $p99"
+    done
+  done
+  echo "== $title (wrk -t1 -c$CONNS)"
+  printf '  %-8s %10s %14s %9s\n' proxy req/s "proxy µs/req" "p99 ms"
+  for p in fulcrum haproxy nginx; do
+    # shellcheck disable=SC2086
+    printf '  %-8s %10s %14s %9s\n' "$p" "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(median ${P99[$p]})"
+  done
+  # shellcheck disable=SC2086
+  echo "  fulcrum/haproxy req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[haproxy]})")  fulcrum/nginx req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[nginx]})")"
+  echo
+}
+http_suite "HTTP keep-alive through L4"
+http_suite "New connections (Connection: close)" -H "Connection: close"
+
+# --- Memory per idle proxied connection ------------------------------------------------
+echo "== Memory per idle proxied connection ($IDLE_CONNS connections, RSS delta)"
+for p in fulcrum haproxy nginx; do
+  pid_var="PID_$p"
+  kb=$(python3 - "${HTTP[$p]}" "$IDLE_CONNS" "${!pid_var}" <<'PY'
+import socket, sys, time
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+def settle():
+    # RSS stops moving once the proxy has set up every connection.
+    last, same = rss(), 0
+    while same < 5:
+        time.sleep(0.1)
+        now = rss()
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+# Warm up allocator pools with one round first, so the delta is per-connection cost.
+for _ in range(2):
+    before = settle()
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    after = settle()
+    for c in conns: c.close()
+    time.sleep(1)
+print(f"{(after - before) * 1024 / n:.0f}")
+PY
+)
+  printf '  %-8s %8s bytes/conn\n' "$p" "$kb"
+done
