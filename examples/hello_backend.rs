@@ -7,7 +7,9 @@ use std::io::Write;
 use std::net::TcpListener;
 
 fn main() -> std::io::Result<()> {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "backend".to_owned());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "backend".to_owned());
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("{}", listener.local_addr()?);
     std::io::stdout().flush()?;
