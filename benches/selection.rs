@@ -1,4 +1,5 @@
-//! Cost of one backend pick per algorithm, for pools of 3, 30 and 300 backends.
+//! Cost of one backend pick per algorithm with 3, 30 and 300 backends, and of
+//! building a Maglev table for 10 and 1000 backends.
 //!
 //! `cargo bench --bench selection`
 
@@ -7,34 +8,63 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fulcrum_l4::balance::Context;
-use fulcrum_l4::{Algorithm, BackendSpec, Pool};
+use fulcrum_l4::balance::{Context, Options, TABLE_SIZE};
+use fulcrum_l4::{Algorithm, BackendSpec, HashKey, Pool};
 
-fn pool(algorithm: Algorithm, n: u16) -> Pool {
-    let specs: Vec<BackendSpec> = (0..n)
+fn specs(n: u16) -> Vec<BackendSpec> {
+    (0..n)
         .map(|i| BackendSpec {
             addr: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80)),
             weight: NonZeroU32::new(u32::from(i % 3) + 1).unwrap_or(NonZeroU32::MIN),
         })
-        .collect();
-    Pool::new("bench", algorithm, &specs)
+        .collect()
 }
 
 fn pick(c: &mut Criterion) {
-    let ctx = Context {
-        client: Some(SocketAddr::from(([192, 0, 2, 1], 40000))),
-    };
-    for algorithm in [Algorithm::RoundRobin, Algorithm::LeastConn] {
-        let mut group = c.benchmark_group(format!("pick/{algorithm}"));
+    let algorithms = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::Random,
+        Algorithm::P2c,
+        Algorithm::Ewma,
+        Algorithm::Hash(HashKey::SourceIp),
+    ];
+    for algorithm in algorithms {
+        let mut group = c.benchmark_group(format!("pick/{}", algorithm.name()));
         for n in [3u16, 30, 300] {
-            let pool = pool(algorithm, n);
+            let pool = Pool::with_options("bench", algorithm, &specs(n), &Options::default());
+            let mut i = 0u32;
             group.bench_with_input(BenchmarkId::from_parameter(n), &pool, |b, pool| {
-                b.iter(|| black_box(pool.candidates(black_box(&ctx)).next().map(|b| b.addr())))
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let ctx = Context {
+                        client: Some(SocketAddr::from((i.to_be_bytes(), 40000))),
+                    };
+                    black_box(pool.candidates(&ctx).next().map(|b| b.addr()))
+                })
             });
         }
         group.finish();
     }
 }
 
-criterion_group!(benches, pick);
+fn maglev_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group(format!("maglev_build/{TABLE_SIZE}"));
+    group.sample_size(20);
+    for n in [10u16, 1000] {
+        let specs = specs(n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &specs, |b, specs| {
+            b.iter(|| {
+                black_box(Pool::new(
+                    "bench",
+                    Algorithm::Hash(HashKey::SourceIp),
+                    specs,
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pick, maglev_build);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
-use fulcrum_l4::{Algorithm, BackendSpec};
+use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 
 use crate::config::{self, Config, ListenerConfig, PoolConfig, MAX_WEIGHT};
 
@@ -73,9 +73,14 @@ pub struct TcpArgs {
     #[arg(long = "backend", value_name = "ADDR[,weight=N]", required = true)]
     pub backends: Vec<BackendArg>,
 
-    /// How to pick a backend for each connection.
+    /// How to pick a backend for each connection: round-robin, least-conn, random,
+    /// p2c, ewma or hash.
     #[arg(long, default_value = "round-robin", value_parser = parse_algorithm)]
     pub algorithm: Algorithm,
+
+    /// What `--algorithm hash` hashes: source-ip or source-addr.
+    #[arg(long, value_name = "KEY", value_parser = parse_hash_key)]
+    pub hash_key: Option<HashKey>,
 
     /// Give up connecting to one backend after this long, e.g. 500ms or 3s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
@@ -100,9 +105,14 @@ pub struct TcpArgs {
 
 impl TcpArgs {
     /// The config this command line stands for: one listener `tcp`, one pool `tcp`.
-    pub fn to_config(&self) -> Config {
+    pub fn to_config(&self) -> Result<Config, String> {
         let name = "tcp".to_owned();
-        Config {
+        let algorithm = match (self.algorithm, self.hash_key) {
+            (Algorithm::Hash(_), Some(key)) => Algorithm::Hash(key),
+            (_, Some(_)) => return Err("--hash-key only applies to --algorithm hash".to_owned()),
+            (algorithm, None) => algorithm,
+        };
+        Ok(Config {
             drain_timeout: self.drain_timeout,
             listeners: vec![ListenerConfig {
                 name: name.clone(),
@@ -115,10 +125,10 @@ impl TcpArgs {
             }],
             pools: vec![PoolConfig {
                 name,
-                algorithm: self.algorithm,
+                algorithm,
                 backends: self.backends.iter().map(|b| b.0).collect(),
             }],
-        }
+        })
     }
 }
 
@@ -153,6 +163,10 @@ impl FromStr for BackendArg {
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
         .map_err(|e: fulcrum_l4::balance::UnknownAlgorithm| e.to_string())
+}
+
+fn parse_hash_key(s: &str) -> Result<HashKey, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

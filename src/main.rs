@@ -48,7 +48,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
-        Command::Tcp(args) => args.to_config(),
+        Command::Tcp(args) => match args.to_config() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("fulcrum tcp: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
     };
     match server::run(&config, workers) {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,5 +7,5 @@ pub mod balance;
 pub mod pool;
 pub mod tcp;
 
-pub use balance::Algorithm;
+pub use balance::{Algorithm, HashKey};
 pub use pool::{Backend, BackendSpec, Pool};

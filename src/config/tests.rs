@@ -170,6 +170,34 @@ fn unknown_algorithm() {
 }
 
 #[test]
+fn hash_key() -> Result<(), ConfigError> {
+    let c = parse(
+        &GOOD.replace("\"least-conn\"", "\"hash\"\nhash_key = \"source-addr\""),
+        "f.toml",
+    )?;
+    assert_eq!(
+        c.pools[0].algorithm,
+        Algorithm::Hash(fulcrum_l4::HashKey::SourceAddr)
+    );
+    let c = parse(&GOOD.replace("\"least-conn\"", "\"hash\""), "f.toml")?;
+    assert_eq!(
+        c.pools[0].algorithm,
+        Algorithm::Hash(fulcrum_l4::HashKey::SourceIp)
+    );
+    assert_err(
+        &GOOD.replace("\"least-conn\"", "\"p2c\"\nhash_key = \"source-ip\""),
+        "16:12",
+        "only applies to algorithm = \"hash\"",
+    );
+    assert_err(
+        &GOOD.replace("\"least-conn\"", "\"hash\"\nhash_key = \"dest\""),
+        "16:12",
+        "unknown hash key `dest`",
+    );
+    Ok(())
+}
+
+#[test]
 fn duplicate_backend() {
     assert_err(
         &GOOD.replace("[::1]:9002", "127.0.0.1:9001"),
@@ -218,8 +246,13 @@ fn later_features_are_refused_not_ignored() {
         ),
         (
             "algorithm = \"least-conn\"",
-            "hash_key = \"source-ip\"",
-            "`hash_key` is not yet supported",
+            "algorithm = \"hash\"\nhash_key = \"sni\"",
+            "hash_key `sni` is not yet supported",
+        ),
+        (
+            "algorithm = \"least-conn\"",
+            "algorithm = \"hash\"\nhash_key = \"header:x-user\"",
+            "is not yet supported",
         ),
     ] {
         let e = err(&GOOD.replace(from, to));

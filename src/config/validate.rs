@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
-use fulcrum_l4::{Algorithm, BackendSpec};
+use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 use toml::Spanned;
 
 use super::file::{FileBackend, FileConfig, FileListener, FilePool};
@@ -198,14 +198,22 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
     if name.is_empty() {
         return Err(invalid(&p.name, "pool `name` must not be empty"));
     }
-    let algorithm = match &p.algorithm {
+    let mut algorithm = match &p.algorithm {
         Some(a) => a
             .get_ref()
             .parse::<Algorithm>()
             .map_err(|e| invalid(a, e.to_string()))?,
         None => Algorithm::RoundRobin,
     };
-    not_yet(&p.hash_key, "hash_key")?;
+    if let Some(key) = &p.hash_key {
+        let Algorithm::Hash(_) = algorithm else {
+            return Err(invalid(
+                key,
+                "`hash_key` only applies to algorithm = \"hash\"",
+            ));
+        };
+        algorithm = Algorithm::Hash(parse_hash_key(key.get_ref()).map_err(|e| invalid(key, e))?);
+    }
     not_yet(&p.sticky_cookie, "sticky_cookie")?;
     not_yet(&p.slow_start, "slow_start")?;
     not_yet(&p.health, "[pool.health]")?;
@@ -262,6 +270,16 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
             )
         })?;
     Ok(BackendSpec { addr, weight })
+}
+
+fn parse_hash_key(text: &str) -> std::result::Result<HashKey, String> {
+    let later = text == "sni" || text.starts_with("header:") || text.starts_with("cookie:");
+    if later {
+        return Err(format!(
+            "hash_key `{text}` is not yet supported by this fulcrum build"
+        ));
+    }
+    text.parse()
 }
 
 fn parse_addr(value: &Spanned<String>, key: &str) -> Result<SocketAddr> {

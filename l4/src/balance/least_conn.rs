@@ -25,16 +25,21 @@ impl Balance for LeastConn {
             return None;
         }
         let start = self.start.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best = start;
-        for i in (start + 1..n).chain(0..start) {
+        let mut best: Option<usize> = None;
+        for i in (start..n).chain(0..start) {
+            if !backends[i].is_up() {
+                continue;
+            }
             // active_i / weight_i < active_best / weight_best, without division.
-            let lhs = u64::from(backends[i].active()) * u64::from(backends[best].weight());
-            let rhs = u64::from(backends[best].active()) * u64::from(backends[i].weight());
-            if lhs < rhs {
-                best = i;
+            let lighter = best.is_none_or(|b| {
+                u64::from(backends[i].active()) * u64::from(backends[b].weight())
+                    < u64::from(backends[b].active()) * u64::from(backends[i].weight())
+            });
+            if lighter {
+                best = Some(i);
             }
         }
-        Some(best)
+        best
     }
 }
 

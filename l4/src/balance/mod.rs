@@ -1,18 +1,30 @@
-//! Balancing algorithms: one file each, behind the one-method [`Balance`] trait.
+//! Balancing algorithms: one file each, behind the small [`Balance`] trait.
 //!
-//! A balancer only names the first choice; [`crate::Pool::candidates`] turns that
-//! into the full try order, so retries need no second call path.
+//! A balancer names the first choice among the backends that are up, and says how
+//! to go on after it; [`crate::Pool::candidates`] turns that into the full try order,
+//! so retries need no second call path. Picks are lock-free (atomics only).
 
+mod ewma;
 mod least_conn;
+mod maglev;
+mod p2c;
+mod random;
+mod rng;
 mod round_robin;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use crate::pool::Backend;
 
+pub use ewma::{Ewma, PeakEwma};
 pub use least_conn::LeastConn;
+pub use maglev::{Maglev, TABLE_SIZE};
+pub use p2c::P2c;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
 /// What is known about the connection being balanced.
@@ -23,10 +35,73 @@ pub struct Context {
 }
 
 /// Picks the first backend for one new connection.
-pub trait Balance: Send + Sync {
-    /// Index into `backends` (never empty) of the first choice, or `None` when no
-    /// backend can take the connection.
+pub trait Balance: Send + Sync + fmt::Debug {
+    /// Index into `backends` (never empty) of the first choice among those that are
+    /// up, or `None` when none is.
     fn pick(&self, backends: &[Backend], ctx: &Context) -> Option<usize>;
+
+    /// The order to try the others in when the first choice fails.
+    fn fallback(&self, _ctx: &Context) -> Fallback<'_> {
+        Fallback::Ring
+    }
+}
+
+/// How a connection goes on after its first choice failed.
+#[derive(Debug, Clone, Copy)]
+pub enum Fallback<'a> {
+    /// The pool order after the first choice.
+    Ring,
+    /// The next distinct backends of a lookup table after `start` (consistent
+    /// hashing: a key's fallbacks are as stable as its first choice).
+    Table { table: &'a [u32], start: usize },
+}
+
+/// Monotonic time in nanoseconds, injected so tests control it.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now_ns(&self) -> u64;
+}
+
+/// The process's monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// What a hash pool hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address: a client keeps its backend across connections.
+    SourceIp,
+    /// The client's IP address and port.
+    SourceAddr,
+}
+
+impl HashKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashKey::SourceIp => "source-ip",
+            HashKey::SourceAddr => "source-addr",
+        }
+    }
+}
+
+impl FromStr for HashKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "source-ip" => Ok(HashKey::SourceIp),
+            "source-addr" => Ok(HashKey::SourceAddr),
+            other => Err(format!(
+                "unknown hash key `{other}` (expected source-ip or source-addr)"
+            )),
+        }
+    }
 }
 
 /// The algorithms a pool can be configured with.
@@ -36,47 +111,112 @@ pub enum Algorithm {
     RoundRobin,
     /// Fewest active connections per unit of weight.
     LeastConn,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices on active connections per weight.
+    P2c,
+    /// Power of two choices on peak-EWMA connect latency × load.
+    Ewma,
+    /// Consistent hashing (weighted Maglev) on a key.
+    Hash(HashKey),
 }
 
 impl Algorithm {
     /// Every algorithm name accepted by `algorithm =` and `--algorithm`.
-    pub const NAMES: &'static [&'static str] = &["round-robin", "least-conn"];
+    pub const NAMES: &'static [&'static str] =
+        &["round-robin", "least-conn", "random", "p2c", "ewma", "hash"];
 
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round-robin",
             Algorithm::LeastConn => "least-conn",
+            Algorithm::Random => "random",
+            Algorithm::P2c => "p2c",
+            Algorithm::Ewma => "ewma",
+            Algorithm::Hash(_) => "hash",
         }
     }
 
     /// Builds the balancer state for one pool snapshot.
-    pub fn build(self, backends: &[Backend]) -> Box<dyn Balance> {
+    pub fn build(self, backends: &[Backend], options: &Options) -> Box<dyn Balance> {
         match self {
             Algorithm::RoundRobin => Box::new(RoundRobin::new(backends)),
             Algorithm::LeastConn => Box::new(LeastConn::new()),
+            Algorithm::Random => Box::new(Random::new(backends, options.seed)),
+            Algorithm::P2c => Box::new(P2c::new(backends, options.seed)),
+            Algorithm::Ewma => Box::new(Ewma::new(
+                backends,
+                options.seed,
+                Arc::clone(&options.clock),
+            )),
+            Algorithm::Hash(key) => Box::new(Maglev::new(backends, key)),
         }
     }
 }
 
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Algorithm::Hash(key) => write!(f, "hash({})", key.name()),
+            other => f.write_str(other.name()),
+        }
     }
 }
 
 /// The name given is not an algorithm fulcrum has.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown algorithm `{0}` (expected one of: round-robin, least-conn)")]
+#[error(
+    "unknown algorithm `{0}` (expected one of: round-robin, least-conn, random, p2c, ewma, hash)"
+)]
 pub struct UnknownAlgorithm(pub String);
 
 impl FromStr for Algorithm {
     type Err = UnknownAlgorithm;
 
+    /// `hash` alone hashes the source IP; a config's `hash_key` refines it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "round-robin" => Ok(Algorithm::RoundRobin),
             "least-conn" => Ok(Algorithm::LeastConn),
+            "random" => Ok(Algorithm::Random),
+            "p2c" => Ok(Algorithm::P2c),
+            "ewma" => Ok(Algorithm::Ewma),
+            "hash" => Ok(Algorithm::Hash(HashKey::SourceIp)),
             other => Err(UnknownAlgorithm(other.to_owned())),
         }
     }
 }
+
+/// What balancers are built with: the random seed and the clock.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seeds random, p2c and ewma; fixed in tests for repeatable picks.
+    pub seed: u64,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: process_seed(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A per-process random seed, from the randomly keyed std hasher.
+fn process_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+/// The first backend that is up, looking from `start` on in pool order.
+pub(crate) fn first_up_from(backends: &[Backend], start: usize) -> Option<usize> {
+    let n = backends.len();
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| backends[i].is_up())
+}
+
+#[cfg(test)]
+mod tests;

@@ -27,12 +27,17 @@ impl RoundRobin {
 }
 
 impl Balance for RoundRobin {
-    fn pick(&self, _backends: &[Backend], _ctx: &Context) -> Option<usize> {
-        if self.sequence.is_empty() {
+    fn pick(&self, backends: &[Backend], _ctx: &Context) -> Option<usize> {
+        let len = self.sequence.len();
+        if len == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sequence.len();
-        self.sequence.get(i).map(|&b| b as usize)
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A down backend's turns pass to the next entries of the sequence, so the
+        // backends that are up keep their relative weights.
+        (0..len)
+            .map(|k| self.sequence[(start + k) % len] as usize)
+            .find(|&i| backends.get(i).is_some_and(Backend::is_up))
     }
 }
 

@@ -7,10 +7,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::balance::{Algorithm, Balance, Context};
+use crate::balance::{Algorithm, Balance, Clock, Context, Fallback, Options, PeakEwma};
 
 /// What the operator asked for: one backend address and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,10 @@ pub struct BackendStats {
     total: AtomicU64,
     /// Failed connect attempts over the backend's lifetime.
     connect_errors: AtomicU64,
+    /// Set while health checking (or the operator) takes the backend out.
+    down: AtomicBool,
+    /// Connect latency estimate, for the ewma algorithm.
+    ewma: PeakEwma,
 }
 
 /// One backend of a pool snapshot.
@@ -68,6 +73,19 @@ impl Backend {
         self.stats.connect_errors.load(Ordering::Relaxed)
     }
 
+    /// Whether balancers may pick this backend.
+    pub fn is_up(&self) -> bool {
+        !self.stats.down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.stats.down.store(!up, Ordering::Relaxed);
+    }
+
+    pub fn ewma(&self) -> &PeakEwma {
+        &self.stats.ewma
+    }
+
     /// Counts a connection against this backend until the guard drops.
     ///
     /// Taken at pick time, before connecting, so that least-conn sees the
@@ -77,10 +95,6 @@ impl Backend {
         ActiveGuard {
             stats: Arc::clone(&self.stats),
         }
-    }
-
-    pub fn record_connected(&self) {
-        self.stats.total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_connect_error(&self) {
@@ -106,6 +120,7 @@ pub struct Pool {
     algorithm: Algorithm,
     backends: Vec<Backend>,
     balancer: Box<dyn Balance>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Pool {
@@ -122,14 +137,31 @@ impl Pool {
     /// Builds a snapshot. An empty backend list is allowed (every pick fails) so that a
     /// caller can decide whether that is an error.
     pub fn new(name: impl Into<String>, algorithm: Algorithm, specs: &[BackendSpec]) -> Self {
+        Self::with_options(name, algorithm, specs, &Options::default())
+    }
+
+    /// Builds a snapshot with a given random seed and clock (tests fix both).
+    pub fn with_options(
+        name: impl Into<String>,
+        algorithm: Algorithm,
+        specs: &[BackendSpec],
+        options: &Options,
+    ) -> Self {
         let backends: Vec<Backend> = specs.iter().copied().map(Backend::new).collect();
-        let balancer = algorithm.build(&backends);
+        let balancer = algorithm.build(&backends, options);
         Self {
             name: name.into(),
             algorithm,
             backends,
             balancer,
+            clock: Arc::clone(&options.clock),
         }
+    }
+
+    /// Records a successful connect and how long it took.
+    pub fn record_connected(&self, backend: &Backend, latency: Duration) {
+        backend.stats.total.fetch_add(1, Ordering::Relaxed);
+        backend.stats.ewma.observe(latency, self.clock.now_ns());
     }
 
     pub fn name(&self) -> &str {
@@ -144,8 +176,8 @@ impl Pool {
         &self.backends
     }
 
-    /// Backends to try for one new connection: the balancer's choice first, then the
-    /// rest in pool order after it, so a failed connect moves to the next backend.
+    /// Backends to try for one new connection: the balancer's choice first, then
+    /// the other backends that are up, in the balancer's fallback order.
     pub fn candidates(&self, ctx: &Context) -> Candidates<'_> {
         let first = if self.backends.is_empty() {
             None
@@ -154,12 +186,10 @@ impl Pool {
         };
         Candidates {
             backends: &self.backends,
-            first: first.unwrap_or(0),
-            yielded: if first.is_some() {
-                0
-            } else {
-                self.backends.len()
-            },
+            fallback: self.balancer.fallback(ctx),
+            first,
+            step: 0,
+            tried: Vec::new(),
         }
     }
 }
@@ -168,20 +198,53 @@ impl Pool {
 #[derive(Debug)]
 pub struct Candidates<'a> {
     backends: &'a [Backend],
-    first: usize,
-    yielded: usize,
+    fallback: Fallback<'a>,
+    first: Option<usize>,
+    /// Ring: backends looked at after the first. Table: slots looked at.
+    step: usize,
+    /// Backends yielded after the first (table order only; empty otherwise).
+    tried: Vec<usize>,
 }
 
 impl<'a> Iterator for Candidates<'a> {
     type Item = &'a Backend;
 
     fn next(&mut self) -> Option<&'a Backend> {
-        if self.yielded >= self.backends.len() {
-            return None;
+        let first = self.first?;
+        let n = self.backends.len();
+        match self.fallback {
+            Fallback::Ring => {
+                while self.step < n {
+                    let i = (first + self.step) % n;
+                    self.step += 1;
+                    if self.step == 1 || self.backends[i].is_up() {
+                        return self.backends.get(i);
+                    }
+                }
+                None
+            }
+            Fallback::Table { table, start } => {
+                if self.step == 0 {
+                    self.step = 1;
+                    return self.backends.get(first);
+                }
+                // Stop once every up backend was offered, rather than scanning the
+                // rest of the table (this runs only when a connect failed).
+                let up = self.backends.iter().filter(|b| b.is_up()).count();
+                while self.step <= table.len() && self.tried.len() + 1 < up {
+                    let i = table[(start + self.step) % table.len()] as usize;
+                    self.step += 1;
+                    if i != first
+                        && !self.tried.contains(&i)
+                        && self.backends.get(i).is_some_and(Backend::is_up)
+                    {
+                        self.tried.push(i);
+                        return self.backends.get(i);
+                    }
+                }
+                None
+            }
         }
-        let i = (self.first + self.yielded) % self.backends.len();
-        self.yielded += 1;
-        self.backends.get(i)
     }
 }
 

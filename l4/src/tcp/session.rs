@@ -27,6 +27,7 @@ pub(crate) async fn run(
     for backend in pool.candidates(&ctx).take(attempts) {
         tried += 1;
         let _active = backend.track();
+        let connect_start = Instant::now();
         let upstream = match connect(backend.addr(), settings.connect_timeout).await {
             Ok(upstream) => upstream,
             Err(e) => {
@@ -40,7 +41,7 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        backend.record_connected();
+        pool.record_connected(backend, connect_start.elapsed());
         let started = Instant::now();
         let relayed = relay(&client, &upstream, settings.idle_timeout).await;
         let end = match &relayed.end {
