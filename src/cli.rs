@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 
-use crate::config::{self, Config, ListenerConfig, PoolConfig, MAX_WEIGHT};
+use crate::config::{
+    self, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions, MAX_WEIGHT,
+};
 
 pub const DEFAULT_CONFIG: &str = "/etc/fulcrum/fulcrum.toml";
 
@@ -61,6 +63,61 @@ pub enum Command {
         after_help = "Example:\n  fulcrum tcp --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80,weight=3"
     )]
     Tcp(TcpArgs),
+    /// Balance UDP without a config file (one flow per client address).
+    #[command(
+        after_help = "Example (DNS):\n  fulcrum udp --listen 0.0.0.0:53 --backend 10.0.0.1:53 --backend 10.0.0.2:53 --responses 1"
+    )]
+    Udp(UdpArgs),
+}
+
+/// The pool half of the flag-only modes.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// A backend, IP:PORT with an optional weight (IP:PORT,weight=N); repeat for more.
+    #[arg(long = "backend", value_name = "ADDR[,weight=N]", required = true)]
+    pub backends: Vec<BackendArg>,
+
+    /// How to pick a backend: round-robin, least-conn, random, p2c, ewma or hash.
+    #[arg(long, default_value = "round-robin", value_parser = parse_algorithm)]
+    pub algorithm: Algorithm,
+
+    /// What `--algorithm hash` hashes: source-ip or source-addr.
+    #[arg(long, value_name = "KEY", value_parser = parse_hash_key)]
+    pub hash_key: Option<HashKey>,
+
+    /// How long live connections or flows may finish after SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub drain_timeout: Duration,
+}
+
+impl PoolArgs {
+    /// The config for one listener `name` in front of this pool (also `name`).
+    fn to_config(
+        &self,
+        name: &str,
+        bind: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Config, String> {
+        let algorithm = match (self.algorithm, self.hash_key) {
+            (Algorithm::Hash(_), Some(key)) => Algorithm::Hash(key),
+            (_, Some(_)) => return Err("--hash-key only applies to --algorithm hash".to_owned()),
+            (algorithm, None) => algorithm,
+        };
+        Ok(Config {
+            drain_timeout: self.drain_timeout,
+            listeners: vec![ListenerConfig {
+                name: name.to_owned(),
+                bind,
+                pool: name.to_owned(),
+                protocol,
+            }],
+            pools: vec![PoolConfig {
+                name: name.to_owned(),
+                algorithm,
+                backends: self.backends.iter().map(|b| b.0).collect(),
+            }],
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -69,18 +126,8 @@ pub struct TcpArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// A backend, IP:PORT with an optional weight (IP:PORT,weight=N); repeat for more.
-    #[arg(long = "backend", value_name = "ADDR[,weight=N]", required = true)]
-    pub backends: Vec<BackendArg>,
-
-    /// How to pick a backend for each connection: round-robin, least-conn, random,
-    /// p2c, ewma or hash.
-    #[arg(long, default_value = "round-robin", value_parser = parse_algorithm)]
-    pub algorithm: Algorithm,
-
-    /// What `--algorithm hash` hashes: source-ip or source-addr.
-    #[arg(long, value_name = "KEY", value_parser = parse_hash_key)]
-    pub hash_key: Option<HashKey>,
+    #[command(flatten)]
+    pub pool: PoolArgs,
 
     /// Give up connecting to one backend after this long, e.g. 500ms or 3s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
@@ -97,38 +144,54 @@ pub struct TcpArgs {
     /// Most connections at once; accepting pauses at the limit (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_connections: u32,
-
-    /// How long live connections may finish after SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
-    pub drain_timeout: Duration,
 }
 
 impl TcpArgs {
     /// The config this command line stands for: one listener `tcp`, one pool `tcp`.
     pub fn to_config(&self) -> Result<Config, String> {
-        let name = "tcp".to_owned();
-        let algorithm = match (self.algorithm, self.hash_key) {
-            (Algorithm::Hash(_), Some(key)) => Algorithm::Hash(key),
-            (_, Some(_)) => return Err("--hash-key only applies to --algorithm hash".to_owned()),
-            (algorithm, None) => algorithm,
+        let options = TcpOptions {
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            retries: self.retries,
+            max_connections: Some(self.max_connections as usize).filter(|&m| m > 0),
         };
-        Ok(Config {
-            drain_timeout: self.drain_timeout,
-            listeners: vec![ListenerConfig {
-                name: name.clone(),
-                bind: self.listen,
-                pool: name.clone(),
-                connect_timeout: self.connect_timeout,
-                idle_timeout: self.idle_timeout,
-                retries: self.retries,
-                max_connections: Some(self.max_connections as usize).filter(|&m| m > 0),
-            }],
-            pools: vec![PoolConfig {
-                name,
-                algorithm,
-                backends: self.backends.iter().map(|b| b.0).collect(),
-            }],
-        })
+        self.pool
+            .to_config("tcp", self.listen, Protocol::Tcp(options))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UdpArgs {
+    /// Address to take datagrams on, e.g. 0.0.0.0:53.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub pool: PoolArgs,
+
+    /// End a flow when no datagram moved either way for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub flow_idle_timeout: Duration,
+
+    /// End a flow after this many replies (0 = unlimited; 1 suits DNS).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub responses: u32,
+
+    /// Most live flows per worker [default: 70% of the open-file limit].
+    #[arg(long, value_name = "N")]
+    pub max_flows: Option<usize>,
+}
+
+impl UdpArgs {
+    /// The config this command line stands for: one listener `udp`, one pool `udp`.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let options = UdpOptions {
+            flow_idle_timeout: self.flow_idle_timeout,
+            responses: self.responses,
+            max_flows: self.max_flows.filter(|&m| m > 0),
+        };
+        self.pool
+            .to_config("udp", self.listen, Protocol::Udp(options))
     }
 }
 
@@ -204,7 +267,7 @@ mod tests {
         };
         assert_eq!(args.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(args.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-        assert_eq!(args.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(args.pool.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(args.retries, DEFAULT_RETRIES);
     }
 

@@ -50,10 +50,11 @@ fn main() -> ExitCode {
         },
         Command::Tcp(args) => match args.to_config() {
             Ok(config) => config,
-            Err(e) => {
-                eprintln!("fulcrum tcp: {e}");
-                return ExitCode::from(EXIT_BAD_CONFIG);
-            }
+            Err(e) => return flag_error("tcp", &e),
+        },
+        Command::Udp(args) => match args.to_config() {
+            Ok(config) => config,
+            Err(e) => return flag_error("udp", &e),
         },
     };
     match server::run(&config, workers) {
@@ -63,6 +64,11 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+fn flag_error(mode: &str, e: &str) -> ExitCode {
+    eprintln!("fulcrum {mode}: {e}");
+    ExitCode::from(EXIT_BAD_CONFIG)
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {

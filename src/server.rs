@@ -1,21 +1,21 @@
-//! Runs a validated config: builds pools and listeners, binds every listener once per
-//! worker (SO_REUSEPORT shards), runs one single-threaded event loop per worker, and
-//! drains live connections on SIGTERM/SIGINT.
+//! Runs a validated config: builds pools and listeners (TCP and UDP), binds every
+//! listener once per worker (SO_REUSEPORT shards), runs one single-threaded event loop
+//! per worker, and drains live connections and flows on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
-use fulcrum_l4::tcp::{self, Listener, Settings};
 use fulcrum_l4::Pool;
+use fulcrum_l4::{tcp, udp};
 use tokio::runtime::{Builder, Runtime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains.
 pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
@@ -25,8 +25,8 @@ pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
         .build()
         .context("cannot start the control event loop")?;
     let server = Server::start(config, workers)?;
-    for (name, addr) in &server.bound {
-        tracing::info!(listener = %name, addr = %addr, workers, "listening");
+    for (name, protocol, addr) in &server.bound {
+        tracing::info!(listener = %name, protocol, addr = %addr, workers, "listening");
     }
     control.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -66,8 +66,14 @@ struct Server {
     /// Cancelled to end the worker event loops (and any session still running).
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    /// Each listener's name and the address it actually bound.
-    bound: Vec<(String, SocketAddr)>,
+    /// Each listener's name, protocol and the address it actually bound.
+    bound: Vec<(String, &'static str, SocketAddr)>,
+}
+
+/// One worker's share of one listener: its bound socket and the listener state.
+enum Shard {
+    Tcp(StdListener, Arc<tcp::Listener>),
+    Udp(StdUdpSocket, Arc<udp::Listener>),
 }
 
 impl Server {
@@ -83,31 +89,61 @@ impl Server {
                 )
             })
             .collect();
-        let mut shards: Vec<Vec<(StdListener, Arc<Listener>)>> =
-            (0..workers).map(|_| Vec::new()).collect();
+        let mut shards: Vec<Vec<Shard>> = (0..workers).map(|_| Vec::new()).collect();
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let pool = pools.get(l.pool.as_str()).cloned().with_context(|| {
                 format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool)
             })?;
-            let settings = Settings {
-                name: Arc::from(l.name.as_str()),
-                connect_timeout: l.connect_timeout,
-                idle_timeout: l.idle_timeout,
-                retries: l.retries,
+            let name = Arc::from(l.name.as_str());
+            let context = || format!("listener `{}`", l.name);
+            let (addr, sockets): (_, Vec<Shard>) = match &l.protocol {
+                Protocol::Tcp(t) => {
+                    let settings = tcp::Settings {
+                        name,
+                        connect_timeout: t.connect_timeout,
+                        idle_timeout: t.idle_timeout,
+                        retries: t.retries,
+                    };
+                    let listener = Arc::new(tcp::Listener::new(settings, pool, t.max_connections));
+                    let sockets = tcp::bind(l.bind, workers).with_context(context)?;
+                    let addr = sockets
+                        .first()
+                        .map(StdListener::local_addr)
+                        .transpose()
+                        .with_context(context)?;
+                    let per_worker = sockets
+                        .into_iter()
+                        .map(|s| Shard::Tcp(s, Arc::clone(&listener)))
+                        .collect();
+                    (addr, per_worker)
+                }
+                Protocol::Udp(u) => {
+                    let settings = udp::Settings {
+                        name,
+                        flow_idle_timeout: u.flow_idle_timeout,
+                        responses: u.responses,
+                        max_flows: u
+                            .max_flows
+                            .unwrap_or_else(|| udp::default_max_flows(workers)),
+                    };
+                    let listener = Arc::new(udp::Listener::new(settings, pool));
+                    let sockets = udp::bind(l.bind, workers).with_context(context)?;
+                    let addr = sockets
+                        .first()
+                        .map(StdUdpSocket::local_addr)
+                        .transpose()
+                        .with_context(context)?;
+                    let per_worker = sockets
+                        .into_iter()
+                        .map(|s| Shard::Udp(s, Arc::clone(&listener)))
+                        .collect();
+                    (addr, per_worker)
+                }
             };
-            let listener = Arc::new(Listener::new(settings, pool, l.max_connections));
-            let sockets =
-                tcp::bind(l.bind, workers).with_context(|| format!("listener `{}`", l.name))?;
-            let addr = sockets
-                .first()
-                .map(StdListener::local_addr)
-                .transpose()
-                .with_context(|| format!("listener `{}`", l.name))?
-                .unwrap_or(l.bind);
-            bound.push((l.name.clone(), addr));
+            bound.push((l.name.clone(), l.protocol.name(), addr.unwrap_or(l.bind)));
             for (shard, socket) in shards.iter_mut().zip(sockets) {
-                shard.push((socket, Arc::clone(&listener)));
+                shard.push(socket);
             }
         }
 
@@ -150,17 +186,26 @@ impl Server {
 
 fn worker(
     runtime: Runtime,
-    shard: Vec<(StdListener, Arc<Listener>)>,
+    shards: Vec<Shard>,
     shutdown: CancellationToken,
     stop: CancellationToken,
     sessions: TaskTracker,
 ) {
     runtime.block_on(async move {
-        for (socket, listener) in shard {
+        for shard in shards {
             let (shutdown, sessions) = (shutdown.clone(), sessions.clone());
             tokio::spawn(async move {
-                let name = Arc::clone(&listener.settings.name);
-                if let Err(e) = tcp::serve(socket, listener, shutdown, sessions).await {
+                let (name, result) = match shard {
+                    Shard::Tcp(socket, listener) => {
+                        let name = Arc::clone(&listener.settings.name);
+                        (name, tcp::serve(socket, listener, shutdown, sessions).await)
+                    }
+                    Shard::Udp(socket, listener) => {
+                        let name = Arc::clone(&listener.settings.name);
+                        (name, udp::serve(socket, listener, shutdown, sessions).await)
+                    }
+                };
+                if let Err(e) = result {
                     tracing::error!(listener = %name, error = %e, "listener stopped");
                 }
             });

@@ -1,4 +1,5 @@
-//! fulcrum's Layer 4 core: backend pools, balancing algorithms and the TCP data path.
+//! fulcrum's Layer 4 core: backend pools, balancing algorithms, and the TCP and UDP
+//! data paths.
 //!
 //! Nothing here knows about HTTP, serde or TOML: the binary validates its config into
 //! these types and hands over bound sockets.
@@ -6,6 +7,7 @@
 pub mod balance;
 pub mod pool;
 pub mod tcp;
+pub mod udp;
 
 pub use balance::{Algorithm, HashKey};
 pub use pool::{Backend, BackendSpec, Pool};

@@ -46,6 +46,7 @@ pub struct FileListener {
     pub accept_proxy_protocol: Option<S<bool>>,
     pub flow_idle_timeout: Option<S<String>>,
     pub responses: Option<S<u32>>,
+    pub max_flows: Option<S<u32>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub route: Option<S<Vec<FileRoute>>>,
     pub headers: Option<S<FileHeaders>>,

@@ -30,11 +30,41 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub pool: String,
+    pub protocol: Protocol,
+}
+
+/// A listener's protocol and the options that only it has.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    Tcp(TcpOptions),
+    Udp(UdpOptions),
+}
+
+impl Protocol {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Tcp(_) => "tcp",
+            Protocol::Udp(_) => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpOptions {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub retries: u32,
     /// `None` when unlimited.
     pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UdpOptions {
+    pub flow_idle_timeout: Duration,
+    /// End a flow after this many replies (0 = unlimited).
+    pub responses: u32,
+    /// Most live flows per worker; `None` derives it from the open-file limit.
+    pub max_flows: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,19 +143,32 @@ impl Config {
             duration::display(self.drain_timeout),
         );
         for l in &self.listeners {
-            let max = l
-                .max_connections
-                .map_or("unlimited".to_owned(), |n| n.to_string());
+            let details = match &l.protocol {
+                Protocol::Tcp(t) => format!(
+                    "connect {}, idle {}, retries {}, max {}",
+                    duration::display(t.connect_timeout),
+                    duration::display(t.idle_timeout),
+                    t.retries,
+                    t.max_connections
+                        .map_or("unlimited".to_owned(), |n| n.to_string()),
+                ),
+                Protocol::Udp(u) => format!(
+                    "flow idle {}, responses {}, max flows {}",
+                    duration::display(u.flow_idle_timeout),
+                    match u.responses {
+                        0 => "unlimited".to_owned(),
+                        n => n.to_string(),
+                    },
+                    u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
+                ),
+            };
             let _ = writeln!(
                 out,
-                "listener {:<12} tcp {:<22} -> pool {}  (connect {}, idle {}, retries {}, max {})",
+                "listener {:<12} {} {:<22} -> pool {}  ({details})",
                 l.name,
+                l.protocol.name(),
                 l.bind,
                 l.pool,
-                duration::display(l.connect_timeout),
-                duration::display(l.idle_timeout),
-                l.retries,
-                max,
             );
         }
         for p in &self.pools {

@@ -43,10 +43,13 @@ fn good_config_validates() -> Result<(), ConfigError> {
     let l = &c.listeners[0];
     assert_eq!(l.name, "web");
     assert_eq!(l.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
-    assert_eq!(l.connect_timeout, Duration::from_millis(250));
-    assert_eq!(l.idle_timeout, Duration::from_secs(300));
-    assert_eq!(l.retries, 1);
-    assert_eq!(l.max_connections, Some(100));
+    let Protocol::Tcp(t) = &l.protocol else {
+        panic!("tcp listener expected: {l:?}");
+    };
+    assert_eq!(t.connect_timeout, Duration::from_millis(250));
+    assert_eq!(t.idle_timeout, Duration::from_secs(300));
+    assert_eq!(t.retries, 1);
+    assert_eq!(t.max_connections, Some(100));
     let p = &c.pools[0];
     assert_eq!(p.algorithm, Algorithm::LeastConn);
     assert_eq!(p.backends.len(), 2);
@@ -62,8 +65,11 @@ fn defaults_apply() -> Result<(), ConfigError> {
         "f.toml",
     )?;
     assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
-    assert_eq!(c.listeners[0].retries, fulcrum_l4::tcp::DEFAULT_RETRIES);
-    assert_eq!(c.listeners[0].max_connections, None);
+    let Protocol::Tcp(t) = &c.listeners[0].protocol else {
+        panic!("tcp listener expected");
+    };
+    assert_eq!(t.retries, fulcrum_l4::tcp::DEFAULT_RETRIES);
+    assert_eq!(t.max_connections, None);
     assert_eq!(c.pools[0].algorithm, Algorithm::RoundRobin);
     Ok(())
 }
@@ -197,6 +203,76 @@ fn hash_key() -> Result<(), ConfigError> {
     Ok(())
 }
 
+const UDP: &str = r#"
+[[listener]]
+name = "dns"
+protocol = "udp"
+bind = "127.0.0.1:8080"
+pool = "web"
+flow_idle_timeout = "10s"
+responses = 1
+max_flows = 5000
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "web"
+
+[[pool]]
+name = "web"
+backends = ["127.0.0.1:53"]
+"#;
+
+#[test]
+fn udp_listener_and_tcp_listener_share_a_port() -> Result<(), ConfigError> {
+    let c = parse(UDP, "f.toml")?;
+    let Protocol::Udp(u) = &c.listeners[0].protocol else {
+        panic!("udp listener expected");
+    };
+    assert_eq!(u.flow_idle_timeout, Duration::from_secs(10));
+    assert_eq!(u.responses, 1);
+    assert_eq!(u.max_flows, Some(5000));
+    assert!(matches!(c.listeners[1].protocol, Protocol::Tcp(_)));
+    Ok(())
+}
+
+#[test]
+fn udp_defaults() -> Result<(), ConfigError> {
+    let c = parse(
+        &UDP.replace(
+            "flow_idle_timeout = \"10s\"\nresponses = 1\nmax_flows = 5000\n",
+            "",
+        ),
+        "f.toml",
+    )?;
+    let Protocol::Udp(u) = &c.listeners[0].protocol else {
+        panic!("udp listener expected");
+    };
+    assert_eq!(
+        u.flow_idle_timeout,
+        fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT
+    );
+    assert_eq!((u.responses, u.max_flows), (0, None));
+    Ok(())
+}
+
+#[test]
+fn keys_of_the_other_protocol_are_refused() {
+    assert_err(
+        &UDP.replace("responses = 1", "retries = 1"),
+        "8:11",
+        "`retries` only applies to tcp listeners, and this one is udp",
+    );
+    assert_err(
+        &UDP.replace(
+            "pool = \"web\"\n\n[[pool]]",
+            "pool = \"web\"\nresponses = 1\n\n[[pool]]",
+        ),
+        "15:13",
+        "`responses` only applies to udp listeners, and this one is tcp",
+    );
+}
+
 #[test]
 fn duplicate_backend() {
     assert_err(
@@ -230,8 +306,8 @@ fn later_features_are_refused_not_ignored() {
         ),
         (
             "retries = 1",
-            "protocol = \"udp\"",
-            "protocol `udp` is not yet supported",
+            "protocol = \"https\"",
+            "protocol `https` is not yet supported",
         ),
         (
             "retries = 1",

@@ -7,11 +7,15 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
+use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 use toml::Spanned;
 
 use super::file::{FileBackend, FileConfig, FileListener, FilePool};
-use super::{duration, Config, ListenerConfig, PoolConfig, DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT};
+use super::{
+    duration, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
+    DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT,
+};
 
 /// What is wrong, and the byte offset in the file where it is.
 #[derive(Debug)]
@@ -79,7 +83,7 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
                 format!("duplicate listener name `{}`", l.name),
             ));
         }
-        if let Some(other) = binds.insert(l.bind, l.name.clone()) {
+        if let Some(other) = binds.insert((l.protocol.name(), l.bind), l.name.clone()) {
             return Err(invalid(
                 &file.bind,
                 format!(
@@ -106,32 +110,40 @@ fn validate_listener(
     if name.is_empty() {
         return Err(invalid(&l.name, "listener `name` must not be empty"));
     }
-    if let Some(protocol) = &l.protocol {
-        match protocol.get_ref().as_str() {
-            "tcp" => {}
-            p @ ("udp" | "http" | "https" | "tls") => {
-                return Err(invalid(
-                    protocol,
-                    format!(
-                        "protocol `{p}` is not yet supported by this fulcrum build (only `tcp`)"
-                    ),
-                ))
-            }
-            p => {
-                return Err(invalid(
-                    protocol,
-                    format!("unknown protocol `{p}` (expected one of: tcp, udp, http, https, tls)"),
-                ))
-            }
+    let udp = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "tcp")) => false,
+        Some((_, "udp")) => true,
+        Some((protocol, p @ ("http" | "https" | "tls"))) => return Err(invalid(
+            protocol,
+            format!(
+                "protocol `{p}` is not yet supported by this fulcrum build (only `tcp` and `udp`)"
+            ),
+        )),
+        Some((protocol, p)) => {
+            return Err(invalid(
+                protocol,
+                format!("unknown protocol `{p}` (expected one of: tcp, udp, http, https, tls)"),
+            ))
         }
-    }
-    for (value, key) in [(&l.flow_idle_timeout, "flow_idle_timeout")] {
-        if let Some(v) = value {
-            return Err(invalid(v, format!("`{key}` only applies to udp listeners")));
-        }
-    }
-    if let Some(v) = &l.responses {
-        return Err(invalid(v, "`responses` only applies to udp listeners"));
+    };
+    let (mine, theirs) = if udp { ("udp", "tcp") } else { ("tcp", "udp") };
+    let foreign = [
+        (udp, span_of(&l.connect_timeout), "connect_timeout"),
+        (udp, span_of(&l.idle_timeout), "idle_timeout"),
+        (udp, span_of(&l.retries), "retries"),
+        (udp, span_of(&l.max_connections), "max_connections"),
+        (!udp, span_of(&l.flow_idle_timeout), "flow_idle_timeout"),
+        (!udp, span_of(&l.responses), "responses"),
+        (!udp, span_of(&l.max_flows), "max_flows"),
+    ];
+    if let Some((_, offset, key)) = foreign
+        .into_iter()
+        .find(|&(applies, at, _)| applies && at.is_some())
+    {
+        return Err(Invalid {
+            offset: offset.unwrap_or(0),
+            message: format!("`{key}` only applies to {theirs} listeners, and this one is {mine}"),
+        });
     }
     not_yet(&l.proxy_protocol, "proxy_protocol")?;
     not_yet(&l.tls, "tls")?;
@@ -170,27 +182,48 @@ fn validate_listener(
             ),
         ));
     }
-    let connect_timeout = match &l.connect_timeout {
-        Some(d) => nonzero_duration(d, "connect_timeout")?,
-        None => DEFAULT_CONNECT_TIMEOUT,
-    };
-    let idle_timeout = match &l.idle_timeout {
-        Some(d) => nonzero_duration(d, "idle_timeout")?,
-        None => DEFAULT_IDLE_TIMEOUT,
+    let protocol = if udp {
+        Protocol::Udp(UdpOptions {
+            flow_idle_timeout: match &l.flow_idle_timeout {
+                Some(d) => nonzero_duration(d, "flow_idle_timeout")?,
+                None => DEFAULT_FLOW_IDLE_TIMEOUT,
+            },
+            responses: l.responses.as_ref().map_or(0, |r| *r.get_ref()),
+            max_flows: l
+                .max_flows
+                .as_ref()
+                .map(|m| *m.get_ref() as usize)
+                .filter(|&m| m > 0),
+        })
+    } else {
+        Protocol::Tcp(TcpOptions {
+            connect_timeout: match &l.connect_timeout {
+                Some(d) => nonzero_duration(d, "connect_timeout")?,
+                None => DEFAULT_CONNECT_TIMEOUT,
+            },
+            idle_timeout: match &l.idle_timeout {
+                Some(d) => nonzero_duration(d, "idle_timeout")?,
+                None => DEFAULT_IDLE_TIMEOUT,
+            },
+            retries: l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref()),
+            max_connections: l
+                .max_connections
+                .as_ref()
+                .map(|m| *m.get_ref() as usize)
+                .filter(|&m| m > 0),
+        })
     };
     Ok(ListenerConfig {
         name: name.to_owned(),
         bind,
         pool: pool.get_ref().clone(),
-        connect_timeout,
-        idle_timeout,
-        retries: l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref()),
-        max_connections: l
-            .max_connections
-            .as_ref()
-            .map(|m| *m.get_ref() as usize)
-            .filter(|&m| m > 0),
+        protocol,
     })
+}
+
+/// Where an optional key sits, if it is there.
+fn span_of<T>(value: &Option<Spanned<T>>) -> Option<usize> {
+    value.as_ref().map(|v| v.span().start)
 }
 
 fn validate_pool(p: &FilePool) -> Result<PoolConfig> {

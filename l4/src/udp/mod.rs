@@ -1,0 +1,143 @@
+//! The UDP relay: one flow per client address, each with its own connected upstream
+//! socket, over the same pools and balancers as TCP.
+//!
+//! [`flow`] is the pure flow table; [`relay`] is the I/O shell around it.
+
+pub mod flow;
+mod relay;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::pool::Pool;
+use crate::tcp::BindError;
+
+pub use relay::serve;
+
+/// A flow with no datagram either way for this long ends.
+pub const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Share of the open-file limit that flows may use by default (sozu uses ~70%).
+pub const DEFAULT_MAX_FLOWS_SHARE: f64 = 0.7;
+
+/// How one UDP listener treats its flows.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: Arc<str>,
+    pub flow_idle_timeout: Duration,
+    /// End a flow after this many replies (0 = unlimited; 1 suits DNS).
+    pub responses: u32,
+    /// Most live flows per worker; the least recently active is evicted beyond.
+    pub max_flows: usize,
+}
+
+/// Counters for one UDP listener, summed over its workers.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub flows_created: AtomicU64,
+    pub flows_evicted: AtomicU64,
+    pub flows_expired: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Datagrams dropped (no backend, or a socket error).
+    pub dropped: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything a UDP listener's workers share.
+#[derive(Debug)]
+pub struct Listener {
+    pub settings: Settings,
+    pub pool: Arc<Pool>,
+    pub stats: Stats,
+}
+
+impl Listener {
+    pub fn new(settings: Settings, pool: Arc<Pool>) -> Self {
+        Listener {
+            settings,
+            pool,
+            stats: Stats::default(),
+        }
+    }
+}
+
+/// The default `max_flows` for one worker: a share of the open-file limit.
+pub fn default_max_flows(workers: usize) -> usize {
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    let share = (nofile as f64 * DEFAULT_MAX_FLOWS_SHARE) as usize;
+    (share / workers.max(1)).max(1)
+}
+
+/// Binds `shards` UDP sockets to `addr` (SO_REUSEPORT when more than one: the kernel
+/// keeps each client address on one shard).
+pub fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<UdpSocket>, BindError> {
+    let shards = shards.max(1);
+    let mut all: Vec<UdpSocket> = Vec::with_capacity(shards);
+    let mut at = addr;
+    for _ in 0..shards {
+        let socket = bind_one(at, shards > 1)?;
+        if let Ok(bound) = socket.local_addr() {
+            at = bound;
+        }
+        all.push(socket);
+    }
+    Ok(all)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, BindError> {
+    let err = |op| move |source| BindError { addr, op, source };
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )
+    .map_err(err("create a socket for"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(err("set SO_REUSEADDR on"))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(err("set SO_REUSEPORT on"))?;
+    }
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(err("set IPV6_V6ONLY on"))?;
+    }
+    // Bursts of small datagrams (DNS) overflow the default receive buffer first.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into()).map_err(err("bind"))?;
+    Ok(socket.into())
+}
+
+/// A connected, non-blocking upstream socket for one flow.
+fn upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if backend.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(backend)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}

@@ -1,0 +1,309 @@
+//! The UDP I/O shell: reads client datagrams, keeps the flow table, opens one
+//! connected upstream socket per flow, and relays replies back from the listener's
+//! address. Idle, finished and evicted flows close their socket at once.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::flow::{EndReason, Ended, FlowId, FlowTable, Limits};
+use super::{upstream, Listener, Stats};
+use crate::balance::Context;
+use crate::pool::ActiveGuard;
+
+/// Largest UDP payload over IPv4 (65535 - 8 - 20).
+const MAX_DATAGRAM: usize = 65_507;
+
+thread_local! {
+    /// Reply buffer shared by every flow of this worker: a waiting flow holds none.
+    static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM + 1].into_boxed_slice());
+}
+
+/// What the shell keeps per flow; dropping it ends the flow's I/O.
+#[derive(Debug)]
+struct FlowIo {
+    upstream: Arc<UdpSocket>,
+    reader: AbortHandle,
+    backend: SocketAddr,
+    _active: ActiveGuard,
+}
+
+impl Drop for FlowIo {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+struct Shared {
+    listener: Arc<Listener>,
+    socket: Arc<UdpSocket>,
+    table: Mutex<FlowTable<FlowIo>>,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn table(&self) -> MutexGuard<'_, FlowTable<FlowIo>> {
+        // A panic while holding the lock cannot leave the table half-updated in a
+        // way that matters more than stopping the relay would.
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn ended(&self, ended: Ended<FlowIo>) {
+        let stats = &self.listener.stats;
+        match ended.why {
+            EndReason::Evicted => Stats::add(&stats.flows_evicted, 1),
+            EndReason::Idle => Stats::add(&stats.flows_expired, 1),
+            EndReason::Responses | EndReason::Removed => {}
+        }
+        tracing::debug!(
+            listener = %self.listener.settings.name,
+            client = %ended.client,
+            backend = %ended.value.backend,
+            why = ?ended.why,
+            "udp flow ended"
+        );
+    }
+}
+
+/// Relays datagrams on `socket` until `shutdown`, then lets live flows finish
+/// (reply limit or idle timeout) before returning.
+pub async fn serve(
+    socket: StdUdpSocket,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+    flows: TaskTracker,
+) -> io::Result<()> {
+    let settings = &listener.settings;
+    let limits = Limits {
+        idle_ns: settings.flow_idle_timeout.as_nanos() as u64,
+        responses: settings.responses,
+        max_flows: settings.max_flows,
+    };
+    let shared = Arc::new(Shared {
+        socket: Arc::new(UdpSocket::from_std(socket)?),
+        table: Mutex::new(FlowTable::new(limits)),
+        listener: Arc::clone(&listener),
+        epoch: Instant::now(),
+    });
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    let mut next_expiry = Instant::now() + settings.flow_idle_timeout;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(next_expiry) => {
+                next_expiry = expire(&shared);
+            }
+            received = shared.socket.recv_from(&mut buf) => match received {
+                Ok((n, client)) => forward(&shared, &flows, client, &buf[..n]).await,
+                Err(e) => {
+                    // ICMP errors for replies we sent to clients surface here too;
+                    // they concern one client, not the listener.
+                    tracing::debug!(listener = %settings.name, error = %e, "udp receive failed");
+                }
+            },
+        }
+    }
+    // Shutdown: no new datagrams are read; live flows end by reply limit or idle.
+    while !shared.table().is_empty() {
+        tokio::time::sleep_until(expire(&shared)).await;
+    }
+    Ok(())
+}
+
+/// Ends idle flows and returns when to look again.
+fn expire(shared: &Shared) -> Instant {
+    let now = shared.now();
+    let (ended, next) = {
+        let mut table = shared.table();
+        let ended = table.expire(now);
+        (ended, table.next_expiry())
+    };
+    for e in ended {
+        shared.ended(e);
+    }
+    let idle = shared.listener.settings.flow_idle_timeout;
+    let wait = next.map_or(idle, |at| Duration::from_nanos(at.saturating_sub(now)));
+    Instant::now() + wait.max(Duration::from_millis(1))
+}
+
+/// Sends one client datagram upstream on the client's flow, opening it if needed.
+async fn forward(shared: &Arc<Shared>, flows: &TaskTracker, client: SocketAddr, datagram: &[u8]) {
+    let stats = &shared.listener.stats;
+    Stats::add(&stats.datagrams_in, 1);
+    Stats::add(&stats.bytes_in, datagram.len() as u64);
+    let now = shared.now();
+    let existing = shared
+        .table()
+        .touch_client(client, now)
+        .map(|(id, io)| (id, Arc::clone(&io.upstream)));
+    let (id, upstream) = match existing {
+        Some(flow) => flow,
+        None => match open(shared, flows, client, now) {
+            Some(flow) => flow,
+            None => {
+                Stats::add(&stats.dropped, 1);
+                return;
+            }
+        },
+    };
+    let sent = match upstream.try_send(datagram) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => upstream.send(datagram).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        // ECONNREFUSED here is the ICMP answer to an earlier datagram: the backend
+        // is not listening. End the flow so the next datagram picks again.
+        Stats::add(&stats.dropped, 1);
+        failed(shared, id, &e);
+    }
+}
+
+/// Opens a flow to the first backend that takes a socket.
+fn open(
+    shared: &Arc<Shared>,
+    flows: &TaskTracker,
+    client: SocketAddr,
+    now: u64,
+) -> Option<(FlowId, Arc<UdpSocket>)> {
+    let listener = &shared.listener;
+    let ctx = Context {
+        client: Some(client),
+    };
+    for backend in listener.pool.candidates(&ctx) {
+        let socket = match upstream(backend.addr()).and_then(UdpSocket::from_std) {
+            Ok(socket) => Arc::new(socket),
+            Err(e) => {
+                backend.record_connect_error();
+                tracing::warn!(listener = %listener.settings.name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
+                continue;
+            }
+        };
+        let active = backend.track();
+        listener.pool.record_connected(backend, Duration::ZERO);
+        // The reader needs the flow id, which exists once the flow is in the table.
+        let (id_tx, id_rx) = oneshot::channel();
+        let reader = flows.spawn(read_replies(Arc::clone(shared), Arc::clone(&socket), id_rx));
+        let io = FlowIo {
+            upstream: Arc::clone(&socket),
+            reader: reader.abort_handle(),
+            backend: backend.addr(),
+            _active: active,
+        };
+        let (id, evicted) = shared.table().insert(client, io, now);
+        Stats::add(&listener.stats.flows_created, 1);
+        if let Some(e) = evicted {
+            shared.ended(e);
+        }
+        let _ = id_tx.send(id);
+        return Some((id, socket));
+    }
+    tracing::warn!(listener = %listener.settings.name, client = %client, "no backend could take the udp flow; dropping datagram");
+    None
+}
+
+/// Ends a flow whose upstream failed.
+fn failed(shared: &Shared, id: FlowId, error: &io::Error) {
+    let ended = shared.table().remove(id);
+    if let Some(ended) = ended {
+        tracing::warn!(
+            listener = %shared.listener.settings.name,
+            backend = %ended.value.backend,
+            client = %ended.client,
+            error = %error,
+            "udp backend failed; ending the flow"
+        );
+        if let Some(backend) = shared
+            .listener
+            .pool
+            .backends()
+            .iter()
+            .find(|b| b.addr() == ended.value.backend)
+        {
+            backend.record_connect_error();
+        }
+        shared.ended(ended);
+    }
+}
+
+/// Relays replies from one flow's upstream socket back to its client until the
+/// flow ends (the table then aborts this task) or the reply limit is reached.
+async fn read_replies(
+    shared: Arc<Shared>,
+    upstream: Arc<UdpSocket>,
+    id: oneshot::Receiver<FlowId>,
+) {
+    let Ok(id) = id.await else { return };
+    loop {
+        if let Err(e) = upstream.readable().await {
+            return failed(&shared, id, &e);
+        }
+        // Copy the reply out of the shared buffer only if the client's socket is
+        // full and the send has to wait. A flow that the reply ended is kept until
+        // the reply is out: dropping it aborts this task.
+        let mut ended = None;
+        let step = REPLY_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let n = match upstream.try_recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Again,
+                Err(e) => return Step::Failed(e),
+            };
+            let Some((client, end)) = shared.table().reply(id, shared.now()) else {
+                return Step::Done;
+            };
+            ended = end;
+            let stats = &shared.listener.stats;
+            Stats::add(&stats.datagrams_out, 1);
+            Stats::add(&stats.bytes_out, n as u64);
+            match shared.socket.try_send_to(&buf[..n], client) {
+                Ok(_) => Step::Again,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Step::Wait(buf[..n].to_vec(), client)
+                }
+                Err(e) => {
+                    // The client is gone (ICMP); its flow idles out.
+                    tracing::debug!(client = %client, error = %e, "udp reply not delivered");
+                    Stats::add(&stats.dropped, 1);
+                    Step::Again
+                }
+            }
+        });
+        match step {
+            Step::Again => {}
+            Step::Done => return,
+            Step::Failed(e) => return failed(&shared, id, &e),
+            Step::Wait(datagram, client) => {
+                if let Err(e) = shared.socket.send_to(&datagram, client).await {
+                    tracing::debug!(client = %client, error = %e, "udp reply not delivered");
+                }
+            }
+        }
+        if let Some(ended) = ended {
+            return shared.ended(ended);
+        }
+    }
+}
+
+enum Step {
+    Again,
+    Done,
+    Failed(io::Error),
+    /// The listener socket is full: send this copy when it drains.
+    Wait(Vec<u8>, SocketAddr),
+}
