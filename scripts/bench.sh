@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback.
 #
-#   scripts/bench.sh [tcp]        (tcp is the only suite so far)
+#   scripts/bench.sh [tcp|udp|all]     (default: all)
 #
 # The proxy under test is pinned to CPU $PROXY_CPU; load generators and backends to
 # $LOAD_CPU. Each proxy runs with one worker/thread. Every figure is the median of
@@ -9,11 +9,11 @@
 # it reports the proxy's own CPU time per request (from /proc/PID/stat), since the
 # load generator shares the machine.
 #
-# Needs (Debian): iperf3 wrk haproxy nginx-light libnginx-mod-stream python3.
-# Installs nothing itself.
+# Needs (Debian): iperf3 wrk haproxy nginx-light libnginx-mod-stream dnsmasq-base
+# dnsperf python3. Installs nothing itself.
 set -euo pipefail
 
-SUITE=${1:-tcp}
+SUITE=${1:-all}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
 CONNS=${CONNS:-50}
@@ -24,17 +24,21 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
 
 missing=()
-for tool in iperf3 wrk haproxy nginx python3 taskset; do
+for tool in iperf3 wrk haproxy nginx dnsmasq dnsperf python3 taskset; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bench.sh: missing ${missing[*]}; install with:" >&2
-  echo "  apt-get install -y iperf3 wrk haproxy nginx-light libnginx-mod-stream python3 util-linux" >&2
+  echo "  apt-get install -y iperf3 wrk haproxy nginx-light libnginx-mod-stream dnsmasq-base dnsperf python3 util-linux" >&2
   exit 2
 fi
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
-[ "$SUITE" = tcp ] || { echo "bench.sh: unknown suite '$SUITE' (have: tcp)" >&2; exit 2; }
+case "$SUITE" in tcp|udp|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, udp, all)" >&2; exit 2 ;; esac
+
+# Room for many connections and flows (works as root; otherwise the limits stay).
+ulimit -Hn 1048576 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if [ -z "${FULCRUM_SKIP_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release --locked --quiet)
@@ -42,9 +46,13 @@ fi
 
 WORK=$(mktemp -d /tmp/fulcrum-bench.XXXXXX)
 PIDS=()
-cleanup() {
+stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  PIDS=()
+}
+cleanup() {
+  stop_all
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,6 +71,11 @@ TICK=$(getconf CLK_TCK)
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}x" if b else "n/a")' "$1" "$2"; }
 
+echo "fulcrum $("$FULCRUM" --version | awk '{print $2}') | $(haproxy -v | head -1 | awk '{print "HAProxy", $3}') | $(nginx -v 2>&1 | sed 's|.*/|NGINX |') | $(dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}')"
+echo "proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, $ROUNDS rounds of ${SECS}s, medians"
+echo
+
+suite_tcp() {
 P_IPERF=$(free_port); P_WEB1=$(free_port); P_WEB2=$(free_port)
 declare -A BULK HTTP
 BULK[direct]=$P_IPERF
@@ -153,9 +166,6 @@ PID_nginx=$!; PIDS+=($PID_nginx)
 for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}" "${BULK[haproxy]}" "${HTTP[haproxy]}" "${BULK[nginx]}" "${HTTP[nginx]}"; do
   wait_port "$port"
 done
-echo "fulcrum $("$FULCRUM" --version | awk '{print $2}') | $(haproxy -v | head -1 | awk '{print "HAProxy", $3}') | $(nginx -v 2>&1 | sed 's|.*/|NGINX |')"
-echo "proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, $ROUNDS rounds of ${SECS}s, medians"
-echo
 
 # --- TCP bulk: iperf3, one stream ------------------------------------------------------
 declare -A GBPS
@@ -251,3 +261,15 @@ PY
 )
   printf '  %-8s %8s bytes/conn\n' "$p" "$kb"
 done
+echo
+stop_all
+}
+
+# shellcheck source=scripts/bench-udp.sh
+. "$ROOT/scripts/bench-udp.sh"
+
+case "$SUITE" in
+  tcp) suite_tcp ;;
+  udp) suite_udp ;;
+  all) suite_tcp; suite_udp ;;
+esac

@@ -113,12 +113,14 @@ fn validate_listener(
     let udp = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
         None | Some((_, "tcp")) => false,
         Some((_, "udp")) => true,
-        Some((protocol, p @ ("http" | "https" | "tls"))) => return Err(invalid(
-            protocol,
-            format!(
+        Some((protocol, p @ ("http" | "https" | "tls"))) => {
+            return Err(invalid(
+                protocol,
+                format!(
                 "protocol `{p}` is not yet supported by this fulcrum build (only `tcp` and `udp`)"
             ),
-        )),
+            ))
+        }
         Some((protocol, p)) => {
             return Err(invalid(
                 protocol,

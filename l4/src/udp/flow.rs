@@ -21,7 +21,9 @@ pub struct FlowId {
 pub struct Limits {
     /// A flow with no datagram either way for this long ends.
     pub idle_ns: u64,
-    /// A flow ends after this many replies (0 = unlimited).
+    /// A flow ends once every client datagram got this many replies (0 = never),
+    /// as NGINX's `proxy_responses`: with 1, a DNS flow ends when every query it
+    /// carried is answered.
     pub responses: u32,
     /// At most this many flows; a new one evicts the least recently active.
     pub max_flows: usize,
@@ -50,7 +52,9 @@ struct Node<T> {
     client: SocketAddr,
     value: Option<T>,
     last: u64,
-    replies: u32,
+    /// Datagrams from the client, and replies to it.
+    requests: u64,
+    replies: u64,
     generation: u32,
     /// Neighbours in recency order (older, newer).
     prev: u32,
@@ -95,11 +99,12 @@ impl<T> FlowTable<T> {
         self.limits
     }
 
-    /// The live flow of `client`, counting a datagram from it as activity.
+    /// The live flow of `client`, counting a datagram from it.
     pub fn touch_client(&mut self, client: SocketAddr, now: u64) -> Option<(FlowId, &T)> {
         let slot = *self.by_client.get(&client)?;
         self.bump(slot, now);
-        let node = &self.nodes[slot as usize];
+        let node = &mut self.nodes[slot as usize];
+        node.requests += 1;
         let id = FlowId {
             slot,
             generation: node.generation,
@@ -107,8 +112,8 @@ impl<T> FlowTable<T> {
         node.value.as_ref().map(|v| (id, v))
     }
 
-    /// Starts a flow for `client` (which must have none). When the table is full the
-    /// least recently active flow is evicted and returned.
+    /// Starts a flow for `client` (which must have none) with its first datagram.
+    /// When the table is full the least recently active flow is evicted and returned.
     pub fn insert(&mut self, client: SocketAddr, value: T, now: u64) -> (FlowId, Option<Ended<T>>) {
         let evicted = if self.len() >= self.limits.max_flows {
             self.end(self.oldest, EndReason::Evicted)
@@ -125,6 +130,7 @@ impl<T> FlowTable<T> {
                 node.client = client;
                 node.value = Some(value);
                 node.last = now;
+                node.requests = 1;
                 node.replies = 0;
                 slot
             }
@@ -133,6 +139,7 @@ impl<T> FlowTable<T> {
                     client,
                     value: Some(value),
                     last: now,
+                    requests: 1,
                     replies: 0,
                     generation: 0,
                     prev: NIL,
@@ -150,15 +157,18 @@ impl<T> FlowTable<T> {
         (id, evicted)
     }
 
-    /// Counts a reply on `id`. Returns the client to send it to, and the flow if the
-    /// reply limit ended it; `None` for a stale id.
+    /// Counts a reply on `id`. Returns the client to send it to, and the flow if that
+    /// reply completed it; `None` for a stale id.
     pub fn reply(&mut self, id: FlowId, now: u64) -> Option<(SocketAddr, Option<Ended<T>>)> {
         let slot = self.live(id)?;
         self.bump(slot, now);
         let node = &mut self.nodes[slot as usize];
         node.replies = node.replies.saturating_add(1);
         let client = node.client;
-        let done = self.limits.responses > 0 && node.replies >= self.limits.responses;
+        let wanted = node
+            .requests
+            .saturating_mul(u64::from(self.limits.responses));
+        let done = self.limits.responses > 0 && node.replies >= wanted;
         let ended = if done {
             self.end(slot, EndReason::Responses)
         } else {

@@ -129,15 +129,14 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, BindError> 
     Ok(socket.into())
 }
 
-/// A connected, non-blocking upstream socket for one flow.
+/// A connected, non-blocking upstream socket for one flow: socket and connect, two
+/// syscalls (connect binds an ephemeral port itself).
 fn upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if backend.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(backend)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+    let socket = Socket::new(
+        Domain::for_address(backend),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )?;
+    socket.connect(&backend.into())?;
+    Ok(socket.into())
 }

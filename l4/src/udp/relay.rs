@@ -3,6 +3,7 @@
 //! address. Idle, finished and evicted flows close their socket at once.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,8 @@ use crate::pool::ActiveGuard;
 
 /// Largest UDP payload over IPv4 (65535 - 8 - 20).
 const MAX_DATAGRAM: usize = 65_507;
+/// Spare upstream sockets kept per backend and worker.
+const MAX_SPARE: usize = 256;
 
 thread_local! {
     /// Reply buffer shared by every flow of this worker: a waiting flow holds none.
@@ -47,6 +50,11 @@ struct Shared {
     listener: Arc<Listener>,
     socket: Arc<UdpSocket>,
     table: Mutex<FlowTable<FlowIo>>,
+    /// Upstream sockets of flows that completed (every datagram answered), by
+    /// backend, ready for the next flow: DNS-like traffic, where each query is a
+    /// new flow, then costs no socket set-up and teardown.
+    /// Each with the time it was put back; unused ones close after the idle timeout.
+    spare: Mutex<HashMap<SocketAddr, Vec<(u64, Arc<UdpSocket>)>>>,
     epoch: Instant,
 }
 
@@ -61,6 +69,24 @@ impl Shared {
         self.table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn spare(&self) -> MutexGuard<'_, HashMap<SocketAddr, Vec<(u64, Arc<UdpSocket>)>>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps the socket of a completed flow for reuse, after discarding anything
+    /// that arrived on it since its last expected reply.
+    fn recycle(&self, backend: SocketAddr, socket: Arc<UdpSocket>) {
+        let mut scratch = [0u8; 1];
+        while socket.try_recv(&mut scratch).is_ok() {}
+        let mut spare = self.spare();
+        let list = spare.entry(backend).or_default();
+        if list.len() < MAX_SPARE {
+            list.push((self.now(), socket));
+        }
     }
 
     fn ended(&self, ended: Ended<FlowIo>) {
@@ -97,6 +123,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         socket: Arc::new(UdpSocket::from_std(socket)?),
         table: Mutex::new(FlowTable::new(limits)),
+        spare: Mutex::default(),
         listener: Arc::clone(&listener),
         epoch: Instant::now(),
     });
@@ -138,6 +165,11 @@ fn expire(shared: &Shared) -> Instant {
         shared.ended(e);
     }
     let idle = shared.listener.settings.flow_idle_timeout;
+    let idle_ns = idle.as_nanos() as u64;
+    shared.spare().retain(|_, list| {
+        list.retain(|(since, _)| now.saturating_sub(*since) < idle_ns);
+        !list.is_empty()
+    });
     let wait = next.map_or(idle, |at| Duration::from_nanos(at.saturating_sub(now)));
     Instant::now() + wait.max(Duration::from_millis(1))
 }
@@ -186,8 +218,20 @@ fn open(
         client: Some(client),
     };
     for backend in listener.pool.candidates(&ctx) {
-        let socket = match upstream(backend.addr()).and_then(UdpSocket::from_std) {
-            Ok(socket) => Arc::new(socket),
+        let spare = shared
+            .spare()
+            .get_mut(&backend.addr())
+            .and_then(Vec::pop)
+            .map(|(_, s)| s);
+        let socket = match spare.map_or_else(
+            || {
+                upstream(backend.addr())
+                    .and_then(UdpSocket::from_std)
+                    .map(Arc::new)
+            },
+            Ok,
+        ) {
+            Ok(socket) => socket,
             Err(e) => {
                 backend.record_connect_error();
                 tracing::warn!(listener = %listener.settings.name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
@@ -295,7 +339,10 @@ async fn read_replies(
             }
         }
         if let Some(ended) = ended {
-            return shared.ended(ended);
+            // Every datagram of the flow got its replies: the socket is clean.
+            let backend = ended.value.backend;
+            shared.ended(ended);
+            return shared.recycle(backend, upstream);
         }
     }
 }

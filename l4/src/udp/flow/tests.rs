@@ -82,6 +82,20 @@ fn responses_limit_ends_the_flow() {
 }
 
 #[test]
+fn responses_count_per_client_datagram() {
+    // Three queries in flight on one flow: it ends with the third answer, not the
+    // first, so no answer is lost.
+    let mut t = table(1, 10);
+    let (id, _) = t.insert(addr(1), 9, 0);
+    t.touch_client(addr(1), 1);
+    t.touch_client(addr(1), 2);
+    assert!(matches!(t.reply(id, 3), Some((_, None))));
+    assert!(matches!(t.reply(id, 4), Some((_, None))));
+    assert!(matches!(t.reply(id, 5), Some((_, Some(_)))));
+    assert!(t.is_empty());
+}
+
+#[test]
 fn full_table_evicts_the_least_recently_active() {
     let mut t = table(0, 3);
     for i in 1..=3 {
