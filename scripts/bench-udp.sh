@@ -10,8 +10,8 @@ UDP_RATE=${UDP_RATE:-500M}
 FLOWS=${FLOWS:-100000}
 
 suite_udp() {
-  local P_DNS P_IPERF_U name
-  P_DNS=$(free_port); P_IPERF_U=$(free_port)
+  local P_DNS P_IPERF_U P_SINK P_FLOWS name
+  P_DNS=$(free_port); P_IPERF_U=$(free_port); P_SINK=$(free_port); P_FLOWS=$(free_port)
   declare -A DNS UDPB
   DNS[direct]=$P_DNS; UDPB[direct]=$P_IPERF_U
   for name in fulcrum nginx; do DNS[$name]=$(free_port); UDPB[$name]=$(free_port); done
@@ -42,9 +42,19 @@ name = "iperf-control"
 bind = "127.0.0.1:${UDPB[fulcrum]}"
 pool = "iperf"
 
+[[listener]]
+name = "flows"
+protocol = "udp"
+bind = "127.0.0.1:$P_FLOWS"
+pool = "sink"
+
 [[pool]]
 name = "dns"
 backends = ["127.0.0.1:$P_DNS"]
+
+[[pool]]
+name = "sink"
+backends = ["127.0.0.1:$P_SINK"]
 
 [[pool]]
 name = "iperf"
@@ -123,10 +133,12 @@ print(qps, lost, done)' "$out")
   echo
 
   # --- memory per live flow ----------------------------------------------------------
-  echo "== Memory per live UDP flow ($FLOWS flows, one datagram each to a server that does not answer, RSS delta)"
-  python3 - "${DNS[fulcrum]}" "$FLOWS" "$PID_fulcrum" <<'PY'
+  echo "== Memory per live UDP flow (up to $FLOWS clients, one datagram each to a backend that never answers, RSS delta)"
+  python3 - "$P_FLOWS" "$FLOWS" "$PID_fulcrum" "$P_SINK" <<'PY'
 import resource, socket, sys, time
-port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, pid, sink_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", sink_port))
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 def rss():
     for line in open(f"/proc/{pid}/status"):
@@ -141,7 +153,9 @@ def settle():
         time.sleep(0.1)
         now = rss(); same = same + 1 if now == last else 0; last = now
     return last
-n = min(n, soft - 100)
+# Each flow is one descriptor in fulcrum and one client socket here: both processes'
+# open-file limits cap the count (fulcrum keeps 70% of its limit for flows).
+n = min(n, int(soft * 0.6))
 base_fds, before = fds(), settle()
 socks = []
 for i in range(n):
@@ -156,7 +170,8 @@ for i in range(n):
     socks.append(s)
 after = settle()
 flows = fds() - base_fds
-print(f"  fulcrum  {(after - before) * 1024 / max(flows, 1):.0f} bytes/flow over {flows} live flows (client fd limit {soft})")
+per = (after - before) * 1024 / max(flows, 1)
+print(f"  fulcrum  {per:.0f} bytes/flow over {flows} live flows (open-file limit {soft}); 100k flows = {per * 1e5 / 2**20:.0f} MiB")
 PY
   echo
   stop_all

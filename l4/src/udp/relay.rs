@@ -46,6 +46,9 @@ impl Drop for FlowIo {
     }
 }
 
+/// Spare upstream sockets by backend, each with the time it was put back.
+type Spares = HashMap<SocketAddr, Vec<(u64, Arc<UdpSocket>)>>;
+
 struct Shared {
     listener: Arc<Listener>,
     socket: Arc<UdpSocket>,
@@ -54,7 +57,7 @@ struct Shared {
     /// backend, ready for the next flow: DNS-like traffic, where each query is a
     /// new flow, then costs no socket set-up and teardown.
     /// Each with the time it was put back; unused ones close after the idle timeout.
-    spare: Mutex<HashMap<SocketAddr, Vec<(u64, Arc<UdpSocket>)>>>,
+    spare: Mutex<Spares>,
     epoch: Instant,
 }
 
@@ -71,7 +74,7 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn spare(&self) -> MutexGuard<'_, HashMap<SocketAddr, Vec<(u64, Arc<UdpSocket>)>>> {
+    fn spare(&self) -> MutexGuard<'_, Spares> {
         self.spare
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
