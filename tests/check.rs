@@ -45,6 +45,17 @@ fn good_config_prints_a_summary() {
 }
 
 #[test]
+fn summary_names_the_algorithm_and_its_key() {
+    let text = GOOD.replace(
+        "name = \"web\"\nbackends",
+        "name = \"web\"\nalgorithm = \"hash\"\nhash_key = \"source-addr\"\nbackends",
+    );
+    let (code, stdout, stderr) = check(&text);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("hash(source-addr)"), "{stdout}");
+}
+
+#[test]
 fn each_bad_config_exits_2_with_its_position() {
     let cases = [
         (

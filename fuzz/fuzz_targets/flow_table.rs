@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let mut ids: Vec<FlowId> = Vec::new();
     let mut next_value = 0u32;
     let mut now = 0u64;
-    let mut out = |value: u32, live: &mut HashMap<u32, SocketAddr>| {
+    let out = |value: u32, live: &mut HashMap<u32, SocketAddr>| {
         assert!(live.remove(&value).is_some(), "value {value} left twice or was never in");
     };
     for op in ops.chunks(2) {

@@ -176,7 +176,7 @@ impl Config {
                 out,
                 "pool {:<16} {:<12} {} backend(s)",
                 p.name,
-                p.algorithm.name(),
+                p.algorithm.to_string(),
                 p.backends.len()
             );
             for b in &p.backends {
