@@ -37,12 +37,18 @@ pub(crate) fn specs(weights: &[u32]) -> Vec<BackendSpec> {
 }
 
 fn pool(algorithm: Algorithm, weights: &[u32], clock: Arc<dyn Clock>) -> Pool {
+    // Failing closed, so that "all down" means no candidates here.
+    let policy = crate::pool::Policy {
+        fail_open: false,
+        ..Default::default()
+    };
     Pool::with_options(
         "t",
         algorithm,
         &specs(weights),
         &Options { seed: 42, clock },
     )
+    .with_policy(policy)
 }
 
 fn index(pool: &Pool, ctx: &Context) -> Option<usize> {
@@ -239,7 +245,7 @@ fn every_algorithm_skips_down_backends() {
         Algorithm::Hash(HashKey::SourceAddr),
     ] {
         let p = pool(algorithm, &[1, 5, 1], Arc::new(SystemClock));
-        p.backends()[1].set_up(false);
+        p.backends()[1].set_healthy(false);
         for i in 0..2000 {
             let ctx = client(0x0a00_0000 + i);
             let order: Vec<SocketAddr> = p.candidates(&ctx).map(|b| b.addr()).collect();
@@ -249,8 +255,8 @@ fn every_algorithm_skips_down_backends() {
                 "{algorithm} picked a down backend"
             );
         }
-        p.backends()[0].set_up(false);
-        p.backends()[2].set_up(false);
+        p.backends()[0].set_healthy(false);
+        p.backends()[2].set_healthy(false);
         assert_eq!(p.candidates(&client(1)).count(), 0, "{algorithm}: all down");
     }
 }

@@ -29,8 +29,14 @@ pub struct BackendStats {
     total: AtomicU64,
     /// Failed connect attempts over the backend's lifetime.
     connect_errors: AtomicU64,
-    /// Set while health checking (or the operator) takes the backend out.
+    /// Set while active health checks find the backend failing.
     down: AtomicBool,
+    /// Set while passive outlier detection has the backend ejected.
+    ejected: AtomicBool,
+    /// Connect failures in a row (reset by any success).
+    consecutive_failures: AtomicU32,
+    /// Ejections so far: each one lasts longer.
+    ejections: AtomicU32,
     /// Connect latency estimate, for the ewma algorithm.
     ewma: PeakEwma,
 }
@@ -73,13 +79,26 @@ impl Backend {
         self.stats.connect_errors.load(Ordering::Relaxed)
     }
 
-    /// Whether balancers may pick this backend.
+    /// Whether balancers may pick this backend: not failing its health checks and
+    /// not ejected for failing connects.
     pub fn is_up(&self) -> bool {
+        !self.stats.down.load(Ordering::Relaxed) && !self.stats.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Sets the active health check verdict. A passing check also ends an ejection.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.stats.down.store(!healthy, Ordering::Relaxed);
+        if healthy {
+            self.stats.ejected.store(false, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
         !self.stats.down.load(Ordering::Relaxed)
     }
 
-    pub fn set_up(&self, up: bool) {
-        self.stats.down.store(!up, Ordering::Relaxed);
+    pub fn is_ejected(&self) -> bool {
+        self.stats.ejected.load(Ordering::Relaxed)
     }
 
     pub fn ewma(&self) -> &PeakEwma {
@@ -97,8 +116,13 @@ impl Backend {
         }
     }
 
-    pub fn record_connect_error(&self) {
+    /// Counts a failed connect; returns the failures in a row so far.
+    fn count_failure(&self) -> u32 {
         self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
     }
 }
 
@@ -121,6 +145,35 @@ pub struct Pool {
     backends: Vec<Backend>,
     balancer: Box<dyn Balance>,
     clock: Arc<dyn Clock>,
+    policy: Policy,
+    /// Rotates the start of the fail-open order.
+    fail_open_next: AtomicU32,
+    /// When failing open was last logged (clock ns).
+    fail_open_logged: AtomicU64,
+}
+
+/// What a pool does when backends fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// When every backend is down, try them all anyway rather than refuse traffic.
+    pub fail_open: bool,
+    /// Eject a backend after this many connect failures in a row (0 = never).
+    pub eject_after: u32,
+    /// The first ejection's length; each further one doubles it, up to [`MAX_EJECTION`].
+    pub eject_time: Duration,
+}
+
+/// Longest passive ejection.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            fail_open: true,
+            eject_after: 5,
+            eject_time: Duration::from_secs(10),
+        }
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -155,12 +208,29 @@ impl Pool {
             backends,
             balancer,
             clock: Arc::clone(&options.clock),
+            policy: Policy::default(),
+            fail_open_next: AtomicU32::new(0),
+            fail_open_logged: AtomicU64::new(0),
         }
+    }
+
+    /// Sets how this pool treats failing backends.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
     }
 
     /// Records a successful connect and how long it took.
     pub fn record_connected(&self, backend: &Backend, latency: Duration) {
         backend.stats.total.fetch_add(1, Ordering::Relaxed);
+        backend
+            .stats
+            .consecutive_failures
+            .store(0, Ordering::Relaxed);
         backend.stats.ewma.observe(latency, self.clock.now_ns());
     }
 
@@ -176,20 +246,92 @@ impl Pool {
         &self.backends
     }
 
+    /// Records a failed connect (or a refused UDP flow). After `eject_after` in a
+    /// row the backend is ejected for a backoff that doubles with each ejection;
+    /// it returns when the backoff ends or an active check passes. Returns the
+    /// ejection's length when this failure caused one.
+    pub fn record_connect_error(&self, backend: &Backend) -> Option<Duration> {
+        let failures = backend.count_failure();
+        let policy = self.policy;
+        if policy.eject_after == 0 || failures < policy.eject_after || backend.is_ejected() {
+            return None;
+        }
+        let nth = backend.stats.ejections.fetch_add(1, Ordering::Relaxed);
+        let backoff = policy
+            .eject_time
+            .checked_mul(1 << nth.min(16))
+            .unwrap_or(MAX_EJECTION)
+            .min(MAX_EJECTION);
+        backend.stats.ejected.store(true, Ordering::Relaxed);
+        backend
+            .stats
+            .consecutive_failures
+            .store(0, Ordering::Relaxed);
+        tracing::warn!(
+            pool = %self.name,
+            backend = %backend.addr(),
+            failures,
+            backoff_ms = backoff.as_millis() as u64,
+            "backend ejected after connect failures in a row"
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (stats, addr, pool) = (
+                Arc::clone(&backend.stats),
+                backend.addr(),
+                self.name.clone(),
+            );
+            runtime.spawn(async move {
+                tokio::time::sleep(backoff).await;
+                if stats.ejected.swap(false, Ordering::Relaxed) {
+                    tracing::info!(pool = %pool, backend = %addr, "backend back from ejection");
+                }
+            });
+        }
+        Some(backoff)
+    }
+
     /// Backends to try for one new connection: the balancer's choice first, then
     /// the other backends that are up, in the balancer's fallback order.
+    ///
+    /// When none is up and the pool fails open, every backend is offered in a
+    /// rotating order instead: checks can be wrong, and trying beats refusing.
     pub fn candidates(&self, ctx: &Context) -> Candidates<'_> {
-        let first = if self.backends.is_empty() {
+        let mut first = if self.backends.is_empty() {
             None
         } else {
             self.balancer.pick(&self.backends, ctx)
         };
+        let mut fallback = self.balancer.fallback(ctx);
+        let mut ignore_health = false;
+        if first.is_none() && self.policy.fail_open && !self.backends.is_empty() {
+            let start = self.fail_open_next.fetch_add(1, Ordering::Relaxed) as usize;
+            first = Some(start % self.backends.len());
+            fallback = Fallback::Ring;
+            ignore_health = true;
+            self.warn_fail_open();
+        }
         Candidates {
             backends: &self.backends,
-            fallback: self.balancer.fallback(ctx),
+            fallback,
             first,
             step: 0,
             tried: Vec::new(),
+            ignore_health,
+        }
+    }
+
+    /// Logs failing open, at most once a second per pool.
+    fn warn_fail_open(&self) {
+        let now = self.clock.now_ns().max(1);
+        let last = self.fail_open_logged.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= 1_000_000_000;
+        if due
+            && self
+                .fail_open_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(pool = %self.name, "every backend is down; failing open and trying them all");
         }
     }
 }
@@ -204,6 +346,8 @@ pub struct Candidates<'a> {
     step: usize,
     /// Backends yielded after the first (table order only; empty otherwise).
     tried: Vec<usize>,
+    /// Failing open: offer down backends too.
+    ignore_health: bool,
 }
 
 impl<'a> Iterator for Candidates<'a> {
@@ -217,7 +361,7 @@ impl<'a> Iterator for Candidates<'a> {
                 while self.step < n {
                     let i = (first + self.step) % n;
                     self.step += 1;
-                    if self.step == 1 || self.backends[i].is_up() {
+                    if self.step == 1 || self.ignore_health || self.backends[i].is_up() {
                         return self.backends.get(i);
                     }
                 }
@@ -278,6 +422,54 @@ mod tests {
     fn empty_pool_has_no_candidates() {
         let pool = Pool::new("p", Algorithm::LeastConn, &[]);
         assert_eq!(pool.candidates(&Context::default()).count(), 0);
+    }
+
+    #[test]
+    fn fails_open_when_every_backend_is_down() {
+        let pool = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]);
+        for b in pool.backends() {
+            b.set_healthy(false);
+        }
+        assert_eq!(pool.candidates(&Context::default()).count(), 2);
+        let closed = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1)]).with_policy(Policy {
+            fail_open: false,
+            ..Policy::default()
+        });
+        closed.backends()[0].set_healthy(false);
+        assert_eq!(closed.candidates(&Context::default()).count(), 0);
+    }
+
+    #[test]
+    fn connect_failures_in_a_row_eject_with_growing_backoff() {
+        let policy = Policy {
+            fail_open: false,
+            eject_after: 3,
+            eject_time: Duration::from_secs(10),
+        };
+        let pool =
+            Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]).with_policy(policy);
+        let b = &pool.backends()[0];
+        assert_eq!(pool.record_connect_error(b), None);
+        assert_eq!(pool.record_connect_error(b), None);
+        // A success in between resets the count.
+        pool.record_connected(b, Duration::ZERO);
+        assert_eq!(pool.record_connect_error(b), None);
+        assert_eq!(pool.record_connect_error(b), None);
+        assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(10)));
+        assert!(b.is_ejected() && !b.is_up());
+        let order: Vec<u16> = pool
+            .candidates(&Context::default())
+            .map(|b| b.addr().port())
+            .collect();
+        assert_eq!(order, vec![2]);
+        // A passing active check brings it back early; the next ejection lasts longer.
+        b.set_healthy(true);
+        assert!(b.is_up());
+        for _ in 0..2 {
+            assert_eq!(pool.record_connect_error(b), None);
+        }
+        assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(20)));
+        assert_eq!(b.connect_errors(), 8);
     }
 
     #[test]

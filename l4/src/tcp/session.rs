@@ -31,7 +31,7 @@ pub(crate) async fn run(
         let upstream = match connect(backend.addr(), settings.connect_timeout).await {
             Ok(upstream) => upstream,
             Err(e) => {
-                backend.record_connect_error();
+                pool.record_connect_error(backend);
                 tracing::warn!(
                     listener = %settings.name,
                     backend = %backend.addr(),

@@ -236,7 +236,7 @@ fn open(
         ) {
             Ok(socket) => socket,
             Err(e) => {
-                backend.record_connect_error();
+                listener.pool.record_connect_error(backend);
                 tracing::warn!(listener = %listener.settings.name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
                 continue;
             }
@@ -282,7 +282,7 @@ fn failed(shared: &Shared, id: FlowId, error: &io::Error) {
             .iter()
             .find(|b| b.addr() == ended.value.backend)
         {
-            backend.record_connect_error();
+            shared.listener.pool.record_connect_error(backend);
         }
         shared.ended(ended);
     }
