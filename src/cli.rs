@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 
@@ -115,6 +116,8 @@ impl PoolArgs {
                 name: name.to_owned(),
                 algorithm,
                 backends: self.backends.iter().map(|b| b.0).collect(),
+                policy: Policy::default(),
+                health: None,
             }],
         })
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
+use fulcrum_l4::health::{self, Check};
 use fulcrum_l4::Pool;
 use fulcrum_l4::{tcp, udp};
 use tokio::runtime::{Builder, Runtime};
@@ -29,6 +30,9 @@ pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
         tracing::info!(listener = %name, protocol, addr = %addr, workers, "listening");
     }
     control.block_on(async {
+        for (pool, check) in &server.health_checks {
+            health::spawn(pool, Arc::clone(check), server.shutdown.clone());
+        }
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -68,6 +72,8 @@ struct Server {
     threads: Vec<JoinHandle<()>>,
     /// Each listener's name, protocol and the address it actually bound.
     bound: Vec<(String, &'static str, SocketAddr)>,
+    /// Pools with active health checks, run on the control event loop.
+    health_checks: Vec<(Arc<Pool>, Arc<Check>)>,
 }
 
 /// One worker's share of one listener: its bound socket and the listener state.
@@ -83,10 +89,18 @@ impl Server {
             .pools
             .iter()
             .map(|p| {
-                (
-                    p.name.as_str(),
-                    Arc::new(Pool::new(&p.name, p.algorithm, &p.backends)),
-                )
+                let pool = Pool::new(&p.name, p.algorithm, &p.backends).with_policy(p.policy);
+                (p.name.as_str(), Arc::new(pool))
+            })
+            .collect();
+        let health_checks = config
+            .pools
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    Arc::clone(pools.get(p.name.as_str())?),
+                    Arc::new(p.health.clone()?),
+                ))
             })
             .collect();
         let mut shards: Vec<Vec<Shard>> = (0..workers).map(|_| Vec::new()).collect();
@@ -169,6 +183,7 @@ impl Server {
             stop,
             threads,
             bound,
+            health_checks,
         })
     }
 

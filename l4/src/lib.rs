@@ -5,6 +5,7 @@
 //! these types and hands over bound sockets.
 
 pub mod balance;
+pub mod health;
 pub mod pool;
 pub mod tcp;
 pub mod udp;

@@ -98,6 +98,9 @@ pub struct FilePool {
     pub slow_start: Option<S<String>>,
     pub backends: S<Vec<S<FileBackend>>>,
     pub health: Option<S<FileHealth>>,
+    pub fail_open: Option<S<bool>>,
+    pub eject_after: Option<S<u32>>,
+    pub eject_time: Option<S<String>>,
 }
 
 /// A backend is either `"ADDR"` or `{ addr = "ADDR", weight = N, resolve = "30s" }`.
@@ -143,13 +146,14 @@ pub struct FileBackendTable {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealth {
-    pub kind: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub rise: Option<u32>,
-    pub fall: Option<u32>,
-    pub path: Option<String>,
-    pub expect_status: Option<String>,
-    pub send: Option<String>,
-    pub expect: Option<String>,
+    pub kind: Option<S<String>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub rise: Option<S<u32>>,
+    pub fall: Option<S<u32>>,
+    pub path: Option<S<String>>,
+    pub host: Option<S<String>>,
+    pub expect_status: Option<S<String>>,
+    pub send: Option<S<String>>,
+    pub expect: Option<S<String>>,
 }

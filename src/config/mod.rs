@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use fulcrum_l4::health::{Check, Probe};
+use fulcrum_l4::pool::Policy;
 use fulcrum_l4::{Algorithm, BackendSpec};
 
 /// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
@@ -72,6 +74,9 @@ pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
     pub backends: Vec<BackendSpec>,
+    pub policy: Policy,
+    /// Active health checks, when `[pool.health]` is there.
+    pub health: Option<Check>,
 }
 
 /// A config that cannot be used, pointing at the place that is wrong.
@@ -179,6 +184,26 @@ impl Config {
                 p.algorithm.to_string(),
                 p.backends.len()
             );
+            if let Some(check) = &p.health {
+                let what = match &check.probe {
+                    Probe::Tcp { send: None, .. } => "tcp connect".to_owned(),
+                    Probe::Tcp { .. } => "tcp send/expect".to_owned(),
+                    Probe::Http { path, status, .. } => format!(
+                        "http GET {path} expecting {}-{}",
+                        status.start(),
+                        status.end()
+                    ),
+                    Probe::Udp { .. } => "udp send/expect".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  health: {what} every {} (timeout {}, rise {}, fall {})",
+                    duration::display(check.interval),
+                    duration::display(check.timeout),
+                    check.rise,
+                    check.fall
+                );
+            }
             for b in &p.backends {
                 let _ = writeln!(out, "  {:<24} weight {}", b.addr, b.weight);
             }

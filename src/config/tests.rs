@@ -416,3 +416,88 @@ fn line_col_counts_characters() {
     assert_eq!(line_col("éx", 2), (1, 2));
     assert_eq!(line_col("ab", 99), (1, 3));
 }
+
+fn with_health(health: &str) -> String {
+    format!(
+        "{GOOD}fail_open = false\neject_after = 2\neject_time = \"5s\"\n[pool.health]\n{health}"
+    )
+}
+
+#[test]
+fn health_checks_and_failure_policy() -> Result<(), ConfigError> {
+    let c = parse(&with_health("kind = \"http\"\npath = \"/healthz\"\nexpect_status = \"200-299\"\ninterval = \"500ms\"\nrise = 1\n"), "f.toml")?;
+    let p = &c.pools[0];
+    assert!(!p.policy.fail_open);
+    assert_eq!(
+        (p.policy.eject_after, p.policy.eject_time),
+        (2, Duration::from_secs(5))
+    );
+    let check = p
+        .health
+        .as_ref()
+        .map(|h| (h.probe.clone(), h.interval, h.rise, h.fall));
+    let want = Probe::Http {
+        path: "/healthz".to_owned(),
+        host: None,
+        status: 200..=299,
+    };
+    assert_eq!(
+        check,
+        Some((
+            want,
+            Duration::from_millis(500),
+            1,
+            fulcrum_l4::health::DEFAULT_FALL
+        ))
+    );
+    let c = parse(
+        &with_health("kind = \"udp\"\nsend = \"ping\"\nexpect = \"pong\"\n"),
+        "f.toml",
+    )?;
+    let probe = c.pools[0].health.as_ref().map(|h| h.probe.clone());
+    assert_eq!(
+        probe,
+        Some(Probe::Udp {
+            send: b"ping".to_vec(),
+            expect: Some(b"pong".to_vec())
+        })
+    );
+    let c = parse(&with_health(""), "f.toml")?;
+    let probe = c.pools[0].health.as_ref().map(|h| h.probe.clone());
+    assert_eq!(
+        probe,
+        Some(Probe::Tcp {
+            send: None,
+            expect: None
+        })
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_health_checks() {
+    for (health, needle) in [
+        ("kind = \"icmp\"\n", "unknown health check kind `icmp`"),
+        ("kind = \"udp\"\n", "udp health checks need `send`"),
+        (
+            "kind = \"tcp\"\npath = \"/\"\n",
+            "`path` only applies to kind = \"http\"",
+        ),
+        (
+            "kind = \"http\"\nexpect_status = \"2xx\"\n",
+            "invalid `expect_status` `2xx`",
+        ),
+        (
+            "kind = \"http\"\nexpect_status = \"399-200\"\n",
+            "invalid `expect_status`",
+        ),
+        ("kind = \"http\"\npath = \"health\"\n", "must start with /"),
+        ("kind = \"http\"\nsend = \"x\"\n", "http checks use `path`"),
+        ("rise = 0\n", "`rise` must be at least 1"),
+        ("interval = \"0s\"\n", "greater than zero"),
+    ] {
+        let e = err(&with_health(health));
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        assert!(e.starts_with("f.toml:2"), "points into [pool.health]: {e}");
+    }
+}

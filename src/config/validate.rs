@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use fulcrum_l4::health::{self, Check, Probe};
+use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
 use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 use toml::Spanned;
 
-use super::file::{FileBackend, FileConfig, FileListener, FilePool};
+use super::file::{FileBackend, FileConfig, FileHealth, FileListener, FilePool};
 use super::{
     duration, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
     DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT,
@@ -251,7 +253,22 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
     }
     not_yet(&p.sticky_cookie, "sticky_cookie")?;
     not_yet(&p.slow_start, "slow_start")?;
-    not_yet(&p.health, "[pool.health]")?;
+    let health = p.health.as_ref().map(validate_health).transpose()?;
+    let defaults = Policy::default();
+    let policy = Policy {
+        fail_open: p
+            .fail_open
+            .as_ref()
+            .map_or(defaults.fail_open, |f| *f.get_ref()),
+        eject_after: p
+            .eject_after
+            .as_ref()
+            .map_or(defaults.eject_after, |e| *e.get_ref()),
+        eject_time: match &p.eject_time {
+            Some(t) => nonzero_duration(t, "eject_time")?,
+            None => defaults.eject_time,
+        },
+    };
     if p.backends.get_ref().is_empty() {
         return Err(invalid(
             &p.backends,
@@ -274,7 +291,112 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         name: name.to_owned(),
         algorithm,
         backends,
+        policy,
+        health,
     })
+}
+
+fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
+    let h = spanned.get_ref();
+    let kind = h.kind.as_ref().map_or("tcp", |k| k.get_ref().as_str());
+    let only_http = [
+        (&h.path, "path"),
+        (&h.host, "host"),
+        (&h.expect_status, "expect_status"),
+    ];
+    if kind != "http" {
+        if let Some((value, key)) = only_http
+            .iter()
+            .find_map(|(v, k)| v.as_ref().map(|v| (v, k)))
+        {
+            return Err(invalid(
+                value,
+                format!("`{key}` only applies to kind = \"http\" checks"),
+            ));
+        }
+    }
+    let bytes = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().as_bytes().to_vec());
+    let probe = match kind {
+        "tcp" => Probe::Tcp {
+            send: bytes(&h.send),
+            expect: bytes(&h.expect),
+        },
+        "http" => {
+            if let Some(v) = h.send.as_ref().or(h.expect.as_ref()) {
+                return Err(invalid(v, "`send` and `expect` apply to tcp and udp checks; http checks use `path` and `expect_status`"));
+            }
+            let path = h.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                let at = h
+                    .path
+                    .as_ref()
+                    .map_or(spanned.span().start, |p| p.span().start);
+                return Err(Invalid {
+                    offset: at,
+                    message: format!(
+                        "health `path` must start with / and have no spaces, got `{path}`"
+                    ),
+                });
+            }
+            Probe::Http {
+                path: path.to_owned(),
+                host: h.host.as_ref().map(|h| h.get_ref().clone()),
+                status: match &h.expect_status {
+                    Some(s) => parse_status_range(s.get_ref()).map_err(|e| invalid(s, e))?,
+                    None => 200..=399,
+                },
+            }
+        }
+        "udp" => Probe::Udp {
+            send: bytes(&h.send).ok_or_else(|| {
+                invalid(
+                    spanned,
+                    "udp health checks need `send` (the datagram to probe with)",
+                )
+            })?,
+            expect: bytes(&h.expect),
+        },
+        other => {
+            let at = h
+                .kind
+                .as_ref()
+                .map_or(spanned.span().start, |k| k.span().start);
+            return Err(Invalid {
+                offset: at,
+                message: format!("unknown health check kind `{other}` (expected tcp, http or udp)"),
+            });
+        }
+    };
+    let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+        Some(n) if *n.get_ref() == 0 => Err(invalid(n, format!("`{key}` must be at least 1"))),
+        Some(n) => Ok(*n.get_ref()),
+        None => Ok(default),
+    };
+    Ok(Check {
+        probe,
+        interval: match &h.interval {
+            Some(d) => nonzero_duration(d, "interval")?,
+            None => health::DEFAULT_INTERVAL,
+        },
+        timeout: match &h.timeout {
+            Some(d) => nonzero_duration(d, "timeout")?,
+            None => health::DEFAULT_TIMEOUT,
+        },
+        rise: count(&h.rise, "rise", health::DEFAULT_RISE)?,
+        fall: count(&h.fall, "fall", health::DEFAULT_FALL)?,
+    })
+}
+
+/// `"200-399"` or `"200"`.
+fn parse_status_range(text: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("invalid `expect_status` `{text}` (expected e.g. \"200-399\" or \"204\")");
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
 }
 
 fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {

@@ -9,7 +9,7 @@ mod least_conn;
 mod maglev;
 mod p2c;
 mod random;
-mod rng;
+pub(crate) mod rng;
 mod round_robin;
 
 use std::fmt;
@@ -205,7 +205,7 @@ impl Default for Options {
 }
 
 /// A per-process random seed, from the randomly keyed std hasher.
-fn process_seed() -> u64 {
+pub(crate) fn process_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
 }
