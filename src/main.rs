@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         .map(|n| n.get() as usize)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
-    let config = match &cli.command {
+    let (config, path) = match &cli.command {
         Command::Check { config: path } => {
             return match config::load(path) {
                 Ok(config) => {
@@ -42,22 +42,22 @@ fn main() -> ExitCode {
             };
         }
         Command::Run { config: path } => match config::load(path) {
-            Ok(config) => config,
+            Ok(config) => (config, Some(path.as_path())),
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
         Command::Tcp(args) => match args.to_config() {
-            Ok(config) => config,
+            Ok(config) => (config, None),
             Err(e) => return flag_error("tcp", &e),
         },
         Command::Udp(args) => match args.to_config() {
-            Ok(config) => config,
+            Ok(config) => (config, None),
             Err(e) => return flag_error("udp", &e),
         },
     };
-    match server::run(&config, workers) {
+    match server::run(&config, workers, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

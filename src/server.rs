@@ -1,38 +1,40 @@
 //! Runs a validated config: builds pools and listeners (TCP and UDP), binds every
 //! listener once per worker (SO_REUSEPORT shards), runs one single-threaded event loop
-//! per worker, and drains live connections and flows on SIGTERM/SIGINT.
+//! per worker, reloads on SIGHUP by diffing against the running config, and drains
+//! live connections and flows on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdpSocket};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context as _;
-use fulcrum_l4::health::{self, Check};
-use fulcrum_l4::Pool;
-use fulcrum_l4::{tcp, udp};
-use tokio::runtime::{Builder, Runtime};
+use fulcrum_l4::health;
+use fulcrum_l4::{tcp, udp, Pool};
+use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Protocol};
+use crate::config::{self, Config, ListenerConfig, Protocol};
 
-/// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains.
-pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
+/// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
+/// config `path`, SIGHUP reloads it.
+pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Result<()> {
     raise_fd_limit();
     let control = Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the control event loop")?;
-    let server = Server::start(config, workers)?;
-    for (name, protocol, addr) in &server.bound {
-        tracing::info!(listener = %name, protocol, addr = %addr, workers, "listening");
+    let mut server = Server::start(workers)?;
+    {
+        // Health checks run on the control loop, which block_on drives below.
+        let _context = control.enter();
+        server.apply(config)?;
     }
+    let mut drain_timeout = config.drain_timeout;
     control.block_on(async {
-        for (pool, check) in &server.health_checks {
-            health::spawn(pool, Arc::clone(check), server.shutdown.clone());
-        }
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
@@ -40,16 +42,27 @@ pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => tracing::warn!("SIGHUP: reload is not yet supported by this build; restart to apply config changes"),
+                _ = hup.recv() => match path {
+                    Some(path) => {
+                        if let Some(timeout) = server.reload(path) {
+                            drain_timeout = timeout;
+                        }
+                    }
+                    None => tracing::warn!("SIGHUP: no config file to reload (flag-only mode)"),
+                },
             }
         }
         let live = server.sessions.len();
-        tracing::info!(live, timeout_ms = config.drain_timeout.as_millis() as u64, "shutting down: no new connections, draining live ones");
+        tracing::info!(
+            live,
+            timeout_ms = drain_timeout.as_millis() as u64,
+            "shutting down: no new connections, draining live ones"
+        );
         server.shutdown.cancel();
         server.sessions.close();
         tokio::select! {
             () = server.sessions.wait() => tracing::info!("drained"),
-            () = tokio::time::sleep(config.drain_timeout) => {
+            () = tokio::time::sleep(drain_timeout) => {
                 tracing::warn!(cut = server.sessions.len(), "drain timeout reached; closing remaining connections");
             }
             _ = term.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
@@ -63,128 +76,196 @@ pub fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
 
 /// The running workers and what they serve.
 struct Server {
-    /// Cancelled to stop accepting.
+    /// Cancelled to stop accepting everywhere; every listener's own token is a child.
     shutdown: CancellationToken,
-    /// Every live client session, across workers.
+    /// Every live client session and UDP flow, across workers and reloads.
     sessions: TaskTracker,
     /// Cancelled to end the worker event loops (and any session still running).
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    /// Each listener's name, protocol and the address it actually bound.
-    bound: Vec<(String, &'static str, SocketAddr)>,
-    /// Pools with active health checks, run on the control event loop.
-    health_checks: Vec<(Arc<Pool>, Arc<Check>)>,
+    workers: Vec<Handle>,
+    /// Running listeners by protocol and configured bind address: a reload keeps
+    /// the socket of every listener whose key is unchanged.
+    listeners: HashMap<(&'static str, SocketAddr), Running>,
+    pools: HashMap<String, Arc<Pool>>,
+    /// Cancels the health checks of the current pools (replaced on reload).
+    health: CancellationToken,
 }
 
-/// One worker's share of one listener: its bound socket and the listener state.
-enum Shard {
-    Tcp(StdListener, Arc<tcp::Listener>),
-    Udp(StdUdpSocket, Arc<udp::Listener>),
+struct Running {
+    listener: Shared,
+    /// Stops this listener alone (when a reload removes it).
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+enum Shared {
+    Tcp(Arc<tcp::Listener>),
+    Udp(Arc<udp::Listener>),
+}
+
+/// A listener a reload adds: its sockets are bound before anything changes.
+struct Added {
+    key: (&'static str, SocketAddr),
+    listener: Shared,
+    tcp: Vec<StdListener>,
+    udp: Vec<StdUdpSocket>,
+    addr: SocketAddr,
 }
 
 impl Server {
-    fn start(config: &Config, workers: usize) -> anyhow::Result<Server> {
-        let workers = workers.max(1);
-        let pools: HashMap<&str, Arc<Pool>> = config
-            .pools
-            .iter()
-            .map(|p| {
-                let pool = Pool::new(&p.name, p.algorithm, &p.backends).with_policy(p.policy);
-                (p.name.as_str(), Arc::new(pool))
-            })
-            .collect();
-        let health_checks = config
-            .pools
-            .iter()
-            .filter_map(|p| {
-                Some((
-                    Arc::clone(pools.get(p.name.as_str())?),
-                    Arc::new(p.health.clone()?),
-                ))
-            })
-            .collect();
-        let mut shards: Vec<Vec<Shard>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut bound = Vec::with_capacity(config.listeners.len());
-        for l in &config.listeners {
-            let pool = pools.get(l.pool.as_str()).cloned().with_context(|| {
-                format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool)
-            })?;
-            let name = Arc::from(l.name.as_str());
-            let context = || format!("listener `{}`", l.name);
-            let (addr, sockets): (_, Vec<Shard>) = match &l.protocol {
-                Protocol::Tcp(t) => {
-                    let settings = tcp::Settings {
-                        name,
-                        connect_timeout: t.connect_timeout,
-                        idle_timeout: t.idle_timeout,
-                        retries: t.retries,
-                    };
-                    let listener = Arc::new(tcp::Listener::new(settings, pool, t.max_connections));
-                    let sockets = tcp::bind(l.bind, workers).with_context(context)?;
-                    let addr = sockets
-                        .first()
-                        .map(StdListener::local_addr)
-                        .transpose()
-                        .with_context(context)?;
-                    let per_worker = sockets
-                        .into_iter()
-                        .map(|s| Shard::Tcp(s, Arc::clone(&listener)))
-                        .collect();
-                    (addr, per_worker)
-                }
-                Protocol::Udp(u) => {
-                    let settings = udp::Settings {
-                        name,
-                        flow_idle_timeout: u.flow_idle_timeout,
-                        responses: u.responses,
-                        max_flows: u
-                            .max_flows
-                            .unwrap_or_else(|| udp::default_max_flows(workers)),
-                    };
-                    let listener = Arc::new(udp::Listener::new(settings, pool));
-                    let sockets = udp::bind(l.bind, workers).with_context(context)?;
-                    let addr = sockets
-                        .first()
-                        .map(StdUdpSocket::local_addr)
-                        .transpose()
-                        .with_context(context)?;
-                    let per_worker = sockets
-                        .into_iter()
-                        .map(|s| Shard::Udp(s, Arc::clone(&listener)))
-                        .collect();
-                    (addr, per_worker)
-                }
-            };
-            bound.push((l.name.clone(), l.protocol.name(), addr.unwrap_or(l.bind)));
-            for (shard, socket) in shards.iter_mut().zip(sockets) {
-                shard.push(socket);
-            }
-        }
-
-        let shutdown = CancellationToken::new();
+    /// Starts `workers` idle worker threads; [`Server::apply`] gives them listeners.
+    fn start(workers: usize) -> anyhow::Result<Server> {
         let stop = CancellationToken::new();
-        let sessions = TaskTracker::new();
-        let mut threads = Vec::with_capacity(workers);
-        for (w, shard) in shards.into_iter().enumerate() {
+        let mut threads = Vec::with_capacity(workers.max(1));
+        let mut handles = Vec::with_capacity(workers.max(1));
+        for w in 0..workers.max(1) {
             let runtime = Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start a worker event loop")?;
-            let (shutdown, stop, sessions) = (shutdown.clone(), stop.clone(), sessions.clone());
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("fulcrum-w{w}"))
-                .spawn(move || worker(runtime, shard, shutdown, stop, sessions))
+                .spawn(move || {
+                    runtime.block_on(stop.cancelled());
+                    // Dropping the runtime closes whatever sessions outlived the drain.
+                    drop(runtime);
+                })
                 .context("cannot start a worker thread")?;
             threads.push(thread);
         }
+        let shutdown = CancellationToken::new();
         Ok(Server {
+            health: shutdown.child_token(),
             shutdown,
-            sessions,
+            sessions: TaskTracker::new(),
             stop,
             threads,
-            bound,
-            health_checks,
+            workers: handles,
+            listeners: HashMap::new(),
+            pools: HashMap::new(),
         })
+    }
+
+    /// Re-reads the config at `path` and applies it; a bad file or a failed bind
+    /// leaves the running config in place. Returns the new drain timeout.
+    fn reload(&mut self, path: &Path) -> Option<std::time::Duration> {
+        tracing::info!(config = %path.display(), "SIGHUP: reloading");
+        let config = match config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running config: {e}");
+                return None;
+            }
+        };
+        match self.apply(&config) {
+            Ok(()) => Some(config.drain_timeout),
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running config: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Makes `config` the running config. Pools are rebuilt and inherit their
+    /// backends' live state by address; listeners with an unchanged protocol and
+    /// bind keep their sockets and switch to the new settings for new connections;
+    /// new listeners are bound first (any failure changes nothing); removed ones
+    /// stop accepting while their connections finish.
+    fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
+        let workers = self.workers.len();
+        let pools: HashMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| {
+                let mut pool = Pool::new(&p.name, p.algorithm, &p.backends).with_policy(p.policy);
+                if let Some(old) = self.pools.get(&p.name) {
+                    pool = pool.inherit(old);
+                    log_carried(&pool);
+                }
+                (p.name.clone(), Arc::new(pool))
+            })
+            .collect();
+
+        let mut added = Vec::new();
+        let mut updates = Vec::new();
+        for l in &config.listeners {
+            let pool = pools
+                .get(&l.pool)
+                .cloned()
+                .with_context(|| format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool))?;
+            let key = (l.protocol.name(), l.bind);
+            match self.listeners.get(&key) {
+                Some(running) => updates.push((running.listener.clone(), l, pool)),
+                None => added.push(bind(l, pool, workers)?),
+            }
+        }
+
+        // Nothing below can fail: the new config takes effect as a whole.
+        for (listener, l, pool) in updates {
+            update(&listener, l, pool, workers);
+        }
+        let wanted: Vec<_> = config.listeners.iter().map(|l| (l.protocol.name(), l.bind)).collect();
+        let removed: Vec<_> = self.listeners.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in &removed {
+            if let Some(running) = self.listeners.remove(key) {
+                tracing::info!(protocol = key.0, bind = %key.1, "listener removed; its connections finish");
+                running.stop.cancel();
+            }
+        }
+        let kept = config.listeners.len() - added.len();
+        let fresh = added.len();
+        for a in added {
+            self.launch(a);
+        }
+
+        self.health.cancel();
+        self.health = self.shutdown.child_token();
+        for p in &config.pools {
+            if let (Some(check), Some(pool)) = (&p.health, pools.get(&p.name)) {
+                health::spawn(pool, Arc::new(check.clone()), self.health.clone());
+            }
+        }
+        if !self.pools.is_empty() {
+            tracing::info!(kept, added = fresh, removed = removed.len(), pools = pools.len(), "reloaded");
+        }
+        self.pools = pools;
+        Ok(())
+    }
+
+    /// Runs a newly bound listener on every worker.
+    fn launch(&mut self, added: Added) {
+        let stop = self.shutdown.child_token();
+        let (name, protocol) = match &added.listener {
+            Shared::Tcp(l) => (l.name(), "tcp"),
+            Shared::Udp(l) => (l.name(), "udp"),
+        };
+        let tcp = added.tcp.into_iter().map(Some).chain(std::iter::repeat_with(|| None));
+        let udp = added.udp.into_iter().map(Some).chain(std::iter::repeat_with(|| None));
+        for ((worker, tcp), udp) in self.workers.iter().zip(tcp).zip(udp) {
+            let (stop, sessions, listener) = (stop.clone(), self.sessions.clone(), added.listener.clone());
+            let name = Arc::clone(&name);
+            worker.spawn(async move {
+                let result = match (listener, tcp, udp) {
+                    (Shared::Tcp(l), Some(socket), _) => tcp::serve(socket, l, stop, sessions).await,
+                    (Shared::Udp(l), _, Some(socket)) => udp::serve(socket, l, stop, sessions).await,
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
+                    tracing::error!(listener = %name, error = %e, "listener stopped");
+                }
+            });
+        }
+        tracing::info!(listener = %name, protocol, addr = %added.addr, workers = self.workers.len(), "listening");
+        self.listeners.insert(
+            added.key,
+            Running {
+                listener: added.listener,
+                stop,
+            },
+        );
     }
 
     /// Ends the workers; sessions still running are closed.
@@ -199,36 +280,78 @@ impl Server {
     }
 }
 
-fn worker(
-    runtime: Runtime,
-    shards: Vec<Shard>,
-    shutdown: CancellationToken,
-    stop: CancellationToken,
-    sessions: TaskTracker,
-) {
-    runtime.block_on(async move {
-        for shard in shards {
-            let (shutdown, sessions) = (shutdown.clone(), sessions.clone());
-            tokio::spawn(async move {
-                let (name, result) = match shard {
-                    Shard::Tcp(socket, listener) => {
-                        let name = Arc::clone(&listener.settings.name);
-                        (name, tcp::serve(socket, listener, shutdown, sessions).await)
-                    }
-                    Shard::Udp(socket, listener) => {
-                        let name = Arc::clone(&listener.settings.name);
-                        (name, udp::serve(socket, listener, shutdown, sessions).await)
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::error!(listener = %name, error = %e, "listener stopped");
-                }
-            });
+fn tcp_settings(l: &ListenerConfig, t: &config::TcpOptions) -> tcp::Settings {
+    tcp::Settings {
+        name: Arc::from(l.name.as_str()),
+        connect_timeout: t.connect_timeout,
+        idle_timeout: t.idle_timeout,
+        retries: t.retries,
+    }
+}
+
+fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> udp::Settings {
+    udp::Settings {
+        name: Arc::from(l.name.as_str()),
+        flow_idle_timeout: u.flow_idle_timeout,
+        responses: u.responses,
+        max_flows: u.max_flows.unwrap_or_else(|| udp::default_max_flows(workers)),
+    }
+}
+
+/// Binds a new listener's sockets, one per worker.
+fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<Added> {
+    let context = || format!("listener `{}`", l.name);
+    let key = (l.protocol.name(), l.bind);
+    match &l.protocol {
+        Protocol::Tcp(t) => {
+            let listener = tcp::Listener::new(tcp_settings(l, t), pool, t.max_connections);
+            let sockets = tcp::bind(l.bind, workers).with_context(context)?;
+            let addr = sockets.first().map(StdListener::local_addr).transpose().with_context(context)?;
+            Ok(Added {
+                key,
+                listener: Shared::Tcp(Arc::new(listener)),
+                tcp: sockets,
+                udp: Vec::new(),
+                addr: addr.unwrap_or(l.bind),
+            })
         }
-        stop.cancelled().await;
-    });
-    // Dropping the runtime here closes whatever sessions outlived the drain.
-    drop(runtime);
+        Protocol::Udp(u) => {
+            let listener = udp::Listener::new(udp_settings(l, u, workers), pool);
+            let sockets = udp::bind(l.bind, workers).with_context(context)?;
+            let addr = sockets.first().map(StdUdpSocket::local_addr).transpose().with_context(context)?;
+            Ok(Added {
+                key,
+                listener: Shared::Udp(Arc::new(listener)),
+                tcp: Vec::new(),
+                udp: sockets,
+                addr: addr.unwrap_or(l.bind),
+            })
+        }
+    }
+}
+
+/// Points a kept listener at its new settings and pool.
+fn update(listener: &Shared, l: &ListenerConfig, pool: Arc<Pool>, workers: usize) {
+    match (listener, &l.protocol) {
+        (Shared::Tcp(listener), Protocol::Tcp(t)) => listener.update(tcp_settings(l, t), pool, t.max_connections),
+        (Shared::Udp(listener), Protocol::Udp(u)) => listener.update(udp_settings(l, u, workers), pool),
+        // Listeners are keyed by protocol, so the kinds always match.
+        _ => {}
+    }
+}
+
+/// The reload hook tests read: each backend's carried-over state.
+fn log_carried(pool: &Pool) {
+    for b in pool.backends() {
+        tracing::debug!(
+            pool = pool.name(),
+            backend = %b.addr(),
+            total = b.total(),
+            active = b.active(),
+            healthy = b.is_healthy(),
+            "backend state after reload"
+        );
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit: each proxied connection needs

@@ -64,10 +64,12 @@ impl Verdicts {
     /// Backends start healthy: a new pool serves at once, and checks take out what
     /// fails.
     pub fn new() -> Self {
-        Verdicts {
-            healthy: true,
-            streak: 0,
-        }
+        Self::from(true)
+    }
+
+    /// Starts from a known state (a backend carried over by a reload).
+    pub fn from(healthy: bool) -> Self {
+        Verdicts { healthy, streak: 0 }
     }
 
     /// Counts one probe result; returns the new state when it flips.
@@ -122,7 +124,7 @@ async fn watch(pool: &Pool, index: usize, check: &Check, rng: &Rng) {
     let Some(backend) = pool.backends().get(index) else {
         return;
     };
-    let mut verdicts = Verdicts::new();
+    let mut verdicts = Verdicts::from(backend.is_healthy());
     loop {
         tokio::time::sleep(jittered(check.interval, rng)).await;
         let result = probe(backend.addr(), &check.probe, check.timeout).await;

@@ -214,6 +214,17 @@ impl Pool {
         }
     }
 
+    /// Takes over the live state (counters, health, ejection, EWMA) of the backends
+    /// that `previous` has at the same address: a reload resets nothing.
+    pub fn inherit(mut self, previous: &Pool) -> Self {
+        for backend in &mut self.backends {
+            if let Some(old) = previous.backends.iter().find(|b| b.addr == backend.addr) {
+                backend.stats = Arc::clone(&old.stats);
+            }
+        }
+        self
+    }
+
     /// Sets how this pool treats failing backends.
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
@@ -470,6 +481,17 @@ mod tests {
         }
         assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(20)));
         assert_eq!(b.connect_errors(), 8);
+    }
+
+    #[test]
+    fn a_rebuilt_pool_inherits_state_by_address() {
+        let old = Pool::new("p", Algorithm::LeastConn, &[spec(1, 1), spec(2, 1)]);
+        let _live = old.backends()[1].track();
+        old.backends()[1].set_healthy(false);
+        let new = Pool::new("p", Algorithm::RoundRobin, &[spec(2, 5), spec(3, 1)]).inherit(&old);
+        let kept = &new.backends()[0];
+        assert_eq!((kept.active(), kept.is_healthy(), kept.weight()), (1, false, 5));
+        assert_eq!(new.backends()[1].active(), 0);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     sessions: TaskTracker,
 ) -> io::Result<()> {
-    let name = Arc::clone(&listener.settings.name);
+    let name = listener.name();
     accept_loop(TcpListener::from_std(socket)?, listener, shutdown, sessions).await;
     // The socket is closed by now: the kernel refuses new connections to this shard.
     tracing::debug!(listener = %name, "listener closed");
@@ -45,7 +45,7 @@ async fn accept_loop(
     let mut stop = pin!(shutdown.cancelled());
     let mut backoff = BACKOFF_START;
     loop {
-        let permit = match &listener.limit {
+        let permit = match &listener.current().limit {
             Some(limit) => tokio::select! {
                 biased;
                 () = &mut stop => return,
@@ -61,11 +61,12 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_START;
-                sessions.spawn(session::run(stream, peer, Arc::clone(&listener), permit));
+                // The snapshot as of now: a reload while we waited applies.
+                sessions.spawn(session::run(stream, peer, listener.current(), permit));
             }
             Err(e) if out_of_resources(&e) => {
                 tracing::warn!(
-                    listener = %listener.settings.name,
+                    listener = %listener.name(),
                     error = %e,
                     pause_ms = backoff.as_millis() as u64,
                     "accept failed: out of resources; pausing"
@@ -80,7 +81,7 @@ async fn accept_loop(
             // The client gave up before we took it (ECONNABORTED) and the like:
             // nothing for this listener to do.
             Err(e) => {
-                tracing::debug!(listener = %listener.settings.name, error = %e, "accept failed")
+                tracing::debug!(listener = %listener.name(), error = %e, "accept failed")
             }
         }
     }

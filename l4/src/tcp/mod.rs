@@ -10,6 +10,7 @@ mod socket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
@@ -36,21 +37,59 @@ pub struct Settings {
     pub retries: u32,
 }
 
-/// Everything a listener's sessions share: settings, the pool and the connection cap.
+/// What a listener's new connections use: swapped whole on reload, while each live
+/// connection keeps the snapshot it started with.
 #[derive(Debug)]
-pub struct Listener {
+pub struct Current {
     pub settings: Settings,
     pub pool: Arc<Pool>,
     /// `max_connections`: accepting pauses while every permit is held.
     pub limit: Option<Arc<Semaphore>>,
+    max_connections: Option<usize>,
+}
+
+/// One TCP listener's shared state, across its workers.
+#[derive(Debug)]
+pub struct Listener {
+    current: ArcSwap<Current>,
 }
 
 impl Listener {
     pub fn new(settings: Settings, pool: Arc<Pool>, max_connections: Option<usize>) -> Self {
+        let limit = max_connections.map(|n| Arc::new(Semaphore::new(n)));
         Self {
+            current: ArcSwap::from_pointee(Current {
+                settings,
+                pool,
+                limit,
+                max_connections,
+            }),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current.load_full()
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        Arc::clone(&self.current.load().settings.name)
+    }
+
+    /// Applies a reloaded config to new connections. An unchanged connection limit
+    /// keeps its count; a changed one starts a new count (live connections hold
+    /// permits of the old one until they end).
+    pub fn update(&self, settings: Settings, pool: Arc<Pool>, max_connections: Option<usize>) {
+        let old = self.current.load();
+        let limit = if old.max_connections == max_connections {
+            old.limit.clone()
+        } else {
+            max_connections.map(|n| Arc::new(Semaphore::new(n)))
+        };
+        self.current.store(Arc::new(Current {
             settings,
             pool,
-            limit: max_connections.map(|n| Arc::new(Semaphore::new(n))),
-        }
+            limit,
+            max_connections,
+        }));
     }
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::{connect, relay, Listener};
+use super::{connect, relay, Current};
 use crate::balance::Context;
 
 /// Serves one accepted client connection to completion. `_permit` holds the
@@ -16,7 +16,7 @@ use crate::balance::Context;
 pub(crate) async fn run(
     client: TcpStream,
     peer: SocketAddr,
-    listener: Arc<Listener>,
+    listener: Arc<Current>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let settings = &listener.settings;

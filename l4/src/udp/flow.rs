@@ -75,10 +75,7 @@ pub struct FlowTable<T> {
 impl<T> FlowTable<T> {
     pub fn new(limits: Limits) -> Self {
         FlowTable {
-            limits: Limits {
-                max_flows: limits.max_flows.clamp(1, NIL as usize - 1),
-                ..limits
-            },
+            limits: Self::clamped(limits),
             by_client: HashMap::new(),
             nodes: Vec::new(),
             free: Vec::new(),
@@ -97,6 +94,19 @@ impl<T> FlowTable<T> {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Changes the limits (on reload). A lower `max_flows` takes effect as new flows
+    /// arrive: each insert beyond it evicts the least recently active flow.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Self::clamped(limits);
+    }
+
+    fn clamped(limits: Limits) -> Limits {
+        Limits {
+            max_flows: limits.max_flows.clamp(1, NIL as usize - 1),
+            ..limits
+        }
     }
 
     /// The live flow of `client`, counting a datagram from it.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::pool::Pool;
@@ -59,21 +60,41 @@ impl Stats {
     }
 }
 
+/// What a listener's new flows use: swapped whole on reload; live flows keep the
+/// backend they have.
+#[derive(Debug)]
+pub struct Current {
+    pub settings: Settings,
+    pub pool: Arc<Pool>,
+}
+
 /// Everything a UDP listener's workers share.
 #[derive(Debug)]
 pub struct Listener {
-    pub settings: Settings,
-    pub pool: Arc<Pool>,
+    current: ArcSwap<Current>,
+    /// Counters survive reloads.
     pub stats: Stats,
 }
 
 impl Listener {
     pub fn new(settings: Settings, pool: Arc<Pool>) -> Self {
         Listener {
-            settings,
-            pool,
+            current: ArcSwap::from_pointee(Current { settings, pool }),
             stats: Stats::default(),
         }
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current.load_full()
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        Arc::clone(&self.current.load().settings.name)
+    }
+
+    /// Applies a reloaded config to new flows (and the flow limits to all flows).
+    pub fn update(&self, settings: Settings, pool: Arc<Pool>) {
+        self.current.store(Arc::new(Current { settings, pool }));
     }
 }
 

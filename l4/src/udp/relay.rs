@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::flow::{EndReason, Ended, FlowId, FlowTable, Limits};
 use super::{upstream, Listener, Stats};
 use crate::balance::Context;
-use crate::pool::ActiveGuard;
+use crate::pool::{ActiveGuard, Pool};
 
 /// Largest UDP payload over IPv4 (65535 - 8 - 20).
 const MAX_DATAGRAM: usize = 65_507;
@@ -36,6 +36,8 @@ thread_local! {
 struct FlowIo {
     upstream: Arc<UdpSocket>,
     reader: AbortHandle,
+    /// The pool snapshot the flow was opened from, and its backend.
+    pool: Arc<Pool>,
     backend: SocketAddr,
     _active: ActiveGuard,
 }
@@ -100,7 +102,7 @@ impl Shared {
             EndReason::Responses | EndReason::Removed => {}
         }
         tracing::debug!(
-            listener = %self.listener.settings.name,
+            listener = %self.listener.name(),
             client = %ended.client,
             backend = %ended.value.backend,
             why = ?ended.why,
@@ -117,12 +119,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     flows: TaskTracker,
 ) -> io::Result<()> {
-    let settings = &listener.settings;
-    let limits = Limits {
-        idle_ns: settings.flow_idle_timeout.as_nanos() as u64,
-        responses: settings.responses,
-        max_flows: settings.max_flows,
-    };
+    let current = listener.current();
+    let settings = &current.settings;
+    let limits = limits(settings);
     let shared = Arc::new(Shared {
         socket: Arc::new(UdpSocket::from_std(socket)?),
         table: Mutex::new(FlowTable::new(limits)),
@@ -144,7 +143,7 @@ pub async fn serve(
                 Err(e) => {
                     // ICMP errors for replies we sent to clients surface here too;
                     // they concern one client, not the listener.
-                    tracing::debug!(listener = %settings.name, error = %e, "udp receive failed");
+                    tracing::debug!(listener = %listener.name(), error = %e, "udp receive failed");
                 }
             },
         }
@@ -156,18 +155,29 @@ pub async fn serve(
     Ok(())
 }
 
+fn limits(settings: &super::Settings) -> Limits {
+    Limits {
+        idle_ns: settings.flow_idle_timeout.as_nanos() as u64,
+        responses: settings.responses,
+        max_flows: settings.max_flows,
+    }
+}
+
 /// Ends idle flows and returns when to look again.
 fn expire(shared: &Shared) -> Instant {
     let now = shared.now();
     let (ended, next) = {
         let mut table = shared.table();
+        // A reload may have changed the limits; they apply from this sweep on.
+        table.set_limits(limits(&shared.listener.current().settings));
         let ended = table.expire(now);
         (ended, table.next_expiry())
     };
     for e in ended {
         shared.ended(e);
     }
-    let idle = shared.listener.settings.flow_idle_timeout;
+    let current = shared.listener.current();
+    let idle = current.settings.flow_idle_timeout;
     let idle_ns = idle.as_nanos() as u64;
     shared.spare().retain(|_, list| {
         list.retain(|(since, _)| now.saturating_sub(*since) < idle_ns);
@@ -217,10 +227,12 @@ fn open(
     now: u64,
 ) -> Option<(FlowId, Arc<UdpSocket>)> {
     let listener = &shared.listener;
+    let current = listener.current();
+    let (pool, name) = (&current.pool, &current.settings.name);
     let ctx = Context {
         client: Some(client),
     };
-    for backend in listener.pool.candidates(&ctx) {
+    for backend in pool.candidates(&ctx) {
         let spare = shared
             .spare()
             .get_mut(&backend.addr())
@@ -236,19 +248,20 @@ fn open(
         ) {
             Ok(socket) => socket,
             Err(e) => {
-                listener.pool.record_connect_error(backend);
-                tracing::warn!(listener = %listener.settings.name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
+                pool.record_connect_error(backend);
+                tracing::warn!(listener = %name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
                 continue;
             }
         };
         let active = backend.track();
-        listener.pool.record_connected(backend, Duration::ZERO);
+        pool.record_connected(backend, Duration::ZERO);
         // The reader needs the flow id, which exists once the flow is in the table.
         let (id_tx, id_rx) = oneshot::channel();
         let reader = flows.spawn(read_replies(Arc::clone(shared), Arc::clone(&socket), id_rx));
         let io = FlowIo {
             upstream: Arc::clone(&socket),
             reader: reader.abort_handle(),
+            pool: Arc::clone(pool),
             backend: backend.addr(),
             _active: active,
         };
@@ -260,7 +273,7 @@ fn open(
         let _ = id_tx.send(id);
         return Some((id, socket));
     }
-    tracing::warn!(listener = %listener.settings.name, client = %client, "no backend could take the udp flow; dropping datagram");
+    tracing::warn!(listener = %name, client = %client, "no backend could take the udp flow; dropping datagram");
     None
 }
 
@@ -269,20 +282,15 @@ fn failed(shared: &Shared, id: FlowId, error: &io::Error) {
     let ended = shared.table().remove(id);
     if let Some(ended) = ended {
         tracing::warn!(
-            listener = %shared.listener.settings.name,
+            listener = %shared.listener.name(),
             backend = %ended.value.backend,
             client = %ended.client,
             error = %error,
             "udp backend failed; ending the flow"
         );
-        if let Some(backend) = shared
-            .listener
-            .pool
-            .backends()
-            .iter()
-            .find(|b| b.addr() == ended.value.backend)
-        {
-            shared.listener.pool.record_connect_error(backend);
+        let pool = &ended.value.pool;
+        if let Some(backend) = pool.backends().iter().find(|b| b.addr() == ended.value.backend) {
+            pool.record_connect_error(backend);
         }
         shared.ended(ended);
     }
