@@ -28,16 +28,21 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
         .build()
         .context("cannot start the control event loop")?;
     let mut server = Server::start(workers)?;
-    {
-        // Health checks run on the control loop, which block_on drives below.
+    let (mut term, mut int, mut hup) = {
+        // Signal handlers go in before the first listener is announced, so a
+        // signal sent at once is handled, not fatal. Health checks spawned by
+        // apply run on the control loop, which block_on drives below.
         let _context = control.enter();
+        let handlers = (
+            signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+        );
         server.apply(config)?;
-    }
+        handlers
+    };
     let mut drain_timeout = config.drain_timeout;
     control.block_on(async {
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -192,10 +197,9 @@ impl Server {
         let mut added = Vec::new();
         let mut updates = Vec::new();
         for l in &config.listeners {
-            let pool = pools
-                .get(&l.pool)
-                .cloned()
-                .with_context(|| format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool))?;
+            let pool = pools.get(&l.pool).cloned().with_context(|| {
+                format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool)
+            })?;
             let key = (l.protocol.name(), l.bind);
             match self.listeners.get(&key) {
                 Some(running) => updates.push((running.listener.clone(), l, pool)),
@@ -207,8 +211,17 @@ impl Server {
         for (listener, l, pool) in updates {
             update(&listener, l, pool, workers);
         }
-        let wanted: Vec<_> = config.listeners.iter().map(|l| (l.protocol.name(), l.bind)).collect();
-        let removed: Vec<_> = self.listeners.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let wanted: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.protocol.name(), l.bind))
+            .collect();
+        let removed: Vec<_> = self
+            .listeners
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for key in &removed {
             if let Some(running) = self.listeners.remove(key) {
                 tracing::info!(protocol = key.0, bind = %key.1, "listener removed; its connections finish");
@@ -229,7 +242,13 @@ impl Server {
             }
         }
         if !self.pools.is_empty() {
-            tracing::info!(kept, added = fresh, removed = removed.len(), pools = pools.len(), "reloaded");
+            tracing::info!(
+                kept,
+                added = fresh,
+                removed = removed.len(),
+                pools = pools.len(),
+                "reloaded"
+            );
         }
         self.pools = pools;
         Ok(())
@@ -242,15 +261,28 @@ impl Server {
             Shared::Tcp(l) => (l.name(), "tcp"),
             Shared::Udp(l) => (l.name(), "udp"),
         };
-        let tcp = added.tcp.into_iter().map(Some).chain(std::iter::repeat_with(|| None));
-        let udp = added.udp.into_iter().map(Some).chain(std::iter::repeat_with(|| None));
+        let tcp = added
+            .tcp
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None));
+        let udp = added
+            .udp
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None));
         for ((worker, tcp), udp) in self.workers.iter().zip(tcp).zip(udp) {
-            let (stop, sessions, listener) = (stop.clone(), self.sessions.clone(), added.listener.clone());
+            let (stop, sessions, listener) =
+                (stop.clone(), self.sessions.clone(), added.listener.clone());
             let name = Arc::clone(&name);
             worker.spawn(async move {
                 let result = match (listener, tcp, udp) {
-                    (Shared::Tcp(l), Some(socket), _) => tcp::serve(socket, l, stop, sessions).await,
-                    (Shared::Udp(l), _, Some(socket)) => udp::serve(socket, l, stop, sessions).await,
+                    (Shared::Tcp(l), Some(socket), _) => {
+                        tcp::serve(socket, l, stop, sessions).await
+                    }
+                    (Shared::Udp(l), _, Some(socket)) => {
+                        udp::serve(socket, l, stop, sessions).await
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
@@ -294,7 +326,9 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
         name: Arc::from(l.name.as_str()),
         flow_idle_timeout: u.flow_idle_timeout,
         responses: u.responses,
-        max_flows: u.max_flows.unwrap_or_else(|| udp::default_max_flows(workers)),
+        max_flows: u
+            .max_flows
+            .unwrap_or_else(|| udp::default_max_flows(workers)),
     }
 }
 
@@ -306,7 +340,11 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
         Protocol::Tcp(t) => {
             let listener = tcp::Listener::new(tcp_settings(l, t), pool, t.max_connections);
             let sockets = tcp::bind(l.bind, workers).with_context(context)?;
-            let addr = sockets.first().map(StdListener::local_addr).transpose().with_context(context)?;
+            let addr = sockets
+                .first()
+                .map(StdListener::local_addr)
+                .transpose()
+                .with_context(context)?;
             Ok(Added {
                 key,
                 listener: Shared::Tcp(Arc::new(listener)),
@@ -318,7 +356,11 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
         Protocol::Udp(u) => {
             let listener = udp::Listener::new(udp_settings(l, u, workers), pool);
             let sockets = udp::bind(l.bind, workers).with_context(context)?;
-            let addr = sockets.first().map(StdUdpSocket::local_addr).transpose().with_context(context)?;
+            let addr = sockets
+                .first()
+                .map(StdUdpSocket::local_addr)
+                .transpose()
+                .with_context(context)?;
             Ok(Added {
                 key,
                 listener: Shared::Udp(Arc::new(listener)),
@@ -333,8 +375,12 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
 /// Points a kept listener at its new settings and pool.
 fn update(listener: &Shared, l: &ListenerConfig, pool: Arc<Pool>, workers: usize) {
     match (listener, &l.protocol) {
-        (Shared::Tcp(listener), Protocol::Tcp(t)) => listener.update(tcp_settings(l, t), pool, t.max_connections),
-        (Shared::Udp(listener), Protocol::Udp(u)) => listener.update(udp_settings(l, u, workers), pool),
+        (Shared::Tcp(listener), Protocol::Tcp(t)) => {
+            listener.update(tcp_settings(l, t), pool, t.max_connections)
+        }
+        (Shared::Udp(listener), Protocol::Udp(u)) => {
+            listener.update(udp_settings(l, u, workers), pool)
+        }
         // Listeners are keyed by protocol, so the kinds always match.
         _ => {}
     }

@@ -113,8 +113,48 @@ impl Fulcrum {
         }
     }
 
+    /// A log line containing `needle`, whether it came already or comes within
+    /// PATIENCE (unlike `next_line`, lines read past earlier count too).
+    pub fn saw(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let found = self
+                .logs
+                .lock()
+                .expect("logs")
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!("no log line with {needle:?}; log:\n{}", self.log());
+            }
+        }
+    }
+
     pub fn log(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Rewrites the config file, sends SIGHUP and waits for the outcome line
+    /// ("reloaded" or "reload failed"), which it returns.
+    pub fn reload(&mut self, config: &str) -> String {
+        let path = self.config.clone().expect("started from a config file");
+        std::fs::write(&path, config).expect("rewrite config");
+        self.signal(rustix::process::Signal::HUP);
+        loop {
+            let line = self.next_line("reload");
+            if line.contains("reloaded") || line.contains("reload failed") {
+                return line;
+            }
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone().expect("started from a config file")
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {

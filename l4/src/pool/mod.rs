@@ -490,7 +490,10 @@ mod tests {
         old.backends()[1].set_healthy(false);
         let new = Pool::new("p", Algorithm::RoundRobin, &[spec(2, 5), spec(3, 1)]).inherit(&old);
         let kept = &new.backends()[0];
-        assert_eq!((kept.active(), kept.is_healthy(), kept.weight()), (1, false, 5));
+        assert_eq!(
+            (kept.active(), kept.is_healthy(), kept.weight()),
+            (1, false, 5)
+        );
         assert_eq!(new.backends()[1].active(), 0);
     }
 

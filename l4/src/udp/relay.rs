@@ -289,7 +289,11 @@ fn failed(shared: &Shared, id: FlowId, error: &io::Error) {
             "udp backend failed; ending the flow"
         );
         let pool = &ended.value.pool;
-        if let Some(backend) = pool.backends().iter().find(|b| b.addr() == ended.value.backend) {
+        if let Some(backend) = pool
+            .backends()
+            .iter()
+            .find(|b| b.addr() == ended.value.backend)
+        {
             pool.record_connect_error(backend);
         }
         shared.ended(ended);
