@@ -317,11 +317,6 @@ fn later_features_are_refused_not_ignored() {
         ("retries = 1", "responses = 1", "only applies to udp"),
         (
             "algorithm = \"least-conn\"",
-            "slow_start = \"10s\"",
-            "`slow_start` is not yet supported",
-        ),
-        (
-            "algorithm = \"least-conn\"",
             "algorithm = \"hash\"\nhash_key = \"sni\"",
             "hash_key `sni` is not yet supported",
         ),

@@ -252,7 +252,6 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         algorithm = Algorithm::Hash(parse_hash_key(key.get_ref()).map_err(|e| invalid(key, e))?);
     }
     not_yet(&p.sticky_cookie, "sticky_cookie")?;
-    not_yet(&p.slow_start, "slow_start")?;
     let health = p.health.as_ref().map(validate_health).transpose()?;
     let defaults = Policy::default();
     let policy = Policy {
@@ -267,6 +266,10 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         eject_time: match &p.eject_time {
             Some(t) => nonzero_duration(t, "eject_time")?,
             None => defaults.eject_time,
+        },
+        slow_start: match &p.slow_start {
+            Some(t) => parse_duration(t, "slow_start")?,
+            None => defaults.slow_start,
         },
     };
     if p.backends.get_ref().is_empty() {

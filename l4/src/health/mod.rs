@@ -133,7 +133,7 @@ async fn watch(pool: &Pool, index: usize, check: &Check, rng: &Rng) {
         }
         // A passing check also ends a passive ejection, even without a flip.
         if result.is_ok() && backend.is_ejected() {
-            backend.set_healthy(true);
+            pool.set_healthy(backend, true);
             tracing::info!(pool = pool.name(), backend = %backend.addr(), "backend passed its check; ejection ended");
         }
     }
@@ -146,7 +146,7 @@ fn report(
     result: &Result<(), probe::Failure>,
     check: &Check,
 ) {
-    backend.set_healthy(healthy);
+    pool.set_healthy(backend, healthy);
     match result {
         Ok(()) => tracing::info!(
             pool = pool.name(),

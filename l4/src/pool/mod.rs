@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balance::rng::Rng;
 use crate::balance::{Algorithm, Balance, Clock, Context, Fallback, Options, PeakEwma};
 
 /// What the operator asked for: one backend address and its weight.
@@ -37,6 +38,10 @@ pub struct BackendStats {
     consecutive_failures: AtomicU32,
     /// Ejections so far: each one lasts longer.
     ejections: AtomicU32,
+    /// Clock reading (ns) when the backend last came into service (added by a
+    /// reload, or up after a failed health check); 0 = since before start-up.
+    /// Slow start ramps from here.
+    up_since: AtomicU64,
     /// Connect latency estimate, for the ewma algorithm.
     ewma: PeakEwma,
 }
@@ -91,6 +96,11 @@ impl Backend {
         if healthy {
             self.stats.ejected.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Restarts slow start at `now_ns` (a backend coming into service).
+    pub fn came_up(&self, now_ns: u64) {
+        self.stats.up_since.store(now_ns.max(1), Ordering::Relaxed);
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -150,6 +160,8 @@ pub struct Pool {
     fail_open_next: AtomicU32,
     /// When failing open was last logged (clock ns).
     fail_open_logged: AtomicU64,
+    /// Draws for slow-start admission.
+    rng: Rng,
 }
 
 /// What a pool does when backends fail.
@@ -161,7 +173,13 @@ pub struct Policy {
     pub eject_after: u32,
     /// The first ejection's length; each further one doubles it, up to [`MAX_EJECTION`].
     pub eject_time: Duration,
+    /// A backend coming into service ramps from 10% to its full share over this
+    /// long (zero = at once).
+    pub slow_start: Duration,
 }
+
+/// The share a slow-starting backend begins with.
+pub const SLOW_START_FLOOR: f64 = 0.1;
 
 /// Longest passive ejection.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
@@ -172,6 +190,7 @@ impl Default for Policy {
             fail_open: true,
             eject_after: 5,
             eject_time: Duration::from_secs(10),
+            slow_start: Duration::ZERO,
         }
     }
 }
@@ -211,18 +230,60 @@ impl Pool {
             policy: Policy::default(),
             fail_open_next: AtomicU32::new(0),
             fail_open_logged: AtomicU64::new(0),
+            rng: Rng::new(options.seed ^ 0x510f_57a7),
         }
     }
 
-    /// Takes over the live state (counters, health, ejection, EWMA) of the backends
-    /// that `previous` has at the same address: a reload resets nothing.
+    /// Takes over the live state (counters, health, ejection, EWMA, slow start) of
+    /// the backends that `previous` has at the same address: a reload resets
+    /// nothing. Backends new to the pool start their slow start now.
     pub fn inherit(mut self, previous: &Pool) -> Self {
+        let now = self.clock.now_ns();
         for backend in &mut self.backends {
-            if let Some(old) = previous.backends.iter().find(|b| b.addr == backend.addr) {
-                backend.stats = Arc::clone(&old.stats);
+            match previous.backends.iter().find(|b| b.addr == backend.addr) {
+                Some(old) => backend.stats = Arc::clone(&old.stats),
+                None => backend.came_up(now),
             }
         }
         self
+    }
+
+    /// Sets a backend's health verdict; coming back up restarts its slow start.
+    pub fn set_healthy(&self, backend: &Backend, healthy: bool) {
+        if healthy && !backend.is_healthy() {
+            backend.came_up(self.clock.now_ns());
+        }
+        backend.set_healthy(healthy);
+    }
+
+    /// The share of its normal traffic a backend gets now: below 1 while it slow
+    /// starts, ramping linearly from [`SLOW_START_FLOOR`].
+    pub fn ramp(&self, backend: &Backend) -> f64 {
+        let window = self.policy.slow_start.as_nanos() as u64;
+        let since = backend.stats.up_since.load(Ordering::Relaxed);
+        if window == 0 || since == 0 {
+            return 1.0;
+        }
+        let elapsed = self.clock.now_ns().saturating_sub(since);
+        (elapsed as f64 / window as f64).clamp(SLOW_START_FLOOR, 1.0)
+    }
+
+    /// Slow start as admission: a ramping first choice is kept with probability
+    /// `ramp`, else the balancer picks again (a few times at most). Works the same
+    /// for every algorithm, without rebuilding their tables as weights move.
+    fn admit(&self, ctx: &Context, mut first: Option<usize>) -> Option<usize> {
+        if self.policy.slow_start.is_zero() {
+            return first;
+        }
+        for _ in 0..3 {
+            let Some(i) = first else { return None };
+            let ramp = self.ramp(&self.backends[i]);
+            if ramp >= 1.0 || (self.rng.below(1 << 20) as f64) < ramp * f64::from(1 << 20) {
+                return first;
+            }
+            first = self.balancer.pick(&self.backends, ctx).or(first);
+        }
+        first
     }
 
     /// Sets how this pool treats failing backends.
@@ -310,7 +371,7 @@ impl Pool {
         let mut first = if self.backends.is_empty() {
             None
         } else {
-            self.balancer.pick(&self.backends, ctx)
+            self.admit(ctx, self.balancer.pick(&self.backends, ctx))
         };
         let mut fallback = self.balancer.fallback(ctx);
         let mut ignore_health = false;
@@ -404,109 +465,4 @@ impl<'a> Iterator for Candidates<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(port: u16, weight: u32) -> BackendSpec {
-        BackendSpec {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
-        }
-    }
-
-    #[test]
-    fn candidates_start_at_pick_and_wrap() {
-        let pool = Pool::new(
-            "p",
-            Algorithm::RoundRobin,
-            &[spec(1, 1), spec(2, 1), spec(3, 1)],
-        );
-        let ctx = Context::default();
-        let ports =
-            |pool: &Pool| -> Vec<u16> { pool.candidates(&ctx).map(|b| b.addr().port()).collect() };
-        assert_eq!(ports(&pool), vec![1, 2, 3]);
-        assert_eq!(ports(&pool), vec![2, 3, 1]);
-        assert_eq!(ports(&pool), vec![3, 1, 2]);
-    }
-
-    #[test]
-    fn empty_pool_has_no_candidates() {
-        let pool = Pool::new("p", Algorithm::LeastConn, &[]);
-        assert_eq!(pool.candidates(&Context::default()).count(), 0);
-    }
-
-    #[test]
-    fn fails_open_when_every_backend_is_down() {
-        let pool = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]);
-        for b in pool.backends() {
-            b.set_healthy(false);
-        }
-        assert_eq!(pool.candidates(&Context::default()).count(), 2);
-        let closed = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1)]).with_policy(Policy {
-            fail_open: false,
-            ..Policy::default()
-        });
-        closed.backends()[0].set_healthy(false);
-        assert_eq!(closed.candidates(&Context::default()).count(), 0);
-    }
-
-    #[test]
-    fn connect_failures_in_a_row_eject_with_growing_backoff() {
-        let policy = Policy {
-            fail_open: false,
-            eject_after: 3,
-            eject_time: Duration::from_secs(10),
-        };
-        let pool =
-            Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]).with_policy(policy);
-        let b = &pool.backends()[0];
-        assert_eq!(pool.record_connect_error(b), None);
-        assert_eq!(pool.record_connect_error(b), None);
-        // A success in between resets the count.
-        pool.record_connected(b, Duration::ZERO);
-        assert_eq!(pool.record_connect_error(b), None);
-        assert_eq!(pool.record_connect_error(b), None);
-        assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(10)));
-        assert!(b.is_ejected() && !b.is_up());
-        let order: Vec<u16> = pool
-            .candidates(&Context::default())
-            .map(|b| b.addr().port())
-            .collect();
-        assert_eq!(order, vec![2]);
-        // A passing active check brings it back early; the next ejection lasts longer.
-        b.set_healthy(true);
-        assert!(b.is_up());
-        for _ in 0..2 {
-            assert_eq!(pool.record_connect_error(b), None);
-        }
-        assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(20)));
-        assert_eq!(b.connect_errors(), 8);
-    }
-
-    #[test]
-    fn a_rebuilt_pool_inherits_state_by_address() {
-        let old = Pool::new("p", Algorithm::LeastConn, &[spec(1, 1), spec(2, 1)]);
-        let _live = old.backends()[1].track();
-        old.backends()[1].set_healthy(false);
-        let new = Pool::new("p", Algorithm::RoundRobin, &[spec(2, 5), spec(3, 1)]).inherit(&old);
-        let kept = &new.backends()[0];
-        assert_eq!(
-            (kept.active(), kept.is_healthy(), kept.weight()),
-            (1, false, 5)
-        );
-        assert_eq!(new.backends()[1].active(), 0);
-    }
-
-    #[test]
-    fn active_guard_counts() {
-        let pool = Pool::new("p", Algorithm::LeastConn, &[spec(1, 1)]);
-        let b = &pool.backends()[0];
-        let g1 = b.track();
-        let g2 = b.track();
-        assert_eq!(b.active(), 2);
-        drop(g1);
-        assert_eq!(b.active(), 1);
-        drop(g2);
-        assert_eq!(b.active(), 0);
-    }
-}
+mod tests;
