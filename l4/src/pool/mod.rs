@@ -276,7 +276,7 @@ impl Pool {
             return first;
         }
         for _ in 0..3 {
-            let Some(i) = first else { return None };
+            let i = first?;
             let ramp = self.ramp(&self.backends[i]);
             if ramp >= 1.0 || (self.rng.below(1 << 20) as f64) < ramp * f64::from(1 << 20) {
                 return first;
