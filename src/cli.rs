@@ -147,6 +147,10 @@ pub struct TcpArgs {
     /// Most connections at once; accepting pauses at the limit (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_connections: u32,
+
+    /// Most live connections from one client IP; more are closed at once (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_connections_per_client: u32,
 }
 
 impl TcpArgs {
@@ -157,6 +161,7 @@ impl TcpArgs {
             idle_timeout: self.idle_timeout,
             retries: self.retries,
             max_connections: Some(self.max_connections as usize).filter(|&m| m > 0),
+            max_connections_per_client: self.max_connections_per_client,
         };
         self.pool
             .to_config("tcp", self.listen, Protocol::Tcp(options))

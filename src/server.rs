@@ -318,6 +318,7 @@ fn tcp_settings(l: &ListenerConfig, t: &config::TcpOptions) -> tcp::Settings {
         connect_timeout: t.connect_timeout,
         idle_timeout: t.idle_timeout,
         retries: t.retries,
+        max_connections_per_client: t.max_connections_per_client,
     }
 }
 

@@ -58,6 +58,8 @@ pub struct TcpOptions {
     pub retries: u32,
     /// `None` when unlimited.
     pub max_connections: Option<usize>,
+    /// 0 when unlimited.
+    pub max_connections_per_client: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -150,20 +152,17 @@ impl Config {
         for l in &self.listeners {
             let details = match &l.protocol {
                 Protocol::Tcp(t) => format!(
-                    "connect {}, idle {}, retries {}, max {}",
+                    "connect {}, idle {}, retries {}, max {}, per client {}",
                     duration::display(t.connect_timeout),
                     duration::display(t.idle_timeout),
                     t.retries,
-                    t.max_connections
-                        .map_or("unlimited".to_owned(), |n| n.to_string()),
+                    or_unlimited(t.max_connections.unwrap_or(0) as u64),
+                    or_unlimited(u64::from(t.max_connections_per_client)),
                 ),
                 Protocol::Udp(u) => format!(
                     "flow idle {}, responses {}, max flows {}",
                     duration::display(u.flow_idle_timeout),
-                    match u.responses {
-                        0 => "unlimited".to_owned(),
-                        n => n.to_string(),
-                    },
+                    or_unlimited(u64::from(u.responses)),
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
             };
@@ -209,6 +208,14 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// A limit for the summary, where 0 means none.
+fn or_unlimited(n: u64) -> String {
+    match n {
+        0 => "unlimited".to_owned(),
+        n => n.to_string(),
     }
 }
 

@@ -136,6 +136,11 @@ fn validate_listener(
         (udp, span_of(&l.idle_timeout), "idle_timeout"),
         (udp, span_of(&l.retries), "retries"),
         (udp, span_of(&l.max_connections), "max_connections"),
+        (
+            udp,
+            span_of(&l.max_connections_per_client),
+            "max_connections_per_client",
+        ),
         (!udp, span_of(&l.flow_idle_timeout), "flow_idle_timeout"),
         (!udp, span_of(&l.responses), "responses"),
         (!udp, span_of(&l.max_flows), "max_flows"),
@@ -157,16 +162,6 @@ fn validate_listener(
         return Err(invalid(
             v,
             "`accept_proxy_protocol` is not yet supported by this fulcrum build",
-        ));
-    }
-    if let Some(v) = l
-        .max_connections_per_client
-        .as_ref()
-        .filter(|v| *v.get_ref() > 0)
-    {
-        return Err(invalid(
-            v,
-            "`max_connections_per_client` is not yet supported by this fulcrum build",
         ));
     }
 
@@ -210,6 +205,10 @@ fn validate_listener(
                 None => DEFAULT_IDLE_TIMEOUT,
             },
             retries: l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref()),
+            max_connections_per_client: l
+                .max_connections_per_client
+                .as_ref()
+                .map_or(0, |m| *m.get_ref()),
             max_connections: l
                 .max_connections
                 .as_ref()

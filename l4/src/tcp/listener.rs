@@ -4,6 +4,7 @@
 use std::io;
 use std::net::TcpListener as StdListener;
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,11 +47,27 @@ async fn accept_loop(
     let mut backoff = BACKOFF_START;
     loop {
         let permit = match &listener.current().limit {
-            Some(limit) => tokio::select! {
-                biased;
-                () = &mut stop => return,
-                permit = Arc::clone(limit).acquire_owned() => permit.ok(),
-            },
+            Some(limit) => {
+                let permit = match Arc::clone(limit).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        listener
+                            .stats
+                            .paused_at_limit
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(listener = %listener.name(), "max_connections reached; accepting paused");
+                        tokio::select! {
+                            biased;
+                            () = &mut stop => return,
+                            permit = Arc::clone(limit).acquire_owned() => match permit {
+                                Ok(permit) => permit,
+                                Err(_) => continue,
+                            },
+                        }
+                    }
+                };
+                Some(permit)
+            }
             None => None,
         };
         let accepted = tokio::select! {
@@ -61,8 +78,26 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_START;
+                listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 // The snapshot as of now: a reload while we waited applies.
-                sessions.spawn(session::run(stream, peer, listener.current(), permit));
+                let current = listener.current();
+                let per_client = current.settings.max_connections_per_client;
+                let slot = match per_client {
+                    0 => None,
+                    limit => match listener.per_client.acquire(peer.ip(), limit) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            // Refused politely: closed at once, before any byte.
+                            listener
+                                .stats
+                                .refused_per_client
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(listener = %current.settings.name, client = %peer, limit, "too many connections from this client; closed");
+                            continue;
+                        }
+                    },
+                };
+                sessions.spawn(session::run(stream, peer, current, (permit, slot)));
             }
             Err(e) if out_of_resources(&e) => {
                 tracing::warn!(

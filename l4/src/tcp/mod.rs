@@ -1,12 +1,14 @@
 //! The TCP data path: bound listener sockets, the accept loop, one session per client
 //! connection, and the splice/copy relay between client and backend.
 
+mod limits;
 mod listener;
 mod pipe;
 mod relay;
 mod session;
 mod socket;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,18 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Further backends to try after the first connect fails.
     pub retries: u32,
+    /// Live connections one client IP may hold (0 = unlimited).
+    pub max_connections_per_client: u32,
+}
+
+/// Counters of one TCP listener, summed over its workers; they survive reloads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    /// Connections closed at once for `max_connections_per_client`.
+    pub refused_per_client: AtomicU64,
+    /// Times accepting paused because `max_connections` were live.
+    pub paused_at_limit: AtomicU64,
 }
 
 /// What a listener's new connections use: swapped whole on reload, while each live
@@ -52,6 +66,8 @@ pub struct Current {
 #[derive(Debug)]
 pub struct Listener {
     current: ArcSwap<Current>,
+    per_client: Arc<limits::PerClient>,
+    pub stats: Stats,
 }
 
 impl Listener {
@@ -64,6 +80,8 @@ impl Listener {
                 limit,
                 max_connections,
             }),
+            per_client: Arc::default(),
+            stats: Stats::default(),
         }
     }
 

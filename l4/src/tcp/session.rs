@@ -8,16 +8,17 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::limits::ClientSlot;
 use super::{connect, relay, Current};
 use crate::balance::Context;
 
-/// Serves one accepted client connection to completion. `_permit` holds the
-/// listener's connection slot until the session ends.
+/// Serves one accepted client connection to completion. `_slots` hold the
+/// listener's and the client's connection slots until the session ends.
 pub(crate) async fn run(
     client: TcpStream,
     peer: SocketAddr,
     listener: Arc<Current>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _slots: (Option<OwnedSemaphorePermit>, Option<ClientSlot>),
 ) {
     let settings = &listener.settings;
     let pool = &listener.pool;
