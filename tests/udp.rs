@@ -234,36 +234,65 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// Starts dnsmasq answering `name` with `ip` on a free port, or `None` when dnsmasq
-/// is not installed (CI sets FULCRUM_REQUIRE_TOOLS=1 so that this fails instead).
+/// Starts dnsmasq answering `name` with `ip` on a free port, and waits until it
+/// answers; `None` when dnsmasq is not installed (CI sets FULCRUM_REQUIRE_TOOLS=1 so
+/// that this fails instead).
 fn dnsmasq(name: &str, ip: &str) -> Option<(Dnsmasq, SocketAddr)> {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-        .port();
-    let child = Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--address=/{name}/{ip}"))
-        .arg(format!("--pid-file={}", scratch("dnsmasq.pid").display()))
-        .arg("--user=root")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match child {
-        Ok(child) => Some((Dnsmasq(child), SocketAddr::from(([127, 0, 0, 1], port)))),
-        Err(e) if std::env::var_os("FULCRUM_REQUIRE_TOOLS").is_some() => panic!("dnsmasq: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: dnsmasq not available ({e}); apt-get install dnsmasq-base");
-            None
+    // dnsmasq binds TCP and UDP on its port: a port free for UDP can still be taken
+    // for TCP, so a start that fails is retried on another port.
+    for _ in 0..20 {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--address=/{name}/{ip}"))
+            .arg(format!("--pid-file={}", scratch("dnsmasq.pid").display()))
+            .arg("--user=root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut dns = match child {
+            Ok(child) => Dnsmasq(child),
+            Err(e) if std::env::var_os("FULCRUM_REQUIRE_TOOLS").is_some() => panic!("dnsmasq: {e}"),
+            Err(e) => {
+                eprintln!("SKIPPED: dnsmasq not available ({e}); apt-get install dnsmasq-base");
+                return None;
+            }
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if answers(&mut dns, addr, name) {
+            return Some((dns, addr));
         }
     }
+    panic!("dnsmasq did not start on any of 20 ports");
+}
+
+/// Whether dnsmasq answers directly (it may still be starting, or have exited).
+fn answers(dns: &mut Dnsmasq, addr: SocketAddr, name: &str) -> bool {
+    let c = client();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let query = dns_query(0, name);
+    let mut buf = [0u8; 512];
+    for _ in 0..50 {
+        if matches!(dns.0.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let _ = c.send_to(&query, addr);
+        if c.recv_from(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// A DNS query for `name`, type A, with id `id` (RFC 1035 section 4.1).
