@@ -113,9 +113,33 @@ enum Shared {
 struct Added {
     key: (&'static str, SocketAddr),
     listener: Shared,
-    tcp: Vec<StdListener>,
-    udp: Vec<StdUdpSocket>,
+    /// One per worker.
+    shards: Vec<Shard>,
     addr: SocketAddr,
+}
+
+/// One worker's socket of a listener.
+enum Shard {
+    Tcp(StdListener, Arc<tcp::Listener>),
+    Udp(StdUdpSocket, Arc<udp::Listener>),
+}
+
+impl Shard {
+    async fn serve(self, stop: CancellationToken, sessions: TaskTracker) -> std::io::Result<()> {
+        match self {
+            Shard::Tcp(socket, listener) => tcp::serve(socket, listener, stop, sessions).await,
+            Shard::Udp(socket, listener) => udp::serve(socket, listener, stop, sessions).await,
+        }
+    }
+}
+
+impl Shared {
+    fn name(&self) -> Arc<str> {
+        match self {
+            Shared::Tcp(l) => l.name(),
+            Shared::Udp(l) => l.name(),
+        }
+    }
 }
 
 impl Server {
@@ -257,40 +281,16 @@ impl Server {
     /// Runs a newly bound listener on every worker.
     fn launch(&mut self, added: Added) {
         let stop = self.shutdown.child_token();
-        let (name, protocol) = match &added.listener {
-            Shared::Tcp(l) => (l.name(), "tcp"),
-            Shared::Udp(l) => (l.name(), "udp"),
-        };
-        let tcp = added
-            .tcp
-            .into_iter()
-            .map(Some)
-            .chain(std::iter::repeat_with(|| None));
-        let udp = added
-            .udp
-            .into_iter()
-            .map(Some)
-            .chain(std::iter::repeat_with(|| None));
-        for ((worker, tcp), udp) in self.workers.iter().zip(tcp).zip(udp) {
-            let (stop, sessions, listener) =
-                (stop.clone(), self.sessions.clone(), added.listener.clone());
-            let name = Arc::clone(&name);
+        let name = added.listener.name();
+        for (worker, shard) in self.workers.iter().zip(added.shards) {
+            let (stop, sessions, name) = (stop.clone(), self.sessions.clone(), Arc::clone(&name));
             worker.spawn(async move {
-                let result = match (listener, tcp, udp) {
-                    (Shared::Tcp(l), Some(socket), _) => {
-                        tcp::serve(socket, l, stop, sessions).await
-                    }
-                    (Shared::Udp(l), _, Some(socket)) => {
-                        udp::serve(socket, l, stop, sessions).await
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
+                if let Err(e) = shard.serve(stop, sessions).await {
                     tracing::error!(listener = %name, error = %e, "listener stopped");
                 }
             });
         }
-        tracing::info!(listener = %name, protocol, addr = %added.addr, workers = self.workers.len(), "listening");
+        tracing::info!(listener = %name, protocol = added.key.0, addr = %added.addr, workers = self.workers.len(), "listening");
         self.listeners.insert(
             added.key,
             Running {
@@ -336,41 +336,42 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
 /// Binds a new listener's sockets, one per worker.
 fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<Added> {
     let context = || format!("listener `{}`", l.name);
-    let key = (l.protocol.name(), l.bind);
-    match &l.protocol {
+    let (listener, shards): (Shared, Vec<Shard>) = match &l.protocol {
         Protocol::Tcp(t) => {
-            let listener = tcp::Listener::new(tcp_settings(l, t), pool, t.max_connections);
+            let listener = Arc::new(tcp::Listener::new(
+                tcp_settings(l, t),
+                pool,
+                t.max_connections,
+            ));
             let sockets = tcp::bind(l.bind, workers).with_context(context)?;
-            let addr = sockets
-                .first()
-                .map(StdListener::local_addr)
-                .transpose()
-                .with_context(context)?;
-            Ok(Added {
-                key,
-                listener: Shared::Tcp(Arc::new(listener)),
-                tcp: sockets,
-                udp: Vec::new(),
-                addr: addr.unwrap_or(l.bind),
-            })
+            let shards = sockets
+                .into_iter()
+                .map(|s| Shard::Tcp(s, Arc::clone(&listener)))
+                .collect();
+            (Shared::Tcp(listener), shards)
         }
         Protocol::Udp(u) => {
-            let listener = udp::Listener::new(udp_settings(l, u, workers), pool);
+            let listener = Arc::new(udp::Listener::new(udp_settings(l, u, workers), pool));
             let sockets = udp::bind(l.bind, workers).with_context(context)?;
-            let addr = sockets
-                .first()
-                .map(StdUdpSocket::local_addr)
-                .transpose()
-                .with_context(context)?;
-            Ok(Added {
-                key,
-                listener: Shared::Udp(Arc::new(listener)),
-                tcp: Vec::new(),
-                udp: sockets,
-                addr: addr.unwrap_or(l.bind),
-            })
+            let shards = sockets
+                .into_iter()
+                .map(|s| Shard::Udp(s, Arc::clone(&listener)))
+                .collect();
+            (Shared::Udp(listener), shards)
         }
+    };
+    let addr = match shards.first() {
+        Some(Shard::Tcp(s, _)) => s.local_addr(),
+        Some(Shard::Udp(s, _)) => s.local_addr(),
+        None => Ok(l.bind),
     }
+    .with_context(context)?;
+    Ok(Added {
+        key: (l.protocol.name(), l.bind),
+        listener,
+        shards,
+        addr,
+    })
 }
 
 /// Points a kept listener at its new settings and pool.

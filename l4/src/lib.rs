@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod health;
+pub mod net;
 pub mod pool;
 pub mod tcp;
 pub mod udp;

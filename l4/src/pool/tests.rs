@@ -114,8 +114,8 @@ impl Clock for ManualClock {
     }
 }
 
-#[test]
-fn slow_start_ramps_a_backend_that_comes_back() {
+/// A manual clock, and pool options and policy with a 10 s slow start.
+fn slow_start_setup() -> (Arc<ManualClock>, Options, Policy) {
     let clock = Arc::new(ManualClock::default());
     let options = Options {
         seed: 7,
@@ -125,6 +125,12 @@ fn slow_start_ramps_a_backend_that_comes_back() {
         slow_start: Duration::from_secs(10),
         ..Policy::default()
     };
+    (clock, options, policy)
+}
+
+#[test]
+fn slow_start_ramps_a_backend_that_comes_back() {
+    let (clock, options, policy) = slow_start_setup();
     let pool = Pool::with_options(
         "p",
         Algorithm::RoundRobin,
@@ -169,15 +175,7 @@ fn slow_start_ramps_a_backend_that_comes_back() {
 
 #[test]
 fn a_backend_added_by_reload_slow_starts() {
-    let clock = Arc::new(ManualClock::default());
-    let options = Options {
-        seed: 7,
-        clock: clock.clone(),
-    };
-    let policy = Policy {
-        slow_start: Duration::from_secs(10),
-        ..Policy::default()
-    };
+    let (clock, options, policy) = slow_start_setup();
     let old =
         Pool::with_options("p", Algorithm::RoundRobin, &[spec(1, 1)], &options).with_policy(policy);
     clock.0.store(5_000_000_000, Ordering::Relaxed);

@@ -1,76 +1,22 @@
-//! Socket set-up in one place: listener binding (with SO_REUSEPORT shards) and
-//! non-blocking backend connects, each failure carrying the address it concerns.
+//! TCP sockets: listener shards (set up by [`crate::net`]) and non-blocking backend
+//! connects with a timeout.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Listen backlog; the kernel caps it at net.core.somaxconn.
-const BACKLOG: i32 = 4096;
+pub use crate::net::BindError;
+use crate::net::{bind_shards, Kind};
 
-/// A listener socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {addr}")]
-pub struct BindError {
-    pub addr: SocketAddr,
-    pub op: &'static str,
-    #[source]
-    pub source: io::Error,
-}
-
-/// Binds `shards` listening sockets to `addr`, one per worker.
-///
-/// More than one shard uses SO_REUSEPORT so the kernel spreads new connections over
-/// the workers. When `addr` has port 0, the later shards bind the port the first one
-/// got, so every shard serves the same address.
+/// Binds `shards` listening sockets to `addr`, one per worker (see
+/// [`crate::net::bind_shards`]).
 pub fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<TcpListener>, BindError> {
-    let shards = shards.max(1);
-    let first = bind_one(addr, shards > 1)?;
-    let bound = first.local_addr().map_err(|source| BindError {
-        addr,
-        op: "read the local address of",
-        source,
-    })?;
-    let mut all = Vec::with_capacity(shards);
-    all.push(first);
-    for _ in 1..shards {
-        all.push(bind_one(bound, true)?);
-    }
-    Ok(all)
-}
-
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, BindError> {
-    let err = |op| move |source| BindError { addr, op, source };
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )
-    .map_err(err("create a socket for"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(err("set SO_REUSEADDR on"))?;
-    if reuse_port {
-        socket
-            .set_reuse_port(true)
-            .map_err(err("set SO_REUSEPORT on"))?;
-    }
-    if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(err("set IPV6_V6ONLY on"))?;
-    }
-    // Linux copies TCP_NODELAY from the listener to every accepted socket, which
-    // saves a setsockopt per connection (checked by a test below).
-    socket
-        .set_nodelay(true)
-        .map_err(err("set TCP_NODELAY on"))?;
-    socket.bind(&addr.into()).map_err(err("bind"))?;
-    socket.listen(BACKLOG).map_err(err("listen on"))?;
-    Ok(socket.into())
+    Ok(bind_shards(addr, shards, Kind::Tcp)?
+        .into_iter()
+        .map(TcpListener::from)
+        .collect())
 }
 
 /// Opens a connection to `addr` with TCP_NODELAY set, giving up after `timeout`.

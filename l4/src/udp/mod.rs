@@ -15,8 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::net::{bind_shards, BindError, Kind};
 use crate::pool::Pool;
-use crate::tcp::BindError;
 
 pub use relay::serve;
 
@@ -107,47 +107,13 @@ pub fn default_max_flows(workers: usize) -> usize {
     (share / workers.max(1)).max(1)
 }
 
-/// Binds `shards` UDP sockets to `addr` (SO_REUSEPORT when more than one: the kernel
-/// keeps each client address on one shard).
+/// Binds `shards` UDP sockets to `addr`, one per worker (see
+/// [`crate::net::bind_shards`]).
 pub fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<UdpSocket>, BindError> {
-    let shards = shards.max(1);
-    let mut all: Vec<UdpSocket> = Vec::with_capacity(shards);
-    let mut at = addr;
-    for _ in 0..shards {
-        let socket = bind_one(at, shards > 1)?;
-        if let Ok(bound) = socket.local_addr() {
-            at = bound;
-        }
-        all.push(socket);
-    }
-    Ok(all)
-}
-
-fn bind_one(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, BindError> {
-    let err = |op| move |source| BindError { addr, op, source };
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::DGRAM.nonblocking(),
-        Some(Protocol::UDP),
-    )
-    .map_err(err("create a socket for"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(err("set SO_REUSEADDR on"))?;
-    if reuse_port {
-        socket
-            .set_reuse_port(true)
-            .map_err(err("set SO_REUSEPORT on"))?;
-    }
-    if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(err("set IPV6_V6ONLY on"))?;
-    }
-    // Bursts of small datagrams (DNS) overflow the default receive buffer first.
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.bind(&addr.into()).map_err(err("bind"))?;
-    Ok(socket.into())
+    Ok(bind_shards(addr, shards, Kind::Udp)?
+        .into_iter()
+        .map(UdpSocket::from)
+        .collect())
 }
 
 /// A connected, non-blocking upstream socket for one flow: socket and connect, two
