@@ -286,3 +286,19 @@ fn flag_only_mode_balances() {
     let seq: String = (0..6).map(|_| hello(f.addr("tcp")).1).collect();
     assert_eq!(seq, "babbab");
 }
+
+#[test]
+fn ipv6_listener_and_backend() {
+    let listener = std::net::TcpListener::bind("[::1]:0").expect("bind [::1]");
+    let backend = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let _ = s.write_all(b"6");
+        }
+    });
+    let f = Fulcrum::run(
+        &config(&[quoted(backend)], "round-robin", "").replace("127.0.0.1:0", "[::1]:0"),
+    );
+    assert!(f.addr("l").is_ipv6());
+    assert_eq!(hello(f.addr("l")).1, '6');
+}

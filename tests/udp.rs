@@ -352,3 +352,24 @@ fn dns_queries_get_correct_answers_from_a_real_dns_server() {
         assert_eq!(dns_answer(&r, q.len()), (id, Some([192, 0, 2, 53])));
     }
 }
+
+#[test]
+fn ipv6_flows_work() {
+    let backend = UdpSocket::bind("[::1]:0").expect("bind [::1]");
+    let addr = backend.local_addr().expect("addr");
+    thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = backend.recv_from(&mut buf) {
+            let _ = backend.send_to(&buf[..n], from);
+        }
+    });
+    let text = udp_config(&[addr], "").replace("127.0.0.1:0", "[::1]:0");
+    let f = Fulcrum::run(&text);
+    assert!(f.addr("l").is_ipv6());
+    let c = UdpSocket::bind("[::1]:0").expect("client");
+    c.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    c.send_to(b"over v6", f.addr("l")).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, from) = c.recv_from(&mut buf).expect("reply");
+    assert_eq!((&buf[..n], from), (&b"over v6"[..], f.addr("l")));
+}
