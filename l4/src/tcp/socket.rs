@@ -5,7 +5,10 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use rustix::io::Errno;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
 pub use crate::net::BindError;
 use crate::net::{bind_shards, Kind};
@@ -21,14 +24,32 @@ pub fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<TcpListener>, BindErr
 
 /// Opens a connection to `addr` with TCP_NODELAY set, giving up after `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_nodelay(true)?;
-    match tokio::time::timeout(timeout, socket.connect(addr)).await {
-        Ok(result) => result,
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(Errno::INPROGRESS.raw_os_error()) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let established = async {
+        let ready = stream.ready(Interest::WRITABLE).await?;
+        // A refused or unreachable connect raises EPOLLERR|EPOLLHUP, seen here as
+        // write-closed; success is plain writability. Reading SO_ERROR only on
+        // failure saves a getsockopt on every connection.
+        if ready.is_write_closed() {
+            let error = stream.take_error()?;
+            return Err(error.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, established).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("connect timed out after {timeout:?}"),
