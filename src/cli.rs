@@ -89,6 +89,10 @@ pub struct PoolArgs {
     /// How long live connections or flows may finish after SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+
+    /// No access log line per connection or flow.
+    #[arg(long)]
+    pub no_access_log: bool,
 }
 
 impl PoolArgs {
@@ -111,6 +115,7 @@ impl PoolArgs {
                 bind,
                 pool: name.to_owned(),
                 protocol,
+                access_log: !self.no_access_log,
             }],
             pools: vec![PoolConfig {
                 name: name.to_owned(),

@@ -319,6 +319,7 @@ fn tcp_settings(l: &ListenerConfig, t: &config::TcpOptions) -> tcp::Settings {
         idle_timeout: t.idle_timeout,
         retries: t.retries,
         max_connections_per_client: t.max_connections_per_client,
+        access_log: l.access_log,
     }
 }
 
@@ -330,6 +331,7 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
         max_flows: u
             .max_flows
             .unwrap_or_else(|| udp::default_max_flows(workers)),
+        access_log: l.access_log,
     }
 }
 

@@ -302,3 +302,45 @@ fn ipv6_listener_and_backend() {
     assert!(f.addr("l").is_ipv6());
     assert_eq!(hello(f.addr("l")).1, '6');
 }
+
+#[test]
+fn access_log_has_one_line_per_connection() {
+    let (mut f, backend) = echo_proxy("round-robin");
+    let mut c = connect(f.addr("l"));
+    c.write_all(&[7u8; 1000]).expect("write");
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).expect("read");
+    let line = f.next_line("tcp connection ended");
+    assert!(line.contains(" INFO "), "{line}");
+    for field in [
+        "listener=l",
+        "bytes_in=1000",
+        "bytes_out=1000",
+        "end=closed",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(
+        line.contains(&format!("backend={}", backend.addr)),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("client={}", c.local_addr().expect("addr"))),
+        "{line}"
+    );
+}
+
+#[test]
+fn access_log_can_be_turned_off() {
+    let backend = Backend::named("a");
+    let mut f = Fulcrum::run(&config(
+        &[quoted(backend.addr)],
+        "round-robin",
+        "access_log = false",
+    ));
+    drop(hello(f.addr("l")));
+    f.signal(rustix::process::Signal::TERM);
+    assert!(f.wait().success());
+    assert!(!f.log().contains("tcp connection ended"), "{}", f.log());
+}

@@ -373,3 +373,24 @@ fn ipv6_flows_work() {
     let (n, from) = c.recv_from(&mut buf).expect("reply");
     assert_eq!((&buf[..n], from), (&b"over v6"[..], f.addr("l")));
 }
+
+#[test]
+fn access_log_has_one_line_per_flow() {
+    let mut f = Fulcrum::run(&udp_config(&[echo()], "responses = 1"));
+    let c = client();
+    assert_eq!(ask(&c, f.addr("l"), b"12345"), b"12345");
+    let line = f.next_line("udp flow ended");
+    for field in [
+        "datagrams_in=1",
+        "datagrams_out=1",
+        "bytes_in=5",
+        "bytes_out=5",
+        "why=Responses",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(
+        line.contains(&format!("client={}", c.local_addr().expect("addr"))),
+        "{line}"
+    );
+}

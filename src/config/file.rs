@@ -47,6 +47,7 @@ pub struct FileListener {
     pub flow_idle_timeout: Option<S<String>>,
     pub responses: Option<S<u32>>,
     pub max_flows: Option<S<u32>>,
+    pub access_log: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub route: Option<S<Vec<FileRoute>>>,
     pub headers: Option<S<FileHeaders>>,

@@ -33,6 +33,8 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub pool: String,
     pub protocol: Protocol,
+    /// One info line per connection or flow (default on).
+    pub access_log: bool,
 }
 
 /// A listener's protocol and the options that only it has.

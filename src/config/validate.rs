@@ -221,6 +221,7 @@ fn validate_listener(
         bind,
         pool: pool.get_ref().clone(),
         protocol,
+        access_log: l.access_log.as_ref().is_none_or(|a| *a.get_ref()),
     })
 }
 

@@ -39,6 +39,8 @@ pub struct Settings {
     pub retries: u32,
     /// Live connections one client IP may hold (0 = unlimited).
     pub max_connections_per_client: u32,
+    /// One info line per connection when it ends.
+    pub access_log: bool,
 }
 
 /// Counters of one TCP listener, summed over its workers; they survive reloads.

@@ -49,16 +49,18 @@ pub(crate) async fn run(
             Ok(()) => "closed".to_owned(),
             Err(e) => e.to_string(),
         };
-        tracing::debug!(
-            listener = %settings.name,
-            client = %peer,
-            backend = %backend.addr(),
-            up = relayed.client_to_backend,
-            down = relayed.backend_to_client,
-            ms = started.elapsed().as_millis() as u64,
-            end = %end,
-            "connection"
-        );
+        if settings.access_log {
+            tracing::info!(
+                listener = %settings.name,
+                client = %peer,
+                backend = %backend.addr(),
+                bytes_in = relayed.client_to_backend,
+                bytes_out = relayed.backend_to_client,
+                ms = started.elapsed().as_millis() as u64,
+                end = %end,
+                "tcp connection ended"
+            );
+        }
         return;
     }
     tracing::warn!(

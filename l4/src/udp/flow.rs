@@ -35,6 +35,11 @@ pub struct Ended<T> {
     pub client: SocketAddr,
     pub value: T,
     pub why: EndReason,
+    /// Datagrams from the client, and replies to it, over the flow's life.
+    pub requests: u64,
+    pub replies: u64,
+    /// When the flow started, on the caller's clock.
+    pub started: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,7 @@ struct Node<T> {
     client: SocketAddr,
     value: Option<T>,
     last: u64,
+    started: u64,
     /// Datagrams from the client, and replies to it.
     requests: u64,
     replies: u64,
@@ -140,6 +146,7 @@ impl<T> FlowTable<T> {
                 node.client = client;
                 node.value = Some(value);
                 node.last = now;
+                node.started = now;
                 node.requests = 1;
                 node.replies = 0;
                 slot
@@ -149,6 +156,7 @@ impl<T> FlowTable<T> {
                     client,
                     value: Some(value),
                     last: now,
+                    started: now,
                     requests: 1,
                     replies: 0,
                     generation: 0,
@@ -187,6 +195,12 @@ impl<T> FlowTable<T> {
         Some((client, ended))
     }
 
+    /// The value of live flow `id`.
+    pub fn get(&self, id: FlowId) -> Option<&T> {
+        let slot = self.live(id)?;
+        self.nodes[slot as usize].value.as_ref()
+    }
+
     /// Ends flow `id` (for example after its upstream failed).
     pub fn remove(&mut self, id: FlowId) -> Option<Ended<T>> {
         let slot = self.live(id)?;
@@ -221,11 +235,19 @@ impl<T> FlowTable<T> {
         let node = self.nodes.get_mut(slot as usize)?;
         let value = node.value.take()?;
         node.generation = node.generation.wrapping_add(1);
-        let client = node.client;
+        let (client, requests, replies, started) =
+            (node.client, node.requests, node.replies, node.started);
         self.unlink(slot);
         self.by_client.remove(&client);
         self.free.push(slot);
-        Some(Ended { client, value, why })
+        Some(Ended {
+            client,
+            value,
+            why,
+            requests,
+            replies,
+            started,
+        })
     }
 
     fn bump(&mut self, slot: u32, now: u64) {

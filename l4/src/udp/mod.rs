@@ -34,6 +34,8 @@ pub struct Settings {
     pub responses: u32,
     /// Most live flows per worker; the least recently active is evicted beyond.
     pub max_flows: usize,
+    /// One info line per flow when it ends.
+    pub access_log: bool,
 }
 
 /// Counters for one UDP listener, summed over its workers.

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ struct FlowIo {
     /// The pool snapshot the flow was opened from, and its backend.
     pool: Arc<Pool>,
     backend: SocketAddr,
+    /// Payload bytes from the client and back to it, for the access log.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     _active: ActiveGuard,
 }
 
@@ -101,13 +105,21 @@ impl Shared {
             EndReason::Idle => Stats::add(&stats.flows_expired, 1),
             EndReason::Responses | EndReason::Removed => {}
         }
-        tracing::debug!(
-            listener = %self.listener.name(),
-            client = %ended.client,
-            backend = %ended.value.backend,
-            why = ?ended.why,
-            "udp flow ended"
-        );
+        let current = self.listener.current();
+        if current.settings.access_log {
+            tracing::info!(
+                listener = %current.settings.name,
+                client = %ended.client,
+                backend = %ended.value.backend,
+                datagrams_in = ended.requests,
+                datagrams_out = ended.replies,
+                bytes_in = ended.value.bytes_in.load(Ordering::Relaxed),
+                bytes_out = ended.value.bytes_out.load(Ordering::Relaxed),
+                ms = self.now().saturating_sub(ended.started) / 1_000_000,
+                why = ?ended.why,
+                "udp flow ended"
+            );
+        }
     }
 }
 
@@ -193,13 +205,14 @@ async fn forward(shared: &Arc<Shared>, flows: &TaskTracker, client: SocketAddr, 
     Stats::add(&stats.datagrams_in, 1);
     Stats::add(&stats.bytes_in, datagram.len() as u64);
     let now = shared.now();
-    let existing = shared
-        .table()
-        .touch_client(client, now)
-        .map(|(id, io)| (id, Arc::clone(&io.upstream)));
+    let existing = shared.table().touch_client(client, now).map(|(id, io)| {
+        io.bytes_in
+            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        (id, Arc::clone(&io.upstream))
+    });
     let (id, upstream) = match existing {
         Some(flow) => flow,
-        None => match open(shared, flows, client, now) {
+        None => match open(shared, flows, client, now, datagram.len()) {
             Some(flow) => flow,
             None => {
                 Stats::add(&stats.dropped, 1);
@@ -225,6 +238,7 @@ fn open(
     flows: &TaskTracker,
     client: SocketAddr,
     now: u64,
+    first_datagram: usize,
 ) -> Option<(FlowId, Arc<UdpSocket>)> {
     let listener = &shared.listener;
     let current = listener.current();
@@ -263,6 +277,8 @@ fn open(
             reader: reader.abort_handle(),
             pool: Arc::clone(pool),
             backend: backend.addr(),
+            bytes_in: AtomicU64::new(first_datagram as u64),
+            bytes_out: AtomicU64::new(0),
             _active: active,
         };
         let (id, evicted) = shared.table().insert(client, io, now);
@@ -323,8 +339,17 @@ async fn read_replies(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Again,
                 Err(e) => return Step::Failed(e),
             };
-            let Some((client, end)) = shared.table().reply(id, shared.now()) else {
-                return Step::Done;
+            let (client, end) = {
+                let mut table = shared.table();
+                let Some((client, end)) = table.reply(id, shared.now()) else {
+                    return Step::Done;
+                };
+                // The flow is either still in the table or handed back, ended.
+                let io = end.as_ref().map(|e| &e.value).or_else(|| table.get(id));
+                if let Some(io) = io {
+                    io.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                (client, end)
             };
             ended = end;
             let stats = &shared.listener.stats;
