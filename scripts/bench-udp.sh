@@ -60,7 +60,7 @@ backends = ["127.0.0.1:$P_SINK"]
 name = "iperf"
 backends = ["127.0.0.1:$P_IPERF_U"]
 CONF
-  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-udp.toml" --workers 1 --log-level warn 2>"$WORK/fulcrum-udp.err" &
+  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-udp.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-udp.err" &
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
 
   cat > "$WORK/nginx-udp.conf" <<CONF

@@ -119,7 +119,7 @@ backends = ["127.0.0.1:$P_IPERF"]
 name = "web"
 backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
-taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level warn 2>"$WORK/fulcrum.err" &
+taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level info 2>"$WORK/fulcrum.err" &
 PID_fulcrum=$!; PIDS+=($PID_fulcrum)
 
 cat > "$WORK/haproxy.cfg" <<CONF
