@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod server;
+mod systemd;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, ListenerConfig, Protocol};
+use crate::systemd;
 
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
 /// config `path`, SIGHUP reloads it.
@@ -41,6 +42,7 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
         server.apply(config)?;
         handlers
     };
+    systemd::ready();
     let mut drain_timeout = config.drain_timeout;
     control.block_on(async {
         loop {
@@ -49,14 +51,18 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
                 _ = int.recv() => break,
                 _ = hup.recv() => match path {
                     Some(path) => {
+                        systemd::reloading();
                         if let Some(timeout) = server.reload(path) {
                             drain_timeout = timeout;
                         }
+                        // Ready again, with the new config or the old one kept.
+                        systemd::ready();
                     }
                     None => tracing::warn!("SIGHUP: no config file to reload (flag-only mode)"),
                 },
             }
         }
+        systemd::stopping();
         let live = server.sessions.len();
         tracing::info!(
             live,

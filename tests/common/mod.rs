@@ -43,19 +43,29 @@ impl Fulcrum {
     }
 
     pub fn run_with(config: &str, extra: &[&str]) -> Fulcrum {
+        Self::run_env(config, extra, &[])
+    }
+
+    /// Runs `fulcrum run` on `config` with extra arguments and environment.
+    pub fn run_env(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Fulcrum {
         let path = scratch("config.toml");
         std::fs::write(&path, config).expect("write config");
         let mut args = vec!["run", "-c", path.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        let mut f = Self::spawn(&args, config.matches("[[listener]]").count());
+        let mut f = Self::spawn_env(&args, config.matches("[[listener]]").count(), env);
         f.config = Some(path);
         f
     }
 
     /// Runs fulcrum with `args` and waits until `listeners` listeners are bound.
     pub fn spawn(args: &[&str], listeners: usize) -> Fulcrum {
+        Self::spawn_env(args, listeners, &[])
+    }
+
+    fn spawn_env(args: &[&str], listeners: usize, env: &[(&str, &str)]) -> Fulcrum {
         let mut child = Command::new(bin())
             .args(args)
+            .envs(env.iter().copied())
             .args(["--log-level", "debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
