@@ -44,3 +44,38 @@ fn ready_reloading_and_stopping_are_notified() {
     assert!(f.wait().success());
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn the_unit_file_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/fulcrum.service"
+    ))
+    .expect("unit");
+    let unit = unit.replace("/usr/local/bin/fulcrum", bin());
+    let dir = scratch("unit");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("fulcrum.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let out = match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: systemd-analyze not available ({e})");
+            return;
+        }
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "systemd-analyze verify:\n{report}"
+    );
+}
