@@ -271,6 +271,17 @@ impl Server {
                 health::spawn(pool, Arc::new(check.clone()), self.health.clone());
             }
         }
+        // Connections to backends the new pools no longer have may finish within the
+        // drain timeout; then they are cut.
+        for (name, old) in &self.pools {
+            for backend in old.removed_in(pools.get(name).map(Arc::as_ref)) {
+                let (backend, drain) = (backend.clone(), config.drain_timeout);
+                tokio::spawn(async move {
+                    tokio::time::sleep(drain).await;
+                    backend.retire();
+                });
+            }
+        }
         if !self.pools.is_empty() {
             tracing::info!(
                 kept,

@@ -196,3 +196,21 @@ fn reload_adds_and_removes_listeners() {
     );
     assert_eq!(hello(f.addr("l")).1, 'a');
 }
+
+#[test]
+fn connections_to_a_removed_backend_are_cut_after_the_drain_timeout() {
+    let (old, new) = (Backend::named("o"), Backend::named("n"));
+    let with = |b: &Backend| format!("drain_timeout = \"300ms\"\n{}", pool_of(&[b]));
+    let mut f = Fulcrum::run(&with(&old));
+    let (mut held, name) = hello(f.addr("l"));
+    assert_eq!(name, 'o');
+    assert!(f.reload(&with(&new)).contains("reloaded"));
+    // Still served until the drain timeout passes...
+    assert_eq!(hello(f.addr("l")).1, 'n');
+    let cut = f.saw("connection cut");
+    assert!(cut.contains(&old.addr.to_string()), "{cut}");
+    // ...then closed.
+    let mut rest = Vec::new();
+    let _ = held.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::balance::rng::Rng;
 use crate::balance::{Algorithm, Balance, Clock, Context, Fallback, Options, PeakEwma};
 
@@ -22,7 +24,7 @@ pub struct BackendSpec {
 }
 
 /// Counters shared by every snapshot that holds the same backend address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BackendStats {
     /// Connections picked for this backend and not yet closed (connecting or relaying).
     active: AtomicU32,
@@ -44,6 +46,26 @@ pub struct BackendStats {
     up_since: AtomicU64,
     /// Connect latency estimate, for the ewma algorithm.
     ewma: PeakEwma,
+    /// Turns true when a reload removed the backend and the drain time is over:
+    /// its remaining connections end.
+    retired: watch::Sender<bool>,
+}
+
+impl Default for BackendStats {
+    fn default() -> Self {
+        BackendStats {
+            active: AtomicU32::default(),
+            total: AtomicU64::default(),
+            connect_errors: AtomicU64::default(),
+            down: AtomicBool::default(),
+            ejected: AtomicBool::default(),
+            consecutive_failures: AtomicU32::default(),
+            ejections: AtomicU32::default(),
+            up_since: AtomicU64::default(),
+            ewma: PeakEwma::default(),
+            retired: watch::Sender::new(false),
+        }
+    }
 }
 
 /// One backend of a pool snapshot.
@@ -96,6 +118,22 @@ impl Backend {
         if healthy {
             self.stats.ejected.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Resolves once the backend is retired (removed by a reload, drain time over).
+    pub fn retired(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut retired = self.stats.retired.subscribe();
+        async move {
+            // An error means the backend's state is gone: nothing can retire it.
+            if retired.wait_for(|r| *r).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Ends the backend's remaining connections.
+    pub fn retire(&self) {
+        self.stats.retired.send_replace(true);
     }
 
     /// Restarts slow start at `now_ns` (a backend coming into service).
@@ -246,6 +284,17 @@ impl Pool {
             }
         }
         self
+    }
+
+    /// The backends of `self` that `next` does not have (by address): after a
+    /// reload, the ones whose connections drain.
+    pub fn removed_in<'a>(
+        &'a self,
+        next: Option<&'a Pool>,
+    ) -> impl Iterator<Item = &'a Backend> + 'a {
+        self.backends
+            .iter()
+            .filter(move |b| next.is_none_or(|n| n.backends.iter().all(|k| k.addr != b.addr)))
     }
 
     /// Sets a backend's health verdict; coming back up restarts its slow start.

@@ -192,3 +192,21 @@ fn a_backend_added_by_reload_slow_starts() {
     clock.0.store(10_000_000_000, Ordering::Relaxed);
     assert!((new.ramp(&new.backends()[1]) - 0.5).abs() < 1e-9);
 }
+
+#[tokio::test]
+async fn retiring_a_backend_wakes_its_connections() {
+    let old = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]);
+    let new = Pool::new("p", Algorithm::RoundRobin, &[spec(2, 1)]).inherit(&old);
+    let removed: Vec<u16> = old
+        .removed_in(Some(&new))
+        .map(|b| b.addr().port())
+        .collect();
+    assert_eq!(removed, vec![1]);
+    let waiting = tokio::spawn(old.backends()[0].retired());
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    old.backends()[0].retire();
+    assert!(tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .is_ok());
+}

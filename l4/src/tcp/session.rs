@@ -44,7 +44,18 @@ pub(crate) async fn run(
         };
         pool.record_connected(backend, connect_start.elapsed());
         let started = Instant::now();
-        let relayed = relay(&client, &upstream, settings.idle_timeout).await;
+        let relayed = tokio::select! {
+            relayed = relay(&client, &upstream, settings.idle_timeout) => relayed,
+            () = backend.retired() => {
+                tracing::info!(
+                    listener = %settings.name,
+                    client = %peer,
+                    backend = %backend.addr(),
+                    "connection cut: its backend was removed by a reload and the drain time is over"
+                );
+                return;
+            }
+        };
         let end = match &relayed.end {
             Ok(()) => "closed".to_owned(),
             Err(e) => e.to_string(),
