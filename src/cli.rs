@@ -186,7 +186,7 @@ pub struct UdpArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub flow_idle_timeout: Duration,
 
-    /// End a flow after this many replies (0 = unlimited; 1 suits DNS).
+    /// End a flow once each of its datagrams got this many replies (0 = never; 1 suits DNS).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub responses: u32,
 

@@ -67,7 +67,7 @@ pub struct TcpOptions {
 #[derive(Debug, Clone)]
 pub struct UdpOptions {
     pub flow_idle_timeout: Duration,
-    /// End a flow after this many replies (0 = unlimited).
+    /// End a flow once each of its datagrams got this many replies (0 = never).
     pub responses: u32,
     /// Most live flows per worker; `None` derives it from the open-file limit.
     pub max_flows: Option<usize>,

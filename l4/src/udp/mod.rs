@@ -30,7 +30,7 @@ pub const DEFAULT_MAX_FLOWS_SHARE: f64 = 0.7;
 pub struct Settings {
     pub name: Arc<str>,
     pub flow_idle_timeout: Duration,
-    /// End a flow after this many replies (0 = unlimited; 1 suits DNS).
+    /// End a flow once each of its datagrams got this many replies (0 = never; 1 suits DNS).
     pub responses: u32,
     /// Most live flows per worker; the least recently active is evicted beyond.
     pub max_flows: usize,
