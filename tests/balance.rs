@@ -5,21 +5,13 @@
 mod common;
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use common::*;
-use socket2::{Domain, Socket, Type};
 
-/// Connects from `source` (any 127.x.y.z works on Linux loopback) and reads the
-/// backend's one-letter name.
+/// Connects from `source` and reads the backend's one-letter name.
 fn name_from(source: Ipv4Addr, proxy: SocketAddr) -> char {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())
-        .expect("bind source address");
-    socket.connect(&proxy.into()).expect("connect");
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut stream = connect_from(source, proxy);
     let mut b = [0u8; 1];
     stream.read_exact(&mut b).expect("read name");
     b[0] as char

@@ -6,23 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 
 use common::*;
-use socket2::{Domain, Socket, Type};
-
-fn connect_from(source: Ipv4Addr, proxy: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())
-        .expect("bind source");
-    socket.connect(&proxy.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    stream
-}
 
 fn name_of(stream: &mut TcpStream) -> Option<char> {
     let mut b = [0u8; 1];

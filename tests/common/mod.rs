@@ -271,6 +271,19 @@ pub fn dead_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// Connects from `source` (any 127.x.y.z works on Linux loopback).
+pub fn connect_from(source: std::net::Ipv4Addr, proxy: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source address");
+    socket.connect(&proxy.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+}
+
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect to fulcrum");
     s.set_read_timeout(Some(PATIENCE)).expect("timeout");
