@@ -168,9 +168,10 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
             };
+            let log = if l.access_log { "" } else { ", no access log" };
             let _ = writeln!(
                 out,
-                "listener {:<12} {} {:<22} -> pool {}  ({details})",
+                "listener {:<12} {} {:<22} -> pool {}  ({details}{log})",
                 l.name,
                 l.protocol.name(),
                 l.bind,
@@ -184,6 +185,24 @@ impl Config {
                 p.name,
                 p.algorithm.to_string(),
                 p.backends.len()
+            );
+            let policy = &p.policy;
+            let eject = match policy.eject_after {
+                0 => "never eject".to_owned(),
+                n => format!(
+                    "eject after {n} failures for {} (doubling)",
+                    duration::display(policy.eject_time)
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "  on failure: fail open {}, {eject}, slow start {}",
+                if policy.fail_open { "yes" } else { "no" },
+                if policy.slow_start.is_zero() {
+                    "off".to_owned()
+                } else {
+                    duration::display(policy.slow_start)
+                },
             );
             if let Some(check) = &p.health {
                 let what = match &check.probe {
