@@ -50,18 +50,30 @@ fn per_client_limit_refuses_politely_and_frees_slots() {
     assert_eq!(name_of(&mut connect_from(one, proxy)), Some('a'));
 }
 
+/// Raises this process's open-file limit to the hard limit, and returns how many
+/// connections both this process (client + backend side) and fulcrum can hold.
+fn descriptors_for_test() -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+    let usable = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20) as usize;
+    usable.saturating_sub(500) / 2
+}
+
 #[test]
 fn holds_nine_thousand_concurrent_connections() {
     // 10k would need 20k descriptors in fulcrum alone, which is this machine's hard
-    // open-file limit; 9000 proxied connections use 18k.
-    const N: usize = 9000;
+    // open-file limit; 9000 proxied connections use 18k (and as many here, for the
+    // clients and the backend). Where the limit is lower, fewer.
+    let n = descriptors_for_test().min(9000);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
     let backend = listener.local_addr().expect("addr");
     let (tx, held_by_backend) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
     thread::spawn(move || {
-        let mut held = Vec::with_capacity(N);
-        for stream in listener.incoming().take(N) {
+        let mut held = Vec::with_capacity(n);
+        for stream in listener.incoming().take(n) {
             let mut stream = stream.expect("accept");
             stream.write_all(b"a").expect("hello");
             held.push(stream);
@@ -72,7 +84,7 @@ fn holds_nine_thousand_concurrent_connections() {
     });
     let mut f = Fulcrum::run(&config(&[quoted(backend)], "round-robin", ""));
     let proxy = f.addr("l");
-    let clients: Vec<TcpStream> = (0..N)
+    let clients: Vec<TcpStream> = (0..n)
         .map(|i| {
             let mut c = connect(proxy);
             assert_eq!(name_of(&mut c), Some('a'), "connection {i}");
@@ -83,9 +95,9 @@ fn holds_nine_thousand_concurrent_connections() {
         held_by_backend
             .recv_timeout(PATIENCE)
             .expect("backend count"),
-        N
+        n
     );
-    assert_eq!(clients.len(), N);
+    assert_eq!(clients.len(), n);
     f.signal(rustix::process::Signal::TERM);
     f.next_line("shutting down");
     drop(clients);
