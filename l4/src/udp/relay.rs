@@ -22,14 +22,15 @@ use super::{upstream, Listener, Stats};
 use crate::balance::Context;
 use crate::pool::{ActiveGuard, Pool};
 
-/// Largest UDP payload over IPv4 (65535 - 8 - 20).
-const MAX_DATAGRAM: usize = 65_507;
+/// Receive buffer size: holds the largest UDP payload there is (65527 bytes over
+/// IPv6, 65507 over IPv4), so no datagram is cut.
+const MAX_DATAGRAM: usize = 65_536;
 /// Spare upstream sockets kept per backend and worker.
 const MAX_SPARE: usize = 256;
 
 thread_local! {
     /// Reply buffer shared by every flow of this worker: a waiting flow holds none.
-    static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM + 1].into_boxed_slice());
+    static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_DATAGRAM].into_boxed_slice());
 }
 
 /// What the shell keeps per flow; dropping it ends the flow's I/O.
@@ -61,8 +62,8 @@ struct Shared {
     table: Mutex<FlowTable<FlowIo>>,
     /// Upstream sockets of flows that completed (every datagram answered), by
     /// backend, ready for the next flow: DNS-like traffic, where each query is a
-    /// new flow, then costs no socket set-up and teardown.
-    /// Each with the time it was put back; unused ones close after the idle timeout.
+    /// new flow, then costs no socket set-up and teardown. Unused ones close after
+    /// the idle timeout.
     spare: Mutex<Spares>,
     epoch: Instant,
 }
@@ -141,7 +142,7 @@ pub async fn serve(
         listener: Arc::clone(&listener),
         epoch: Instant::now(),
     });
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice();
+    let mut buf = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     let mut next_expiry = Instant::now() + settings.flow_idle_timeout;
     loop {
         tokio::select! {
