@@ -93,6 +93,10 @@ pub struct PoolArgs {
     /// No access log line per connection or flow.
     #[arg(long)]
     pub no_access_log: bool,
+
+    /// Serve /metrics and /status on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
 }
 
 impl PoolArgs {
@@ -110,6 +114,7 @@ impl PoolArgs {
         };
         Ok(Config {
             drain_timeout: self.drain_timeout,
+            admin: self.admin,
             listeners: vec![ListenerConfig {
                 name: name.to_owned(),
                 bind,

@@ -1,6 +1,7 @@
 //! The `fulcrum` binary: parses the command line, sets up logging, and maps every
 //! outcome to an exit code (0 ok, 1 runtime failure, 2 bad config or usage).
 
+mod admin;
 mod cli;
 mod config;
 mod server;

@@ -17,6 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{Admin, ListenerView, View};
 use crate::config::{self, Config, ListenerConfig, Protocol};
 use crate::systemd;
 
@@ -29,6 +30,10 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
         .build()
         .context("cannot start the control event loop")?;
     let mut server = Server::start(workers)?;
+    let admin_socket = match config.admin {
+        Some(addr) => Some(bind_admin(addr)?),
+        None => None,
+    };
     let (mut term, mut int, mut hup) = {
         // Signal handlers go in before the first listener is announced, so a
         // signal sent at once is handled, not fatal. Health checks spawned by
@@ -39,6 +44,15 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
             signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
             signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
         );
+        if let Some(socket) = admin_socket {
+            let admin = Admin::new();
+            let listener = tokio::net::TcpListener::from_std(socket).context("admin listener")?;
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(listener = "admin", addr = %addr, "listening");
+            }
+            tokio::spawn(Arc::clone(&admin).serve(listener, server.stop.clone()));
+            server.admin = Some(admin);
+        }
         server.apply(config)?;
         handlers
     };
@@ -101,10 +115,13 @@ struct Server {
     pools: HashMap<String, Arc<Pool>>,
     /// Cancels the health checks of the current pools (replaced on reload).
     health: CancellationToken,
+    /// The admin pages, when `[admin]` is configured.
+    admin: Option<Arc<Admin>>,
 }
 
 struct Running {
     listener: Shared,
+    addr: SocketAddr,
     /// Stops this listener alone (when a reload removes it).
     stop: CancellationToken,
 }
@@ -181,6 +198,7 @@ impl Server {
             workers: handles,
             listeners: HashMap::new(),
             pools: HashMap::new(),
+            admin: None,
         })
     }
 
@@ -292,6 +310,19 @@ impl Server {
             );
         }
         self.pools = pools;
+        if let Some(admin) = &self.admin {
+            admin.set_view(View {
+                listeners: self
+                    .listeners
+                    .values()
+                    .map(|r| match &r.listener {
+                        Shared::Tcp(l) => ListenerView::Tcp(Arc::clone(l), r.addr),
+                        Shared::Udp(l) => ListenerView::Udp(Arc::clone(l), r.addr),
+                    })
+                    .collect(),
+                pools: self.pools.values().cloned().collect(),
+            });
+        }
         Ok(())
     }
 
@@ -312,6 +343,7 @@ impl Server {
             added.key,
             Running {
                 listener: added.listener,
+                addr: added.addr,
                 stop,
             },
         );
@@ -419,6 +451,16 @@ fn log_carried(pool: &Pool) {
             "backend state after reload"
         );
     }
+}
+
+/// Binds the admin listener (plain TCP, never SO_REUSEPORT: one process owns it).
+fn bind_admin(addr: SocketAddr) -> anyhow::Result<StdListener> {
+    let socket =
+        StdListener::bind(addr).with_context(|| format!("admin listener: cannot bind {addr}"))?;
+    socket
+        .set_nonblocking(true)
+        .with_context(|| format!("admin listener {addr}"))?;
+    Ok(socket)
 }
 
 /// Raises the soft open-file limit to the hard limit: each proxied connection needs

@@ -23,6 +23,8 @@ pub const MAX_WEIGHT: u32 = 1000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub drain_timeout: Duration,
+    /// Where `/metrics` and `/status` are served, when `[admin]` is there.
+    pub admin: Option<SocketAddr>,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
 }
@@ -151,6 +153,9 @@ impl Config {
             backends,
             duration::display(self.drain_timeout),
         );
+        if let Some(admin) = self.admin {
+            let _ = writeln!(out, "admin    /metrics /status on {admin}");
+        }
         for l in &self.listeners {
             let details = match &l.protocol {
                 Protocol::Tcp(t) => format!(

@@ -330,11 +330,16 @@ fn later_features_are_refused_not_ignored() {
         assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         assert!(e.starts_with("f.toml:"), "{e}");
     }
-    let e = err(&format!("{GOOD}[admin]\nbind = \"127.0.0.1:9090\"\n"));
-    assert!(
-        e.starts_with("f.toml:17:1: `[admin]` is not yet supported"),
-        "{e}"
+    let c = parse(
+        &format!("{GOOD}[admin]\nbind = \"127.0.0.1:9090\"\n"),
+        "f.toml",
     );
+    assert_eq!(
+        c.map(|c| c.admin),
+        Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9090))))
+    );
+    let e = err(&format!("{GOOD}[admin]\nbind = \"localhost\"\n"));
+    assert!(e.starts_with("f.toml:18:8: invalid `bind` address"), "{e}");
 }
 
 #[test]

@@ -48,7 +48,10 @@ fn not_yet<T>(value: &Option<Spanned<T>>, key: &str) -> Result<()> {
 }
 
 pub fn validate(raw: FileConfig) -> Result<Config> {
-    not_yet(&raw.admin, "[admin]")?;
+    let admin = match &raw.admin {
+        Some(a) => Some(parse_addr(&a.get_ref().bind, "bind")?),
+        None => None,
+    };
     let drain_timeout = match &raw.drain_timeout {
         Some(d) => parse_duration(d, "drain_timeout")?,
         None => DEFAULT_DRAIN_TIMEOUT,
@@ -98,6 +101,7 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
     }
     Ok(Config {
         drain_timeout,
+        admin,
         listeners,
         pools,
     })

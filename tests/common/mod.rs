@@ -52,7 +52,9 @@ impl Fulcrum {
         std::fs::write(&path, config).expect("write config");
         let mut args = vec!["run", "-c", path.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        let mut f = Self::spawn_env(&args, config.matches("[[listener]]").count(), env);
+        let listeners =
+            config.matches("[[listener]]").count() + usize::from(config.contains("[admin]"));
+        let mut f = Self::spawn_env(&args, listeners, env);
         f.config = Some(path);
         f
     }
