@@ -25,6 +25,7 @@ pub mod names {
     pub const BACKEND_CONNECT_ERRORS: &str = "fulcrum_backend_connect_errors_total";
     pub const TCP_ACCEPTED: &str = "fulcrum_listener_connections_total";
     pub const TCP_REFUSED_PER_CLIENT: &str = "fulcrum_listener_refused_per_client_total";
+    pub const TCP_PAUSED_AT_LIMIT: &str = "fulcrum_listener_accept_paused_total";
     pub const UDP_FLOWS_CREATED: &str = "fulcrum_udp_flows_created_total";
     pub const UDP_FLOWS_EVICTED: &str = "fulcrum_udp_flows_evicted_total";
     pub const UDP_FLOWS_EXPIRED: &str = "fulcrum_udp_flows_expired_total";
@@ -146,6 +147,8 @@ impl Admin {
                             .absolute(count(&l.stats.accepted));
                         metrics::counter!(names::TCP_REFUSED_PER_CLIENT, &labels)
                             .absolute(count(&l.stats.refused_per_client));
+                        metrics::counter!(names::TCP_PAUSED_AT_LIMIT, &labels)
+                            .absolute(count(&l.stats.paused_at_limit));
                     }
                     ListenerView::Udp(l, _) => {
                         let labels = [("listener", l.name().to_string())];

@@ -81,6 +81,16 @@ fn status_and_metrics_match_a_known_workload() {
             .any(|l| l == "fulcrum_listener_connections_total{listener=\"l\"} 6"),
         "{metrics}"
     );
+    for zero in [
+        "fulcrum_listener_refused_per_client_total",
+        "fulcrum_listener_accept_paused_total",
+    ] {
+        let series = format!("{zero}{{listener=\"l\"}} 0");
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} missing:\n{metrics}"
+        );
+    }
     // Every sample line is `name{labels} value` with a numeric value.
     for line in metrics
         .lines()
