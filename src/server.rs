@@ -53,6 +53,7 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
             tokio::spawn(Arc::clone(&admin).serve(listener, server.stop.clone()));
             server.admin = Some(admin);
         }
+        server.admin_bind = config.admin;
         server.apply(config)?;
         handlers
     };
@@ -115,8 +116,9 @@ struct Server {
     pools: HashMap<String, Arc<Pool>>,
     /// Cancels the health checks of the current pools (replaced on reload).
     health: CancellationToken,
-    /// The admin pages, when `[admin]` is configured.
+    /// The admin pages, when `[admin]` is configured, and the address asked for.
     admin: Option<Arc<Admin>>,
+    admin_bind: Option<SocketAddr>,
 }
 
 struct Running {
@@ -199,6 +201,7 @@ impl Server {
             listeners: HashMap::new(),
             pools: HashMap::new(),
             admin: None,
+            admin_bind: None,
         })
     }
 
@@ -213,6 +216,9 @@ impl Server {
                 return None;
             }
         };
+        if config.admin != self.admin_bind {
+            tracing::warn!("[admin] changed: the admin listener keeps its address until a restart");
+        }
         match self.apply(&config) {
             Ok(()) => Some(config.drain_timeout),
             Err(e) => {
