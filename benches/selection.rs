@@ -21,15 +21,7 @@ fn specs(n: u16) -> Vec<BackendSpec> {
 }
 
 fn pick(c: &mut Criterion) {
-    let algorithms = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConn,
-        Algorithm::Random,
-        Algorithm::P2c,
-        Algorithm::Ewma,
-        Algorithm::Hash(HashKey::SourceIp),
-    ];
-    for algorithm in algorithms {
+    for algorithm in Algorithm::ALL {
         let mut group = c.benchmark_group(format!("pick/{}", algorithm.name()));
         for n in [3u16, 30, 300] {
             let pool = Pool::with_options("bench", algorithm, &specs(n), &Options::default());

@@ -122,9 +122,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Every algorithm name accepted by `algorithm =` and `--algorithm`.
-    pub const NAMES: &'static [&'static str] =
-        &["round-robin", "least-conn", "random", "p2c", "ewma", "hash"];
+    /// Every algorithm, as `algorithm =` and `--algorithm` name them (`hash` with
+    /// its default key); parsing and the error message derive from this list.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::Random,
+        Algorithm::P2c,
+        Algorithm::Ewma,
+        Algorithm::Hash(HashKey::SourceIp),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -164,26 +171,32 @@ impl fmt::Display for Algorithm {
 }
 
 /// The name given is not an algorithm fulcrum has.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown algorithm `{0}` (expected one of: round-robin, least-conn, random, p2c, ewma, hash)"
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownAlgorithm(pub String);
+
+impl fmt::Display for UnknownAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "unknown algorithm `{}` (expected one of: {})",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownAlgorithm {}
 
 impl FromStr for Algorithm {
     type Err = UnknownAlgorithm;
 
     /// `hash` alone hashes the source IP; a config's `hash_key` refines it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "round-robin" => Ok(Algorithm::RoundRobin),
-            "least-conn" => Ok(Algorithm::LeastConn),
-            "random" => Ok(Algorithm::Random),
-            "p2c" => Ok(Algorithm::P2c),
-            "ewma" => Ok(Algorithm::Ewma),
-            "hash" => Ok(Algorithm::Hash(HashKey::SourceIp)),
-            other => Err(UnknownAlgorithm(other.to_owned())),
-        }
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
     }
 }
 

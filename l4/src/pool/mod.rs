@@ -341,10 +341,6 @@ impl Pool {
         self
     }
 
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     /// Records a successful connect and how long it took.
     pub fn record_connected(&self, backend: &Backend, latency: Duration) {
         backend.stats.total.fetch_add(1, Ordering::Relaxed);

@@ -98,10 +98,6 @@ impl<T> FlowTable<T> {
         self.by_client.is_empty()
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Changes the limits (on reload). A lower `max_flows` takes effect as new flows
     /// arrive: each insert beyond it evicts the least recently active flow.
     pub fn set_limits(&mut self, limits: Limits) {
