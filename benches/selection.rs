@@ -31,6 +31,7 @@ fn pick(c: &mut Criterion) {
                     i = i.wrapping_add(1);
                     let ctx = Context {
                         client: Some(SocketAddr::from((i.to_be_bytes(), 40000))),
+                        key: None,
                     };
                     black_box(pool.candidates(&ctx).next().map(|b| b.addr()))
                 })

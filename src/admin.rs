@@ -26,6 +26,10 @@ pub mod names {
     pub const TCP_ACCEPTED: &str = "fulcrum_listener_connections_total";
     pub const TCP_REFUSED_PER_CLIENT: &str = "fulcrum_listener_refused_per_client_total";
     pub const TCP_PAUSED_AT_LIMIT: &str = "fulcrum_listener_accept_paused_total";
+    /// HTTP listeners count their connections under the same name as TCP ones.
+    pub const HTTP_ACCEPTED: &str = TCP_ACCEPTED;
+    /// Responses sent by HTTP listeners, labelled by status `class` (2xx...).
+    pub const HTTP_RESPONSES: &str = "fulcrum_http_responses_total";
     pub const UDP_FLOWS_CREATED: &str = "fulcrum_udp_flows_created_total";
     pub const UDP_FLOWS_EVICTED: &str = "fulcrum_udp_flows_evicted_total";
     pub const UDP_FLOWS_EXPIRED: &str = "fulcrum_udp_flows_expired_total";
@@ -40,6 +44,7 @@ pub mod names {
 pub enum ListenerView {
     Tcp(Arc<tcp::Listener>, SocketAddr),
     Udp(Arc<udp::Listener>, SocketAddr),
+    Http(Arc<fulcrum_l7::Listener>, SocketAddr),
 }
 
 /// What runs now.
@@ -150,6 +155,18 @@ impl Admin {
                         metrics::counter!(names::TCP_PAUSED_AT_LIMIT, &labels)
                             .absolute(count(&l.stats.paused_at_limit));
                     }
+                    ListenerView::Http(l, _) => {
+                        let name = l.name().to_string();
+                        metrics::counter!(names::HTTP_ACCEPTED, "listener" => name.clone())
+                            .absolute(l.stats.accepted.load(Ordering::Relaxed));
+                        for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                            .into_iter()
+                            .zip(&l.stats.responses)
+                        {
+                            metrics::counter!(names::HTTP_RESPONSES, "listener" => name.clone(), "class" => class)
+                                .absolute(n.load(Ordering::Relaxed));
+                        }
+                    }
                     ListenerView::Udp(l, _) => {
                         let labels = [("listener", l.name().to_string())];
                         let s = &l.stats;
@@ -183,6 +200,14 @@ impl Admin {
                         "name": &*current.settings.name, "protocol": "tcp", "addr": addr.to_string(),
                         "pool": current.pool.name(),
                         "connections": l.stats.accepted.load(Ordering::Relaxed),
+                    })
+                }
+                ListenerView::Http(l, addr) => {
+                    let responses: u64 = l.stats.responses.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+                    json!({
+                        "name": &*l.name(), "protocol": "http", "addr": addr.to_string(),
+                        "connections": l.stats.accepted.load(Ordering::Relaxed),
+                        "requests": responses,
                     })
                 }
                 ListenerView::Udp(l, addr) => {

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check` and the flag-only `tcp` mode, with global options
+//! The command line: `run`, `check` and the flag-only `tcp`, `udp` and `http` modes, with global options
 //! accepted before or after the subcommand.
 
 use std::net::SocketAddr;
@@ -13,7 +13,8 @@ use fulcrum_l4::tcp::DEFAULT_RETRIES;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 
 use crate::config::{
-    self, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions, MAX_WEIGHT,
+    self, Config, HttpOptions, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
+    MAX_WEIGHT,
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/fulcrum/fulcrum.toml";
@@ -69,6 +70,11 @@ pub enum Command {
         after_help = "Example (DNS):\n  fulcrum udp --listen 0.0.0.0:53 --backend 10.0.0.1:53 --backend 10.0.0.2:53 --responses 1"
     )]
     Udp(UdpArgs),
+    /// Balance HTTP/1.1 and h2c (Layer 7) without a config file.
+    #[command(
+        after_help = "Example:\n  fulcrum http --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80 --sticky-cookie FULCRUM"
+    )]
+    Http(HttpArgs),
 }
 
 /// The pool half of the flag-only modes.
@@ -118,7 +124,7 @@ impl PoolArgs {
             listeners: vec![ListenerConfig {
                 name: name.to_owned(),
                 bind,
-                pool: name.to_owned(),
+                pool: Some(name.to_owned()),
                 protocol,
                 access_log: !self.no_access_log,
             }],
@@ -128,6 +134,8 @@ impl PoolArgs {
                 backends: self.backends.iter().map(|b| b.0).collect(),
                 policy: Policy::default(),
                 health: None,
+                sticky_cookie: None,
+                request_key: None,
             }],
         })
     }
@@ -211,6 +219,75 @@ impl UdpArgs {
         self.pool
             .to_config("udp", self.listen, Protocol::Udp(options))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Address to accept clients on, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub pool: PoolArgs,
+
+    /// Give up connecting to one backend after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3s")]
+    pub connect_timeout: Duration,
+
+    /// Further backends to try when a connect fails.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    pub retries: u32,
+
+    /// Close a client that has not sent a request's headers within this long
+    /// (also closes keep-alive connections idle that long).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Answer 504 when the backend's response headers take longer than this.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub request_timeout: Duration,
+
+    /// Pin each client to a backend with this cookie.
+    #[arg(long, value_name = "NAME")]
+    pub sticky_cookie: Option<String>,
+
+    /// Keep the client's X-Forwarded-For chain (only behind a proxy you trust).
+    #[arg(long)]
+    pub trust_forwarded: bool,
+}
+
+impl HttpArgs {
+    /// The config this command line stands for: one listener `http`, one pool `http`.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let options = HttpOptions {
+            connect_timeout: self.connect_timeout,
+            retries: self.retries,
+            header_read_timeout: nonzero(self.header_read_timeout, "--header-read-timeout")?,
+            request_timeout: nonzero(self.request_timeout, "--request-timeout")?,
+            routes: Vec::new(),
+            rewrite: Default::default(),
+            trust_forwarded: self.trust_forwarded,
+        };
+        let mut config = self
+            .pool
+            .to_config("http", self.listen, Protocol::Http(options))?;
+        if let Some(name) = &self.sticky_cookie {
+            if !fulcrum_l7::sticky::is_cookie_name(name) {
+                return Err(format!("invalid --sticky-cookie name `{name}`"));
+            }
+            for pool in &mut config.pools {
+                pool.sticky_cookie = Some(name.clone());
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn nonzero(d: Duration, flag: &str) -> Result<Duration, String> {
+    if d.is_zero() {
+        return Err(format!("{flag} must be greater than zero"));
+    }
+    Ok(d)
 }
 
 /// `--backend IP:PORT[,weight=N]`.

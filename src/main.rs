@@ -58,6 +58,10 @@ fn main() -> ExitCode {
             Ok(config) => (config, None),
             Err(e) => return flag_error("udp", &e),
         },
+        Command::Http(args) => match args.to_config() {
+            Ok(config) => (config, None),
+            Err(e) => return flag_error("http", &e),
+        },
     };
     match server::run(&config, workers, path) {
         Ok(()) => ExitCode::SUCCESS,

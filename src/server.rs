@@ -1,4 +1,4 @@
-//! Runs a validated config: builds pools and listeners (TCP and UDP), binds every
+//! Runs a validated config: builds pools and listeners (TCP, UDP and HTTP), binds every
 //! listener once per worker (SO_REUSEPORT shards), runs one single-threaded event loop
 //! per worker, reloads on SIGHUP by diffing against the running config, and drains
 //! live connections and flows on SIGTERM/SIGINT.
@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 use anyhow::Context as _;
 use fulcrum_l4::health;
 use fulcrum_l4::{tcp, udp, Pool};
+use fulcrum_l7::route::{self, Router};
+use fulcrum_l7::Upstream;
 use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -132,6 +134,7 @@ struct Running {
 enum Shared {
     Tcp(Arc<tcp::Listener>),
     Udp(Arc<udp::Listener>),
+    Http(Arc<fulcrum_l7::Listener>),
 }
 
 /// A listener a reload adds: its sockets are bound before anything changes.
@@ -147,6 +150,7 @@ struct Added {
 enum Shard {
     Tcp(StdListener, Arc<tcp::Listener>),
     Udp(StdUdpSocket, Arc<udp::Listener>),
+    Http(StdListener, Arc<fulcrum_l7::Listener>),
 }
 
 impl Shard {
@@ -154,6 +158,9 @@ impl Shard {
         match self {
             Shard::Tcp(socket, listener) => tcp::serve(socket, listener, stop, sessions).await,
             Shard::Udp(socket, listener) => udp::serve(socket, listener, stop, sessions).await,
+            Shard::Http(socket, listener) => {
+                fulcrum_l7::serve(socket, listener, stop, sessions).await
+            }
         }
     }
 }
@@ -163,6 +170,7 @@ impl Shared {
         match self {
             Shared::Tcp(l) => l.name(),
             Shared::Udp(l) => l.name(),
+            Shared::Http(l) => l.name(),
         }
     }
 }
@@ -250,20 +258,19 @@ impl Server {
 
         let mut added = Vec::new();
         let mut updates = Vec::new();
+        let upstreams = Upstreams::new(config, &pools);
         for l in &config.listeners {
-            let pool = pools.get(&l.pool).cloned().with_context(|| {
-                format!("listener `{}` refers to unknown pool `{}`", l.name, l.pool)
-            })?;
+            let target = Target::new(l, &pools, &upstreams)?;
             let key = (l.protocol.name(), l.bind);
             match self.listeners.get(&key) {
-                Some(running) => updates.push((running.listener.clone(), l, pool)),
-                None => added.push(bind(l, pool, workers)?),
+                Some(running) => updates.push((running.listener.clone(), l, target)),
+                None => added.push(bind(l, target, workers)?),
             }
         }
 
         // Nothing below can fail: the new config takes effect as a whole.
-        for (listener, l, pool) in updates {
-            update(&listener, l, pool, workers);
+        for (listener, l, target) in updates {
+            update(&listener, l, target, workers);
         }
         let wanted: Vec<_> = config
             .listeners
@@ -324,6 +331,7 @@ impl Server {
                     .map(|r| match &r.listener {
                         Shared::Tcp(l) => ListenerView::Tcp(Arc::clone(l), r.addr),
                         Shared::Udp(l) => ListenerView::Udp(Arc::clone(l), r.addr),
+                        Shared::Http(l) => ListenerView::Http(Arc::clone(l), r.addr),
                     })
                     .collect(),
                 pools: self.pools.values().cloned().collect(),
@@ -390,11 +398,106 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
     }
 }
 
+/// What a listener serves: the pool of a tcp or udp listener, the routes of an
+/// http one.
+enum Target {
+    Pool(Arc<Pool>),
+    Routes(Router<Arc<Upstream>>),
+}
+
+impl Target {
+    fn new(
+        l: &ListenerConfig,
+        pools: &HashMap<String, Arc<Pool>>,
+        upstreams: &Upstreams,
+    ) -> anyhow::Result<Target> {
+        let unknown =
+            |name: &str| anyhow::anyhow!("listener `{}` refers to unknown pool `{name}`", l.name);
+        match &l.protocol {
+            Protocol::Http(h) => {
+                let find =
+                    |name: &String| upstreams.0.get(name).cloned().ok_or_else(|| unknown(name));
+                let routes = h
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let target = match &r.target {
+                            route::Target::Pool(p) => route::Target::Pool(find(p)?),
+                            route::Target::Split(split) => route::Target::Split(
+                                split
+                                    .iter()
+                                    .map(|(p, w)| Ok((find(p)?, *w)))
+                                    .collect::<anyhow::Result<_>>()?,
+                            ),
+                        };
+                        Ok(route::Route {
+                            when: r.when.clone(),
+                            target,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let fallback = l
+                    .pool
+                    .as_ref()
+                    .map(find)
+                    .transpose()?
+                    .map(route::Target::Pool);
+                Ok(Target::Routes(Router::new(routes, fallback)))
+            }
+            _ => {
+                let name = l.pool.as_deref().unwrap_or_default();
+                pools
+                    .get(name)
+                    .cloned()
+                    .map(Target::Pool)
+                    .ok_or_else(|| unknown(name))
+            }
+        }
+    }
+}
+
+/// The pools as HTTP routes use them (with sticky cookie and hash key), by name.
+struct Upstreams(HashMap<String, Arc<Upstream>>);
+
+impl Upstreams {
+    fn new(config: &Config, pools: &HashMap<String, Arc<Pool>>) -> Self {
+        Upstreams(
+            config
+                .pools
+                .iter()
+                .filter_map(|p| {
+                    let pool = pools.get(&p.name)?;
+                    let upstream = Upstream::new(
+                        Arc::clone(pool),
+                        p.sticky_cookie.clone(),
+                        p.request_key.clone(),
+                    );
+                    Some((p.name.clone(), Arc::new(upstream)))
+                })
+                .collect(),
+        )
+    }
+}
+
+fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Settings {
+    fulcrum_l7::Settings {
+        name: Arc::from(l.name.as_str()),
+        connect_timeout: h.connect_timeout,
+        retries: h.retries,
+        header_read_timeout: h.header_read_timeout,
+        request_timeout: h.request_timeout,
+        rewrite: h.rewrite.clone(),
+        trust_forwarded: h.trust_forwarded,
+        access_log: l.access_log,
+        upstream: Default::default(),
+    }
+}
+
 /// Binds a new listener's sockets, one per worker.
-fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<Added> {
+fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Added> {
     let context = || format!("listener `{}`", l.name);
-    let (listener, shards): (Shared, Vec<Shard>) = match &l.protocol {
-        Protocol::Tcp(t) => {
+    let (listener, shards): (Shared, Vec<Shard>) = match (&l.protocol, target) {
+        (Protocol::Tcp(t), Target::Pool(pool)) => {
             let listener = Arc::new(tcp::Listener::new(
                 tcp_settings(l, t),
                 pool,
@@ -407,7 +510,7 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
                 .collect();
             (Shared::Tcp(listener), shards)
         }
-        Protocol::Udp(u) => {
+        (Protocol::Udp(u), Target::Pool(pool)) => {
             let listener = Arc::new(udp::Listener::new(udp_settings(l, u, workers), pool));
             let sockets = udp::bind(l.bind, workers).with_context(context)?;
             let shards = sockets
@@ -416,9 +519,19 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
                 .collect();
             (Shared::Udp(listener), shards)
         }
+        (Protocol::Http(h), Target::Routes(router)) => {
+            let listener = Arc::new(fulcrum_l7::Listener::new(http_settings(l, h), router));
+            let sockets = tcp::bind(l.bind, workers).with_context(context)?;
+            let shards = sockets
+                .into_iter()
+                .map(|s| Shard::Http(s, Arc::clone(&listener)))
+                .collect();
+            (Shared::Http(listener), shards)
+        }
+        _ => anyhow::bail!("listener `{}`: protocol and target disagree", l.name),
     };
     let addr = match shards.first() {
-        Some(Shard::Tcp(s, _)) => s.local_addr(),
+        Some(Shard::Tcp(s, _) | Shard::Http(s, _)) => s.local_addr(),
         Some(Shard::Udp(s, _)) => s.local_addr(),
         None => Ok(l.bind),
     }
@@ -431,14 +544,17 @@ fn bind(l: &ListenerConfig, pool: Arc<Pool>, workers: usize) -> anyhow::Result<A
     })
 }
 
-/// Points a kept listener at its new settings and pool.
-fn update(listener: &Shared, l: &ListenerConfig, pool: Arc<Pool>, workers: usize) {
-    match (listener, &l.protocol) {
-        (Shared::Tcp(listener), Protocol::Tcp(t)) => {
+/// Points a kept listener at its new settings and pool or routes.
+fn update(listener: &Shared, l: &ListenerConfig, target: Target, workers: usize) {
+    match (listener, &l.protocol, target) {
+        (Shared::Tcp(listener), Protocol::Tcp(t), Target::Pool(pool)) => {
             listener.update(tcp_settings(l, t), pool, t.max_connections)
         }
-        (Shared::Udp(listener), Protocol::Udp(u)) => {
+        (Shared::Udp(listener), Protocol::Udp(u), Target::Pool(pool)) => {
             listener.update(udp_settings(l, u, workers), pool)
+        }
+        (Shared::Http(listener), Protocol::Http(h), Target::Routes(router)) => {
+            listener.update(http_settings(l, h), router)
         }
         // Listeners are keyed by protocol, so the kinds always match.
         _ => {}

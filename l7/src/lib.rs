@@ -1,7 +1,14 @@
-//! fulcrum's Layer 7 (HTTP) mode: routing, rewriting and TLS termination over l4 pools.
-//!
-//! Not built yet: `protocol = "http" | "https"` listeners are refused by the config
-//! loader with a "not yet supported" error until this crate grows its server.
+//! fulcrum's Layer 7 (HTTP) mode: routing, header rewriting, splits and sticky
+//! sessions over the l4 pools and balancers, served with hyper.
 
-/// The listener protocols this crate will serve once it exists.
-pub const PROTOCOLS: &[&str] = &["http", "https"];
+mod listener;
+mod proxy;
+pub mod rewrite;
+pub mod route;
+pub mod sticky;
+pub mod upstream;
+
+pub use listener::{
+    serve, Listener, Settings, Stats, Upstream, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+};

@@ -48,8 +48,11 @@ pub struct FileListener {
     pub responses: Option<S<u32>>,
     pub max_flows: Option<S<u32>>,
     pub access_log: Option<S<bool>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub request_timeout: Option<S<String>>,
+    pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
-    pub route: Option<S<Vec<FileRoute>>>,
+    pub route: Option<S<Vec<S<FileRoute>>>>,
     pub headers: Option<S<FileHeaders>>,
 }
 
@@ -63,30 +66,38 @@ pub struct FileCert {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
-    pub host: Option<String>,
-    pub path_prefix: Option<String>,
-    pub path: Option<String>,
-    pub method: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub pool: Option<String>,
-    pub split: Option<Vec<FileSplit>>,
-    pub sni: Option<String>,
+    pub host: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub headers: Option<S<BTreeMap<String, FileHeaderMatch>>>,
+    pub pool: Option<S<String>>,
+    pub split: Option<S<Vec<S<FileSplit>>>>,
+    pub sni: Option<S<String>>,
+}
+
+/// `"value"` (exact) or `true` (present with any value).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileHeaderMatch {
+    Exact(String),
+    Present(bool),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSplit {
-    pub pool: String,
-    pub weight: u32,
+    pub pool: S<String>,
+    pub weight: S<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHeaders {
-    pub request_add: Option<BTreeMap<String, String>>,
-    pub request_remove: Option<Vec<String>>,
-    pub response_add: Option<BTreeMap<String, String>>,
-    pub response_remove: Option<Vec<String>>,
+    pub request_add: Option<S<BTreeMap<String, String>>>,
+    pub request_remove: Option<S<Vec<String>>>,
+    pub response_add: Option<S<BTreeMap<String, String>>>,
+    pub response_remove: Option<S<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod duration;
 mod file;
+mod http;
 mod validate;
 
 use std::fmt::{self, Write as _};
@@ -13,6 +14,9 @@ use std::time::Duration;
 use fulcrum_l4::health::{Check, Probe};
 use fulcrum_l4::pool::Policy;
 use fulcrum_l4::{Algorithm, BackendSpec};
+use fulcrum_l7::rewrite::Rewrite;
+use fulcrum_l7::route::Route;
+use fulcrum_l7::sticky::RequestKey;
 
 /// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,7 +37,9 @@ pub struct Config {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
-    pub pool: String,
+    /// The default pool; always there for tcp and udp, optional for http (a
+    /// request no route matches then gets a 404).
+    pub pool: Option<String>,
     pub protocol: Protocol,
     /// One info line per connection or flow (default on).
     pub access_log: bool,
@@ -44,6 +50,7 @@ pub struct ListenerConfig {
 pub enum Protocol {
     Tcp(TcpOptions),
     Udp(UdpOptions),
+    Http(HttpOptions),
 }
 
 impl Protocol {
@@ -51,8 +58,21 @@ impl Protocol {
         match self {
             Protocol::Tcp(_) => "tcp",
             Protocol::Udp(_) => "udp",
+            Protocol::Http(_) => "http",
         }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Routes naming pools by name, in config order.
+    pub routes: Vec<Route<String>>,
+    pub rewrite: Rewrite,
+    pub trust_forwarded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +103,10 @@ pub struct PoolConfig {
     pub policy: Policy,
     /// Active health checks, when `[pool.health]` is there.
     pub health: Option<Check>,
+    /// HTTP only: the cookie that pins a client to a backend.
+    pub sticky_cookie: Option<String>,
+    /// HTTP only: `hash_key = header:NAME | cookie:NAME`.
+    pub request_key: Option<RequestKey>,
 }
 
 /// A config that cannot be used, pointing at the place that is wrong.
@@ -172,23 +196,49 @@ impl Config {
                     or_unlimited(u64::from(u.responses)),
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
+                Protocol::Http(h) => format!(
+                    "connect {}, retries {}, header read {}, request {}, {} route(s){}",
+                    duration::display(h.connect_timeout),
+                    h.retries,
+                    duration::display(h.header_read_timeout),
+                    duration::display(h.request_timeout),
+                    h.routes.len(),
+                    if h.trust_forwarded {
+                        ", trusts X-Forwarded-For"
+                    } else {
+                        ""
+                    },
+                ),
             };
             let log = if l.access_log { "" } else { ", no access log" };
             let _ = writeln!(
                 out,
-                "listener {:<12} {} {:<22} -> pool {}  ({details}{log})",
+                "listener {:<12} {:<4} {:<22} -> pool {}  ({details}{log})",
                 l.name,
                 l.protocol.name(),
                 l.bind,
-                l.pool,
+                l.pool.as_deref().unwrap_or("(none: 404)"),
             );
+            if let Protocol::Http(h) = &l.protocol {
+                for r in &h.routes {
+                    let _ = writeln!(out, "  route {}", describe_route(r));
+                }
+            }
         }
         for p in &self.pools {
+            let algorithm = match &p.request_key {
+                Some(key) => format!("hash({})", key.describe()),
+                None => p.algorithm.to_string(),
+            };
+            let sticky = p
+                .sticky_cookie
+                .as_ref()
+                .map_or(String::new(), |c| format!(", sticky cookie {c}"));
             let _ = writeln!(
                 out,
-                "pool {:<16} {:<12} {} backend(s)",
+                "pool {:<16} {:<12} {} backend(s){sticky}",
                 p.name,
-                p.algorithm.to_string(),
+                algorithm,
                 p.backends.len()
             );
             let policy = &p.policy;
@@ -235,6 +285,44 @@ impl Config {
         }
         out
     }
+}
+
+/// One route as `fulcrum check` shows it: its conditions, then its pools.
+fn describe_route(r: &Route<String>) -> String {
+    use fulcrum_l7::route::{HostMatch, PathMatch, Target};
+    let mut when = Vec::new();
+    match &r.when.host {
+        Some(HostMatch::Exact(h)) => when.push(format!("host {h}")),
+        Some(HostMatch::Suffix(s)) => when.push(format!("host *{s}")),
+        None => {}
+    }
+    match &r.when.path {
+        Some(PathMatch::Exact(p)) => when.push(format!("path {p}")),
+        Some(PathMatch::Prefix(p)) => when.push(format!("path_prefix {p}")),
+        None => {}
+    }
+    if let Some(m) = &r.when.method {
+        when.push(format!("method {m}"));
+    }
+    for h in &r.when.headers {
+        match &h.value {
+            Some(v) => when.push(format!("header {}={}", h.name, v.to_str().unwrap_or("?"))),
+            None => when.push(format!("header {}", h.name)),
+        }
+    }
+    let to = match &r.target {
+        Target::Pool(p) => format!("pool {p}"),
+        Target::Split(split) => {
+            let parts: Vec<String> = split.iter().map(|(p, w)| format!("{p} {w}")).collect();
+            format!("split {}", parts.join(" / "))
+        }
+    };
+    let when = if when.is_empty() {
+        "anything".to_owned()
+    } else {
+        when.join(", ")
+    };
+    format!("{when} -> {to}")
 }
 
 /// A limit for the summary, where 0 means none.

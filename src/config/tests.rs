@@ -261,7 +261,7 @@ fn keys_of_the_other_protocol_are_refused() {
     assert_err(
         &UDP.replace("responses = 1", "retries = 1"),
         "8:11",
-        "`retries` only applies to tcp listeners, and this one is udp",
+        "`retries` only applies to tcp and http listeners, and this one is udp",
     );
     assert_err(
         &UDP.replace(
@@ -323,7 +323,7 @@ fn later_features_are_refused_not_ignored() {
         (
             "algorithm = \"least-conn\"",
             "algorithm = \"hash\"\nhash_key = \"header:x-user\"",
-            "is not yet supported",
+            "only http listeners can use",
         ),
     ] {
         let e = err(&GOOD.replace(from, to));

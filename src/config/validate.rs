@@ -11,7 +11,10 @@ use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
 use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
+use fulcrum_l7::sticky::{is_cookie_name, RequestKey};
 use toml::Spanned;
+
+use super::http;
 
 use super::file::{FileBackend, FileConfig, FileHealth, FileListener, FilePool};
 use super::{
@@ -26,9 +29,9 @@ pub struct Invalid {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, Invalid>;
+pub(super) type Result<T> = std::result::Result<T, Invalid>;
 
-fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid {
     Invalid {
         offset: at.span().start,
         message: message.into(),
@@ -88,6 +91,23 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
                 format!("duplicate listener name `{}`", l.name),
             ));
         }
+        let http_only = pools.iter().find(|p| {
+            Some(&p.name) == l.pool.as_ref()
+                && (p.sticky_cookie.is_some() || p.request_key.is_some())
+        });
+        if let (false, Some(p), Some(at)) = (
+            matches!(l.protocol, Protocol::Http(_)),
+            http_only,
+            &file.pool,
+        ) {
+            return Err(invalid(
+                at,
+                format!(
+                    "pool `{}` has a sticky_cookie or an HTTP hash_key, which only http listeners can use",
+                    p.name
+                ),
+            ));
+        }
         if let Some(other) = binds.insert((l.protocol.name(), l.bind), l.name.clone()) {
             return Err(invalid(
                 &file.bind,
@@ -116,15 +136,16 @@ fn validate_listener(
     if name.is_empty() {
         return Err(invalid(&l.name, "listener `name` must not be empty"));
     }
-    let udp = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
-        None | Some((_, "tcp")) => false,
-        Some((_, "udp")) => true,
-        Some((protocol, p @ ("http" | "https" | "tls"))) => {
+    let protocol = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "tcp")) => "tcp",
+        Some((_, "udp")) => "udp",
+        Some((_, "http")) => "http",
+        Some((protocol, p @ ("https" | "tls"))) => {
             return Err(invalid(
                 protocol,
                 format!(
-                "protocol `{p}` is not yet supported by this fulcrum build (only `tcp` and `udp`)"
-            ),
+                    "protocol `{p}` is not yet supported by this fulcrum build (only tcp, udp and http)"
+                ),
             ))
         }
         Some((protocol, p)) => {
@@ -134,34 +155,60 @@ fn validate_listener(
             ))
         }
     };
-    let (mine, theirs) = if udp { ("udp", "tcp") } else { ("tcp", "udp") };
-    let foreign = [
-        (udp, span_of(&l.connect_timeout), "connect_timeout"),
-        (udp, span_of(&l.idle_timeout), "idle_timeout"),
-        (udp, span_of(&l.retries), "retries"),
-        (udp, span_of(&l.max_connections), "max_connections"),
+    // Which listener protocols each protocol-specific key applies to.
+    let specific = [
         (
-            udp,
+            &["tcp", "http"][..],
+            span_of(&l.connect_timeout),
+            "connect_timeout",
+        ),
+        (&["tcp", "http"][..], span_of(&l.retries), "retries"),
+        (&["tcp"][..], span_of(&l.idle_timeout), "idle_timeout"),
+        (&["tcp"][..], span_of(&l.max_connections), "max_connections"),
+        (
+            &["tcp"][..],
             span_of(&l.max_connections_per_client),
             "max_connections_per_client",
         ),
-        (!udp, span_of(&l.flow_idle_timeout), "flow_idle_timeout"),
-        (!udp, span_of(&l.responses), "responses"),
-        (!udp, span_of(&l.max_flows), "max_flows"),
+        (
+            &["udp"][..],
+            span_of(&l.flow_idle_timeout),
+            "flow_idle_timeout",
+        ),
+        (&["udp"][..], span_of(&l.responses), "responses"),
+        (&["udp"][..], span_of(&l.max_flows), "max_flows"),
+        (
+            &["http"][..],
+            span_of(&l.header_read_timeout),
+            "header_read_timeout",
+        ),
+        (
+            &["http"][..],
+            span_of(&l.request_timeout),
+            "request_timeout",
+        ),
+        (
+            &["http"][..],
+            span_of(&l.trust_forwarded),
+            "trust_forwarded",
+        ),
+        (&["http"][..], span_of(&l.route), "[[listener.route]]"),
+        (&["http"][..], span_of(&l.headers), "[listener.headers]"),
     ];
-    if let Some((_, offset, key)) = foreign
+    if let Some((applies, offset, key)) = specific
         .into_iter()
-        .find(|&(applies, at, _)| applies && at.is_some())
+        .find(|(applies, at, _)| at.is_some() && !applies.contains(&protocol))
     {
         return Err(Invalid {
             offset: offset.unwrap_or(0),
-            message: format!("`{key}` only applies to {theirs} listeners, and this one is {mine}"),
+            message: format!(
+                "`{key}` only applies to {} listeners, and this one is {protocol}",
+                applies.join(" and ")
+            ),
         });
     }
     not_yet(&l.proxy_protocol, "proxy_protocol")?;
     not_yet(&l.tls, "tls")?;
-    not_yet(&l.route, "[[listener.route]]")?;
-    not_yet(&l.headers, "[listener.headers]")?;
     if let Some(v) = l.accept_proxy_protocol.as_ref().filter(|v| *v.get_ref()) {
         return Err(invalid(
             v,
@@ -170,23 +217,27 @@ fn validate_listener(
     }
 
     let bind = parse_addr(&l.bind, "bind")?;
-    let Some(pool) = &l.pool else {
-        return Err(invalid(
-            &l.name,
-            format!("listener `{name}` needs a `pool`"),
-        ));
+    let pool = match &l.pool {
+        Some(pool) if !pools.contains(pool.get_ref().as_str()) => {
+            return Err(invalid(
+                pool,
+                format!(
+                    "listener `{name}` refers to unknown pool `{}`",
+                    pool.get_ref()
+                ),
+            ))
+        }
+        Some(pool) => Some(pool.get_ref().clone()),
+        None if protocol == "http" => None,
+        None => {
+            return Err(invalid(
+                &l.name,
+                format!("listener `{name}` needs a `pool`"),
+            ))
+        }
     };
-    if !pools.contains(pool.get_ref().as_str()) {
-        return Err(invalid(
-            pool,
-            format!(
-                "listener `{name}` refers to unknown pool `{}`",
-                pool.get_ref()
-            ),
-        ));
-    }
-    let protocol = if udp {
-        Protocol::Udp(UdpOptions {
+    let protocol = match protocol {
+        "udp" => Protocol::Udp(UdpOptions {
             flow_idle_timeout: match &l.flow_idle_timeout {
                 Some(d) => nonzero_duration(d, "flow_idle_timeout")?,
                 None => DEFAULT_FLOW_IDLE_TIMEOUT,
@@ -197,18 +248,15 @@ fn validate_listener(
                 .as_ref()
                 .map(|m| *m.get_ref() as usize)
                 .filter(|&m| m > 0),
-        })
-    } else {
-        Protocol::Tcp(TcpOptions {
-            connect_timeout: match &l.connect_timeout {
-                Some(d) => nonzero_duration(d, "connect_timeout")?,
-                None => DEFAULT_CONNECT_TIMEOUT,
-            },
+        }),
+        "http" => Protocol::Http(http::options(l, pools)?),
+        _ => Protocol::Tcp(TcpOptions {
+            connect_timeout: connect_timeout(l)?,
             idle_timeout: match &l.idle_timeout {
                 Some(d) => nonzero_duration(d, "idle_timeout")?,
                 None => DEFAULT_IDLE_TIMEOUT,
             },
-            retries: l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref()),
+            retries: retries(l),
             max_connections_per_client: l
                 .max_connections_per_client
                 .as_ref()
@@ -218,15 +266,26 @@ fn validate_listener(
                 .as_ref()
                 .map(|m| *m.get_ref() as usize)
                 .filter(|&m| m > 0),
-        })
+        }),
     };
     Ok(ListenerConfig {
         name: name.to_owned(),
         bind,
-        pool: pool.get_ref().clone(),
+        pool,
         protocol,
         access_log: l.access_log.as_ref().is_none_or(|a| *a.get_ref()),
     })
+}
+
+pub(super) fn connect_timeout(l: &FileListener) -> Result<Duration> {
+    match &l.connect_timeout {
+        Some(d) => nonzero_duration(d, "connect_timeout"),
+        None => Ok(DEFAULT_CONNECT_TIMEOUT),
+    }
+}
+
+pub(super) fn retries(l: &FileListener) -> u32 {
+    l.retries.as_ref().map_or(DEFAULT_RETRIES, |r| *r.get_ref())
 }
 
 /// Where an optional key sits, if it is there.
@@ -246,6 +305,7 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
             .map_err(|e| invalid(a, e.to_string()))?,
         None => Algorithm::RoundRobin,
     };
+    let mut request_key = None;
     if let Some(key) = &p.hash_key {
         let Algorithm::Hash(_) = algorithm else {
             return Err(invalid(
@@ -253,9 +313,24 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
                 "`hash_key` only applies to algorithm = \"hash\"",
             ));
         };
-        algorithm = Algorithm::Hash(parse_hash_key(key.get_ref()).map_err(|e| invalid(key, e))?);
+        match RequestKey::parse(key.get_ref()) {
+            Some(parsed) => request_key = Some(parsed.map_err(|e| invalid(key, e))?),
+            None => {
+                algorithm =
+                    Algorithm::Hash(parse_hash_key(key.get_ref()).map_err(|e| invalid(key, e))?)
+            }
+        }
     }
-    not_yet(&p.sticky_cookie, "sticky_cookie")?;
+    let sticky_cookie = match &p.sticky_cookie {
+        Some(c) if !is_cookie_name(c.get_ref()) => {
+            return Err(invalid(
+                c,
+                format!("invalid `sticky_cookie` name `{}`", c.get_ref()),
+            ))
+        }
+        Some(c) => Some(c.get_ref().clone()),
+        None => None,
+    };
     let health = p.health.as_ref().map(validate_health).transpose()?;
     let defaults = Policy::default();
     let policy = Policy {
@@ -300,6 +375,8 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         backends,
         policy,
         health,
+        sticky_cookie,
+        request_key,
     })
 }
 
@@ -437,13 +514,15 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
 }
 
 fn parse_hash_key(text: &str) -> std::result::Result<HashKey, String> {
-    let later = text == "sni" || text.starts_with("header:") || text.starts_with("cookie:");
+    let later = text == "sni";
     if later {
         return Err(format!(
             "hash_key `{text}` is not yet supported by this fulcrum build"
         ));
     }
-    text.parse()
+    text.parse().map_err(|_| {
+        format!("unknown hash key `{text}` (expected source-ip, source-addr, header:NAME or cookie:NAME)")
+    })
 }
 
 fn parse_addr(value: &Spanned<String>, key: &str) -> Result<SocketAddr> {
@@ -462,7 +541,7 @@ fn parse_duration(value: &Spanned<String>, key: &str) -> Result<Duration> {
     duration::parse(value.get_ref()).map_err(|e| invalid(value, format!("`{key}`: {e}")))
 }
 
-fn nonzero_duration(value: &Spanned<String>, key: &str) -> Result<Duration> {
+pub(super) fn nonzero_duration(value: &Spanned<String>, key: &str) -> Result<Duration> {
     let d = parse_duration(value, key)?;
     if d.is_zero() {
         return Err(invalid(value, format!("`{key}` must be greater than zero")));

@@ -2,6 +2,8 @@
 //! "listening" log lines, plus small blocking backends on real sockets.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -329,4 +331,22 @@ pub fn config(backends: &[String], algorithm: &str, extra_listener: &str) -> Str
 
 pub fn quoted(addr: SocketAddr) -> String {
     format!("\"{addr}\"")
+}
+
+/// Whether the external tool `name` is on PATH. When it is not, the caller skips,
+/// except under FULCRUM_REQUIRE_TOOLS=1 (CI), where a missing tool fails the test.
+pub fn have(name: &str) -> bool {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found && std::env::var_os("FULCRUM_REQUIRE_TOOLS").is_some() {
+        panic!("{name} is required (FULCRUM_REQUIRE_TOOLS is set) but not installed");
+    }
+    if !found {
+        eprintln!("skipped: {name} is not installed");
+    }
+    found
 }

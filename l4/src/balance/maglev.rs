@@ -38,12 +38,13 @@ impl Maglev {
     }
 
     fn slot(&self, ctx: &Context) -> usize {
-        let hash = match (self.key, ctx.client) {
-            (HashKey::SourceIp, Some(addr)) => hash_ip(addr.ip(), KEY_SEED),
-            (HashKey::SourceAddr, Some(addr)) => {
+        let hash = match (ctx.key, self.key, ctx.client) {
+            (Some(key), _, _) => mix(key ^ KEY_SEED),
+            (None, HashKey::SourceIp, Some(addr)) => hash_ip(addr.ip(), KEY_SEED),
+            (None, HashKey::SourceAddr, Some(addr)) => {
                 mix(hash_ip(addr.ip(), KEY_SEED) ^ u64::from(addr.port()))
             }
-            (_, None) => 0,
+            (None, _, None) => 0,
         };
         (hash % self.table.len() as u64) as usize
     }

@@ -9,7 +9,7 @@ mod least_conn;
 mod maglev;
 mod p2c;
 mod random;
-pub(crate) mod rng;
+pub mod rng;
 mod round_robin;
 
 use std::fmt;
@@ -32,6 +32,9 @@ pub use round_robin::RoundRobin;
 pub struct Context {
     /// The client's address, when there is one (hash keys use it).
     pub client: Option<SocketAddr>,
+    /// A hash of what the request names as its key (an HTTP header or cookie);
+    /// when set, `hash` pools use it instead of the client's address.
+    pub key: Option<u64>,
 }
 
 /// Picks the first backend for one new connection.

@@ -61,6 +61,7 @@ fn index(pool: &Pool, ctx: &Context) -> Option<usize> {
 fn client(i: u32) -> Context {
     Context {
         client: Some(SocketAddr::from((i.to_be_bytes(), 40000))),
+        key: None,
     }
 }
 
@@ -144,11 +145,23 @@ fn hash_keeps_a_client_on_one_backend() {
     );
     for i in 0..1000 {
         let ip = client(0x0a00_0000 + i).client;
-        let a = index(&p, &Context { client: ip });
+        let a = index(
+            &p,
+            &Context {
+                client: ip,
+                key: None,
+            },
+        );
         let other_port = ip.map(|a| SocketAddr::new(a.ip(), 1234));
         assert_eq!(
             a,
-            index(&p, &Context { client: other_port }),
+            index(
+                &p,
+                &Context {
+                    client: other_port,
+                    key: None
+                }
+            ),
             "source-ip ignores the port"
         );
     }

@@ -124,7 +124,7 @@ async fn accept_loop(
 
 /// Errors that mean "the process or system is out of something": retrying at once
 /// would spin, so the loop pauses instead.
-fn out_of_resources(e: &io::Error) -> bool {
+pub fn out_of_resources(e: &io::Error) -> bool {
     [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
         .iter()
         .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
 
-pub use listener::serve;
+pub use listener::{out_of_resources, serve};
 pub use relay::{relay, RelayError, Relayed};
 pub use socket::{bind, connect, BindError};
 

@@ -22,7 +22,10 @@ pub(crate) async fn run(
 ) {
     let settings = &listener.settings;
     let pool = &listener.pool;
-    let ctx = Context { client: Some(peer) };
+    let ctx = Context {
+        client: Some(peer),
+        key: None,
+    };
     let attempts = settings.retries as usize + 1;
     let mut tried = 0;
     for backend in pool.candidates(&ctx).take(attempts) {

@@ -246,6 +246,7 @@ fn open(
     let (pool, name) = (&current.pool, &current.settings.name);
     let ctx = Context {
         client: Some(client),
+        key: None,
     };
     for backend in pool.candidates(&ctx) {
         let spare = shared

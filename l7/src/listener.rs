@@ -1,0 +1,221 @@
+//! The HTTP listener: its settings and routes (swapped whole on reload), the accept
+//! loop, and one hyper connection (HTTP/1.1, or h2c with prior knowledge) per client.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fulcrum_l4::Pool;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::proxy;
+use crate::rewrite::Rewrite;
+use crate::route::Router;
+use crate::sticky::{backend_id, RequestKey};
+use crate::upstream::Limits;
+
+/// Time allowed for a client to send a request's headers (slowloris guard); it
+/// also closes keep-alive connections idle that long.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed from a request's headers to the backend's response headers.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
+/// Largest request head (request line and headers), in bytes: the read buffer
+/// cannot grow past it, so a bigger head is refused (431).
+pub const MAX_HEADER_SIZE: usize = 64 * 1024;
+
+/// How one HTTP listener treats its requests.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The listener's name, for logs.
+    pub name: Arc<str>,
+    pub connect_timeout: Duration,
+    /// Further backends to try when connecting to one fails.
+    pub retries: u32,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub rewrite: Rewrite,
+    /// Keep (and append to) the client's X-Forwarded-For / Forwarded chain.
+    pub trust_forwarded: bool,
+    /// One info line per request.
+    pub access_log: bool,
+    pub upstream: Limits,
+}
+
+/// A pool as L7 routes use it, with its request-level options.
+#[derive(Debug)]
+pub struct Upstream {
+    pub pool: Arc<Pool>,
+    /// `sticky_cookie`: the cookie that pins a client to a backend.
+    pub sticky_cookie: Option<String>,
+    /// `hash_key = header:NAME | cookie:NAME`.
+    pub hash_key: Option<RequestKey>,
+    /// The sticky cookie value of each backend, in pool order.
+    pub(crate) ids: Vec<String>,
+}
+
+impl Upstream {
+    pub fn new(
+        pool: Arc<Pool>,
+        sticky_cookie: Option<String>,
+        hash_key: Option<RequestKey>,
+    ) -> Self {
+        let ids = match sticky_cookie {
+            Some(_) => pool
+                .backends()
+                .iter()
+                .map(|b| backend_id(b.addr()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Upstream {
+            pool,
+            sticky_cookie,
+            hash_key,
+            ids,
+        }
+    }
+}
+
+/// Counters of one HTTP listener, summed over its workers; they survive reloads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 5],
+}
+
+impl Stats {
+    pub(crate) fn count(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a listener's new requests use.
+#[derive(Debug)]
+pub struct Current {
+    pub settings: Settings,
+    pub router: Router<Arc<Upstream>>,
+}
+
+/// One HTTP listener's shared state, across its workers.
+#[derive(Debug)]
+pub struct Listener {
+    current: ArcSwap<Current>,
+    pub stats: Stats,
+}
+
+impl Listener {
+    pub fn new(settings: Settings, router: Router<Arc<Upstream>>) -> Self {
+        Listener {
+            current: ArcSwap::from_pointee(Current { settings, router }),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Current> {
+        self.current.load_full()
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        Arc::clone(&self.current.load().settings.name)
+    }
+
+    /// Applies a reloaded config: every request from now on, including those on
+    /// open keep-alive connections, is routed by it.
+    pub fn update(&self, settings: Settings, router: Router<Arc<Upstream>>) {
+        self.current.store(Arc::new(Current { settings, router }));
+    }
+}
+
+/// Accepts on `socket` (bound, non-blocking) until `shutdown`; each connection is
+/// a task tracked by `sessions`. On shutdown, open connections finish the request
+/// in flight and close.
+pub async fn serve(
+    socket: StdListener,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+) -> io::Result<()> {
+    let socket = TcpListener::from_std(socket)?;
+    let mut stop = pin!(shutdown.cancelled());
+    let mut backoff = BACKOFF_START;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => return Ok(()),
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = BACKOFF_START;
+                listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let conn = Arc::new(proxy::Conn {
+                    peer,
+                    listener: Arc::clone(&listener),
+                    sessions: sessions.clone(),
+                });
+                sessions.spawn(connection(stream, conn, shutdown.clone()));
+            }
+            Err(e) if fulcrum_l4::tcp::out_of_resources(&e) => {
+                tracing::warn!(listener = %listener.name(), error = %e, pause_ms = backoff.as_millis() as u64, "accept failed: out of resources; pausing");
+                tokio::select! {
+                    biased;
+                    () = &mut stop => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => tracing::debug!(listener = %listener.name(), error = %e, "accept failed"),
+        }
+    }
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Serves one client connection until it closes, or until shutdown lets its
+/// current request finish.
+async fn connection(stream: TcpStream, conn: Arc<proxy::Conn>, shutdown: CancellationToken) {
+    let peer: SocketAddr = conn.peer;
+    let settings = &conn.listener.current().settings;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_SIZE);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_SIZE as u32);
+    let service = {
+        let conn = Arc::clone(&conn);
+        service_fn(move |req| proxy::handle(req, Arc::clone(&conn)))
+    };
+    let mut served = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let ended = tokio::select! {
+        ended = served.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = ended {
+        // Malformed requests were answered 400 by hyper; slow or vanished clients
+        // end here too. None of it concerns other connections.
+        tracing::debug!(listener = %conn.listener.name(), client = %peer, error = %e, "http connection ended");
+    }
+}

@@ -1,0 +1,371 @@
+//! One proxied request: route it, pick a pool (split, sticky cookie) and a backend,
+//! rewrite the headers, send it over a pooled upstream connection with retries on
+//! connect failure, and turn failures into 502/503/504. Upgrades become tunnels.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fulcrum_l4::balance::rng::Rng;
+use fulcrum_l4::balance::Context;
+use fulcrum_l4::Backend;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::listener::{Current, Listener, Upstream};
+use crate::rewrite::{self, Origin};
+use crate::route::{RequestInfo, Target};
+use crate::sticky::{cookie, set_cookie};
+use crate::upstream::{self, ProxyBody, Sender, UpstreamBody};
+
+/// One client connection, as its requests see it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub peer: SocketAddr,
+    pub listener: Arc<Listener>,
+    /// Upgraded tunnels are tracked with the connections, so shutdown drains them.
+    pub sessions: TaskTracker,
+}
+
+/// Why a request got fulcrum's own answer instead of a backend's.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("no route matches and the listener has no default pool")]
+    NoRoute,
+    #[error("no backend available in pool `{0}`")]
+    NoBackend(String),
+    #[error("backend failed: {0}")]
+    Backend(#[source] hyper::Error),
+    #[error("no response within the request timeout")]
+    Timeout,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Backend(_) => StatusCode::BAD_GATEWAY,
+            Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn body(&self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "404 not found: no route for this request\n",
+            Refusal::NoBackend(_) => "503 service unavailable: no backend could take the request\n",
+            Refusal::Backend(_) => "502 bad gateway: the backend failed\n",
+            Refusal::Timeout => "504 gateway timeout: the backend did not answer in time\n",
+        }
+    }
+}
+
+/// Serves one request; never fails (every failure is an HTTP answer).
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let current = conn.listener.current();
+    let settings = &current.settings;
+    let started = Instant::now();
+    let logged = settings
+        .access_log
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let outcome = tokio::time::timeout(settings.request_timeout, forward(req, &conn, &current))
+        .await
+        .unwrap_or(Err(Refusal::Timeout));
+    let (response, backend) = match outcome {
+        Ok(answered) => answered,
+        Err(refusal) => {
+            if !matches!(refusal, Refusal::NoRoute) {
+                tracing::warn!(listener = %settings.name, client = %conn.peer, error = %refusal, "request failed");
+            }
+            let mut response = Response::new(ProxyBody::text(refusal.body()));
+            *response.status_mut() = refusal.status();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            (response, None)
+        }
+    };
+    let status = response.status().as_u16();
+    conn.listener.stats.count(status);
+    if let Some((method, path)) = logged {
+        let backend = backend.map_or_else(|| "-".to_owned(), |b: SocketAddr| b.to_string());
+        tracing::info!(
+            listener = %settings.name,
+            client = %conn.peer,
+            backend = %backend,
+            method = %method,
+            path = %path,
+            status,
+            ms = started.elapsed().as_millis() as u64,
+            "http request"
+        );
+    }
+    Ok(response)
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    current: &Current,
+) -> Result<(Response<ProxyBody>, Option<SocketAddr>), Refusal> {
+    let settings = &current.settings;
+    // Upgrades are HTTP/1.1 only (RFC 9110 §7.8); the client side's upgraded
+    // connection is claimed before the request is taken apart.
+    let upgrade = req.version() == Version::HTTP_11 && rewrite::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The answer goes out in the client's HTTP version, whatever the backend spoke.
+    let version = req.version();
+    let (mut parts, body) = req.into_parts();
+
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            let h = parts.headers.get(header::HOST)?;
+            h.to_str().ok().map(str::to_owned)
+        });
+    let info = RequestInfo {
+        host: host.as_deref().map(host_name),
+        path: parts.uri.path(),
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
+    let upstream = choose_upstream(target, &parts.headers);
+    let pinned = pinned_backend(upstream, &parts.headers);
+
+    // The request as the backend gets it: HTTP/1.1 in origin form.
+    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+    rewrite::strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(to)) = (upgrade, upgrade_to) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, to);
+    }
+    if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), &host) {
+        if let Ok(h) = HeaderValue::from_str(h) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    let origin = Origin {
+        client: conn.peer,
+        proto: "http",
+        host: host.as_deref(),
+    };
+    rewrite::forwarded(&mut parts.headers, &origin, settings.trust_forwarded);
+    settings.rewrite.request(&mut parts.headers);
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    parts.version = Version::HTTP_11;
+
+    let ctx = Context {
+        client: Some(conn.peer),
+        key: upstream
+            .hash_key
+            .as_ref()
+            .and_then(|k| k.hash(&parts.headers)),
+    };
+    let pool = &upstream.pool;
+    let attempts = settings.retries as usize + 1;
+    let candidates = pinned
+        .into_iter()
+        .chain(
+            pool.candidates(&ctx)
+                .filter(|b| pinned.is_none_or(|p| p.addr() != b.addr())),
+        )
+        .take(attempts);
+    let mut request = Request::from_parts(parts, body);
+    for backend in candidates {
+        let active = backend.track();
+        let addr = backend.addr();
+        let (response, sender) = match send(
+            request,
+            backend,
+            pool,
+            settings.connect_timeout,
+            settings.upstream,
+        )
+        .await
+        {
+            Ok(sent) => sent,
+            Err(Unsent(back)) => {
+                request = *back;
+                continue;
+            }
+            Err(Failed(e)) => return Err(Refusal::Backend(e)),
+        };
+        let mut response = response;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_side)) = (switching, client_upgrade) {
+            let backend_side = hyper::upgrade::on(&mut response);
+            conn.sessions
+                .spawn(tunnel(client_side, backend_side, conn.peer, addr));
+            let (mut parts, _) = response.into_parts();
+            parts.version = version;
+            settings.rewrite.response(&mut parts.headers);
+            let empty = ProxyBody::text("");
+            return Ok((Response::from_parts(parts, empty), Some(addr)));
+        }
+        let (mut parts, body) = response.into_parts();
+        parts.version = version;
+        rewrite::strip_hop_by_hop(&mut parts.headers);
+        settings.rewrite.response(&mut parts.headers);
+        if let Some(name) = &upstream.sticky_cookie {
+            let already = pinned.is_some_and(|p| p.addr() == addr);
+            if let (false, Some(value)) = (already, set_cookie(name, addr)) {
+                parts.headers.append(header::SET_COOKIE, value);
+            }
+        }
+        let body = UpstreamBody::new(body, addr, Some(sender), settings.upstream, active);
+        return Ok((
+            Response::from_parts(parts, ProxyBody::Upstream(body)),
+            Some(addr),
+        ));
+    }
+    Err(Refusal::NoBackend(pool.name().to_owned()))
+}
+
+enum SendError {
+    /// The request was not sent, and comes back for the next backend.
+    Unsent(Box<Request<Incoming>>),
+    /// The backend failed after the request reached it.
+    Failed(hyper::Error),
+}
+use SendError::{Failed, Unsent};
+
+/// Sends `req` to `backend` over a pooled connection, or a new one if none is
+/// idle (or the pooled one turns out closed before the request left).
+async fn send(
+    req: Request<Incoming>,
+    backend: &Backend,
+    pool: &fulcrum_l4::Pool,
+    connect_timeout: Duration,
+    limits: upstream::Limits,
+) -> Result<(Response<Incoming>, Sender), SendError> {
+    let addr = backend.addr();
+    let mut req = req;
+    if let Some(mut sender) = upstream::checkout(addr, limits).await {
+        match sender.try_send_request(req).await {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut e) => match e.take_message() {
+                // A keep-alive connection the backend closed: try a new one.
+                Some(back) => req = back,
+                None => return Err(Failed(e.into_error())),
+            },
+        }
+    }
+    let started = Instant::now();
+    let mut sender = match upstream::connect(addr, connect_timeout).await {
+        Ok(sender) => sender,
+        Err(e) => {
+            pool.record_connect_error(backend);
+            tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+            return Err(Unsent(Box::new(req)));
+        }
+    };
+    pool.record_connected(backend, started.elapsed());
+    match sender.try_send_request(req).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut e) => match e.take_message() {
+            Some(back) => Err(Unsent(Box::new(back))),
+            None => Err(Failed(e.into_error())),
+        },
+    }
+}
+
+/// Relays bytes both ways between an upgraded client and backend (WebSocket).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    peer: SocketAddr,
+    addr: SocketAddr,
+) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(client = %peer, backend = %addr, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        Ok((up, down)) => {
+            tracing::debug!(client = %peer, backend = %addr, up, down, "upgraded connection ended")
+        }
+        Err(e) => {
+            tracing::debug!(client = %peer, backend = %addr, error = %e, "upgraded connection ended")
+        }
+    }
+}
+
+/// Picks the pool of a target: a split honours a sticky cookie that names one of
+/// its pools' backends (the client stays on its side of a canary), else draws.
+fn choose_upstream<'t>(
+    target: &'t Target<Arc<Upstream>>,
+    headers: &http::HeaderMap,
+) -> &'t Upstream {
+    if let Target::Split(split) = target {
+        if let Some((u, _)) = split
+            .iter()
+            .find(|(u, _)| pinned_backend(u, headers).is_some())
+        {
+            return u;
+        }
+    }
+    target.choose(rng().next_u64())
+}
+
+/// The backend a sticky cookie pins the request to, if it names one that is up.
+fn pinned_backend<'u>(upstream: &'u Upstream, headers: &http::HeaderMap) -> Option<&'u Backend> {
+    let value = cookie(headers, upstream.sticky_cookie.as_deref()?)?;
+    let i = upstream.ids.iter().position(|id| id == value)?;
+    upstream.pool.backends().get(i).filter(|b| b.is_up())
+}
+
+/// Split draws: one process-wide stream, seeded from the clock.
+fn rng() -> &'static Rng {
+    static RNG: OnceLock<Rng> = OnceLock::new();
+    RNG.get_or_init(|| {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Rng::new(seed)
+    })
+}
+
+/// A host without its port: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn ports_are_dropped_from_hosts() {
+        assert_eq!(host_name("example.com:8080"), "example.com");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+    }
+}

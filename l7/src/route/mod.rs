@@ -1,0 +1,246 @@
+//! HTTP routes as plain data: what a request must look like (host, path, method,
+//! headers) and where it goes (a pool or a weighted split), plus `find()`, which
+//! returns the most specific matching route (linkerd's `http/route` ordering).
+
+use std::cmp::Ordering;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+/// How a route matches the request's host (the `Host` header or the URI
+/// authority, without the port, compared without case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`: any name that ends in `.example.com` (one label or more in
+    /// front of it); stored as the suffix, dot included.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Parses `host =` from the config: lowercased, `*.` marks a wildcard.
+    pub fn parse(text: &str) -> Result<HostMatch, String> {
+        let host = text.trim().to_ascii_lowercase();
+        let bad = |why: &str| format!("invalid route `host` `{text}`: {why}");
+        if host.is_empty() {
+            return Err(bad("empty"));
+        }
+        if let Some(suffix) = host.strip_prefix('*') {
+            if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
+                return Err(bad("a wildcard is written `*.example.com`"));
+            }
+            return Ok(HostMatch::Suffix(suffix.to_owned()));
+        }
+        if host.contains(['*', '/', ' ']) {
+            return Err(bad("expected a host name such as api.example.com"));
+        }
+        Ok(HostMatch::Exact(host))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(want) => host.eq_ignore_ascii_case(want),
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+}
+
+/// How a route matches the request path (the path alone, not the query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(want) => path == want,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// One header condition: the header has this exact value, or is there at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    /// `None`: present with any value.
+    pub value: Option<HeaderValue>,
+}
+
+/// What a request must look like; an absent condition matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    pub method: Option<Method>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// Where a matched request goes. `P` names a pool: its name in the config, the
+/// pool itself once the server has built it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<P> {
+    Pool(P),
+    /// Weighted choice among pools (canary, blue-green); weights are > 0.
+    Split(Vec<(P, u32)>),
+}
+
+impl<P> Target<P> {
+    /// The same target over other pool handles.
+    pub fn map<Q>(&self, mut f: impl FnMut(&P) -> Q) -> Target<Q> {
+        match self {
+            Target::Pool(p) => Target::Pool(f(p)),
+            Target::Split(split) => Target::Split(split.iter().map(|(p, w)| (f(p), *w)).collect()),
+        }
+    }
+
+    /// The pool a split sends `draw` (uniform in `0..total weight`) to.
+    pub fn choose(&self, draw: u64) -> &P {
+        match self {
+            Target::Pool(p) => p,
+            Target::Split(split) => {
+                let total: u64 = split.iter().map(|(_, w)| u64::from(*w)).sum();
+                let mut left = draw % total.max(1);
+                for (p, w) in split {
+                    if left < u64::from(*w) {
+                        return p;
+                    }
+                    left -= u64::from(*w);
+                }
+                // Unreachable with weights > 0; the last pool is a safe answer.
+                &split[split.len() - 1].0
+            }
+        }
+    }
+
+    /// Every pool the target can send to.
+    pub fn pools(&self) -> impl Iterator<Item = &P> {
+        let (one, many) = match self {
+            Target::Pool(p) => (Some(p), &[][..]),
+            Target::Split(split) => (None, split.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(|(p, _)| p))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<P> {
+    pub when: Match,
+    pub target: Target<P>,
+}
+
+/// What [`Router::find`] looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// Without the port; `None` when the request names no host.
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// A listener's routes, most specific first, and the fallback target.
+#[derive(Debug, Clone)]
+pub struct Router<P> {
+    routes: Vec<Route<P>>,
+    fallback: Option<Target<P>>,
+}
+
+impl<P> Router<P> {
+    /// Orders `routes` by specificity; among equals the one written first wins.
+    pub fn new(mut routes: Vec<Route<P>>, fallback: Option<Target<P>>) -> Self {
+        // Stable: config order breaks ties.
+        routes.sort_by_key(|r| std::cmp::Reverse(specificity(&r.when)));
+        Router { routes, fallback }
+    }
+
+    /// The target of the most specific route that matches, else the fallback;
+    /// `None` (a 404) when neither applies.
+    pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Target<P>> {
+        self.routes
+            .iter()
+            .find(|r| matches(&r.when, req))
+            .map(|r| &r.target)
+            .or(self.fallback.as_ref())
+    }
+
+    pub fn routes(&self) -> &[Route<P>] {
+        &self.routes
+    }
+
+    pub fn fallback(&self) -> Option<&Target<P>> {
+        self.fallback.as_ref()
+    }
+
+    /// The same routes over other pool handles.
+    pub fn map<Q>(&self, mut f: impl FnMut(&P) -> Q) -> Router<Q> {
+        Router {
+            routes: self
+                .routes
+                .iter()
+                .map(|r| Route {
+                    when: r.when.clone(),
+                    target: r.target.map(&mut f),
+                })
+                .collect(),
+            fallback: self.fallback.as_ref().map(|t| t.map(&mut f)),
+        }
+    }
+}
+
+fn matches(when: &Match, req: &RequestInfo<'_>) -> bool {
+    if let Some(method) = &when.method {
+        if method != req.method {
+            return false;
+        }
+    }
+    if let Some(path) = &when.path {
+        if !path.matches(req.path) {
+            return false;
+        }
+    }
+    if let Some(host) = &when.host {
+        match req.host {
+            Some(h) if host.matches(h) => {}
+            _ => return false,
+        }
+    }
+    when.headers.iter().all(|h| match &h.value {
+        None => req.headers.contains_key(&h.name),
+        Some(want) => req.headers.get_all(&h.name).iter().any(|v| v == want),
+    })
+}
+
+/// How specific a match is; greater wins. Host first (exact, then the longer
+/// wildcard suffix), then path (exact, then the longer prefix), then method, then
+/// the number of header conditions.
+fn specificity(m: &Match) -> Specificity {
+    let host = match &m.host {
+        Some(HostMatch::Exact(h)) => (2, h.len()),
+        Some(HostMatch::Suffix(s)) => (1, s.len()),
+        None => (0, 0),
+    };
+    let path = match &m.path {
+        Some(PathMatch::Exact(p)) => (2, p.len()),
+        Some(PathMatch::Prefix(p)) => (1, p.len()),
+        None => (0, 0),
+    };
+    Specificity(host, path, m.method.is_some(), m.headers.len())
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Specificity((u8, usize), (u8, usize), bool, usize);
+
+/// Orders two matches by specificity (for tests and `fulcrum check`).
+pub fn compare(a: &Match, b: &Match) -> Ordering {
+    specificity(a).cmp(&specificity(b))
+}
+
+#[cfg(test)]
+mod tests;

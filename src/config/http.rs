@@ -1,0 +1,202 @@
+//! Validation of what only `protocol = "http"` listeners have: timeouts, routes
+//! (`[[listener.route]]`) and header rewriting (`[listener.headers]`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use fulcrum_l7::rewrite::Rewrite;
+use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
+use fulcrum_l7::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+use http::{HeaderName, HeaderValue, Method};
+use toml::Spanned;
+
+use super::file::{FileHeaderMatch, FileHeaders, FileListener, FileRoute};
+use super::validate::{connect_timeout, invalid, nonzero_duration, retries, Invalid, Result};
+use super::HttpOptions;
+
+/// Largest weight in a split; keeps the draw exact.
+const MAX_SPLIT_WEIGHT: u32 = 10_000;
+
+pub(super) fn options(l: &FileListener, pools: &HashSet<&str>) -> Result<HttpOptions> {
+    let routes = match &l.route {
+        Some(routes) => routes
+            .get_ref()
+            .iter()
+            .map(|r| route(r, pools))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    if routes.is_empty() && l.pool.is_none() {
+        return Err(invalid(
+            &l.name,
+            "an http listener needs a `pool` or at least one [[listener.route]]",
+        ));
+    }
+    Ok(HttpOptions {
+        connect_timeout: connect_timeout(l)?,
+        retries: retries(l),
+        header_read_timeout: match &l.header_read_timeout {
+            Some(d) => nonzero_duration(d, "header_read_timeout")?,
+            None => DEFAULT_HEADER_READ_TIMEOUT,
+        },
+        request_timeout: match &l.request_timeout {
+            Some(d) => nonzero_duration(d, "request_timeout")?,
+            None => DEFAULT_REQUEST_TIMEOUT,
+        },
+        routes,
+        rewrite: match &l.headers {
+            Some(h) => rewrite(h.get_ref())?,
+            None => Rewrite::default(),
+        },
+        trust_forwarded: l.trust_forwarded.as_ref().is_some_and(|t| *t.get_ref()),
+    })
+}
+
+fn route(spanned: &Spanned<FileRoute>, pools: &HashSet<&str>) -> Result<Route<String>> {
+    let r = spanned.get_ref();
+    if let Some(sni) = &r.sni {
+        return Err(invalid(
+            sni,
+            "`sni` routes apply to tls listeners (not yet supported); http routes match `host`",
+        ));
+    }
+    if let (Some(exact), Some(_)) = (&r.path, &r.path_prefix) {
+        return Err(invalid(
+            exact,
+            "a route has `path` or `path_prefix`, not both",
+        ));
+    }
+    let path_text = |p: &Spanned<String>| -> Result<String> {
+        let text = p.get_ref();
+        if !text.starts_with('/') || text.contains(char::is_whitespace) {
+            return Err(invalid(
+                p,
+                format!("a route path must start with / and have no spaces, got `{text}`"),
+            ));
+        }
+        Ok(text.clone())
+    };
+    let path = match (&r.path, &r.path_prefix) {
+        (Some(p), _) => Some(PathMatch::Exact(path_text(p)?)),
+        (None, Some(p)) => Some(PathMatch::Prefix(path_text(p)?)),
+        (None, None) => None,
+    };
+    let when = Match {
+        host: match &r.host {
+            Some(h) => Some(HostMatch::parse(h.get_ref()).map_err(|e| invalid(h, e))?),
+            None => None,
+        },
+        path,
+        method: match &r.method {
+            Some(m) => Some(method(m)?),
+            None => None,
+        },
+        headers: match &r.headers {
+            Some(h) => header_matches(h)?,
+            None => Vec::new(),
+        },
+    };
+    let known = |p: &Spanned<String>| -> Result<String> {
+        if pools.contains(p.get_ref().as_str()) {
+            Ok(p.get_ref().clone())
+        } else {
+            Err(invalid(
+                p,
+                format!("route refers to unknown pool `{}`", p.get_ref()),
+            ))
+        }
+    };
+    let target = match (&r.pool, &r.split) {
+        (Some(p), None) => Target::Pool(known(p)?),
+        (None, Some(split)) => {
+            if split.get_ref().is_empty() {
+                return Err(invalid(split, "`split` needs at least one pool"));
+            }
+            let mut out = Vec::new();
+            for s in split.get_ref() {
+                let s = s.get_ref();
+                let weight = *s.weight.get_ref();
+                if weight == 0 || weight > MAX_SPLIT_WEIGHT {
+                    return Err(invalid(
+                        &s.weight,
+                        format!("split weight must be 1..={MAX_SPLIT_WEIGHT}, got {weight}"),
+                    ));
+                }
+                out.push((known(&s.pool)?, weight));
+            }
+            Target::Split(out)
+        }
+        (Some(p), Some(_)) => {
+            return Err(invalid(p, "a route has `pool` or `split`, not both"));
+        }
+        (None, None) => {
+            return Err(invalid(spanned, "a route needs a `pool` or a `split`"));
+        }
+    };
+    Ok(Route { when, target })
+}
+
+fn method(m: &Spanned<String>) -> Result<Method> {
+    let text = m.get_ref();
+    let upper = text.to_ascii_uppercase();
+    if upper != *text || upper.is_empty() {
+        return Err(invalid(
+            m,
+            format!("route `method` is written in capitals, e.g. GET, got `{text}`"),
+        ));
+    }
+    Method::from_bytes(upper.as_bytes())
+        .map_err(|_| invalid(m, format!("invalid route `method` `{text}`")))
+}
+
+fn header_matches(h: &Spanned<BTreeMap<String, FileHeaderMatch>>) -> Result<Vec<HeaderMatch>> {
+    h.get_ref()
+        .iter()
+        .map(|(name, value)| {
+            let name = header_name(h, name)?;
+            let value = match value {
+                FileHeaderMatch::Present(true) => None,
+                FileHeaderMatch::Present(false) => {
+                    return Err(invalid(
+                        h,
+                        format!("header `{name}`: use a value, or `true` for \"present\""),
+                    ))
+                }
+                FileHeaderMatch::Exact(v) => Some(header_value(h, v)?),
+            };
+            Ok(HeaderMatch { name, value })
+        })
+        .collect()
+}
+
+fn rewrite(h: &FileHeaders) -> Result<Rewrite> {
+    let adds =
+        |m: &Option<Spanned<BTreeMap<String, String>>>| -> Result<Vec<(HeaderName, HeaderValue)>> {
+            let Some(m) = m else { return Ok(Vec::new()) };
+            m.get_ref()
+                .iter()
+                .map(|(k, v)| Ok((header_name(m, k)?, header_value(m, v)?)))
+                .collect()
+        };
+    let removes = |l: &Option<Spanned<Vec<String>>>| -> Result<Vec<HeaderName>> {
+        let Some(l) = l else { return Ok(Vec::new()) };
+        l.get_ref().iter().map(|k| header_name(l, k)).collect()
+    };
+    Ok(Rewrite {
+        request_add: adds(&h.request_add)?,
+        request_remove: removes(&h.request_remove)?,
+        response_add: adds(&h.response_add)?,
+        response_remove: removes(&h.response_remove)?,
+    })
+}
+
+fn header_name<T>(at: &Spanned<T>, name: &str) -> Result<HeaderName> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| invalid(at, format!("invalid header name `{name}`")))
+}
+
+fn header_value<T>(at: &Spanned<T>, value: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(value).map_err(|_| Invalid {
+        offset: at.span().start,
+        message: format!("invalid header value `{value}`"),
+    })
+}
