@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback.
 #
-#   scripts/bench.sh [tcp|udp|all]     (default: all)
+#   scripts/bench.sh [tcp|http|udp|all]     (default: all)
 #
 # The proxy under test is pinned to CPU $PROXY_CPU; load generators and backends to
 # $LOAD_CPU. Each proxy runs with one worker/thread. Every figure is the median of
@@ -34,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
-case "$SUITE" in tcp|udp|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, udp, all)" >&2; exit 2 ;; esac
+case "$SUITE" in tcp|udp|http|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, udp, http, all)" >&2; exit 2 ;; esac
 
 # Room for many connections and flows (works as root; otherwise the limits stay).
 ulimit -Hn 1048576 2>/dev/null || true
@@ -45,6 +45,8 @@ if [ -z "${FULCRUM_SKIP_BUILD:-}" ]; then
 fi
 
 WORK=$(mktemp -d /tmp/fulcrum-bench.XXXXXX)
+# nginx workers run as an unprivileged user and must read the web root.
+chmod 755 "$WORK"
 PIDS=()
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -75,6 +77,72 @@ echo "fulcrum $("$FULCRUM" --version | awk '{print $2}') | $(haproxy -v | head -
 echo "proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, $ROUNDS rounds of ${SECS}s, medians"
 echo
 
+# Two nginx backends serving a fixed 128-byte body on ports $1 and $2 (load CPU).
+start_web() {
+  mkdir -p "$WORK/web"
+  head -c 128 /dev/zero | tr '\0' 'x' > "$WORK/web/index.html"
+  cat > "$WORK/web-$1.conf" <<CONF
+worker_processes 1;
+pid $WORK/web-$1.pid;
+error_log $WORK/web-$1.err;
+events { worker_connections 9000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$1 backlog=4096; root $WORK/web; }
+  server { listen 127.0.0.1:$2 backlog=4096; root $WORK/web; }
+}
+CONF
+  taskset -c "$LOAD_CPU" nginx -c "$WORK/web-$1.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
+}
+
+# One wrk run against proxy $1 (port ${HTTP[$1]}, pid $PID_$1; "direct" has no
+# proxy pid); prints "rps cpu_us_per_request p99_ms".
+wrk_run() {
+  local proxy=$1; shift
+  local pid_var="PID_$proxy" before=0 after=0 out
+  [ "$proxy" = direct ] || before=$(cpu_ticks "${!pid_var}")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "http://127.0.0.1:${HTTP[$proxy]}/")
+  [ "$proxy" = direct ] || after=$(cpu_ticks "${!pid_var}")
+  python3 - "$out" "$before" "$after" "$TICK" <<'PY'
+import re, sys
+out, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+if bad:
+    print(f"wrk: {bad.group(1)} non-2xx responses", file=sys.stderr)
+cpu_us = (after - before) / tick * 1e6 / max(reqs, 1)
+print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f}")
+PY
+}
+
+# Alternating wrk rounds against each proxy in $PROXIES (and "direct" if listed),
+# then medians and ratios. $1 is the title; the rest goes to wrk.
+http_suite() {
+  local title=$1; shift
+  declare -A RPS CPU P99
+  for _ in $(seq "$ROUNDS"); do
+    for p in $PROXIES; do
+      read -r rps cpu p99 < <(wrk_run "$p" "$@")
+      RPS[$p]="${RPS[$p]:-} $rps"; CPU[$p]="${CPU[$p]:-} $cpu"; P99[$p]="${P99[$p]:-} $p99"
+    done
+  done
+  echo "== $title (wrk -t1 -c$CONNS)"
+  printf '  %-8s %10s %14s %9s\n' proxy req/s "proxy µs/req" "p99 ms"
+  for p in $PROXIES; do
+    # shellcheck disable=SC2086
+    printf '  %-8s %10s %14s %9s\n' "$p" "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(median ${P99[$p]})"
+  done
+  # shellcheck disable=SC2086
+  echo "  fulcrum/haproxy req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[haproxy]})")  fulcrum/nginx req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[nginx]})")"
+  # shellcheck disable=SC2086
+  echo "  p99 ms: fulcrum $(median ${P99[fulcrum]}), haproxy $(median ${P99[haproxy]}), nginx $(median ${P99[nginx]})"
+  echo
+}
+
 suite_tcp() {
 P_IPERF=$(free_port); P_WEB1=$(free_port); P_WEB2=$(free_port)
 declare -A BULK HTTP
@@ -83,21 +151,7 @@ for p in fulcrum haproxy nginx; do BULK[$p]=$(free_port); HTTP[$p]=$(free_port);
 
 # --- backends (load CPU) -----------------------------------------------------------
 taskset -c "$LOAD_CPU" iperf3 -s -p "$P_IPERF" >/dev/null 2>&1 & PIDS+=($!)
-mkdir -p "$WORK/web"
-head -c 128 /dev/zero | tr '\0' 'x' > "$WORK/web/index.html"
-cat > "$WORK/web.conf" <<CONF
-worker_processes 1;
-pid $WORK/web.pid;
-error_log $WORK/web.err;
-events { worker_connections 9000; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_WEB1 backlog=4096; root $WORK/web; }
-  server { listen 127.0.0.1:$P_WEB2 backlog=4096; root $WORK/web; }
-}
-CONF
-taskset -c "$LOAD_CPU" nginx -c "$WORK/web.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
+start_web "$P_WEB1" "$P_WEB2"
 
 # --- proxies (proxy CPU) -------------------------------------------------------------
 cat > "$WORK/fulcrum.toml" <<CONF
@@ -187,45 +241,7 @@ echo "  fulcrum/haproxy $(ratio "$f" "$h")  fulcrum/nginx $(ratio "$f" "$n")  fu
 echo
 
 # --- HTTP through L4: wrk keep-alive and Connection: close ------------------------------
-# Prints "rps cpu_us_per_request p99_ms" for one run against proxy $1.
-wrk_run() {
-  local proxy=$1; shift
-  local pid_var="PID_$proxy" before after out
-  before=$(cpu_ticks "${!pid_var}")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "http://127.0.0.1:${HTTP[$proxy]}/")
-  after=$(cpu_ticks "${!pid_var}")
-  python3 - "$out" "$before" "$after" "$TICK" <<'PY'
-import re, sys
-out, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-reqs = int(re.search(r"(\d+) requests in", out).group(1))
-secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))
-p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-cpu_us = (after - before) / tick * 1e6 / max(reqs, 1)
-print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f}")
-PY
-}
-
-http_suite() {
-  local title=$1; shift
-  declare -A RPS CPU P99
-  for _ in $(seq "$ROUNDS"); do
-    for p in fulcrum haproxy nginx; do
-      read -r rps cpu p99 < <(wrk_run "$p" "$@")
-      RPS[$p]="${RPS[$p]:-} $rps"; CPU[$p]="${CPU[$p]:-} $cpu"; P99[$p]="${P99[$p]:-} $p99"
-    done
-  done
-  echo "== $title (wrk -t1 -c$CONNS)"
-  printf '  %-8s %10s %14s %9s\n' proxy req/s "proxy µs/req" "p99 ms"
-  for p in fulcrum haproxy nginx; do
-    # shellcheck disable=SC2086
-    printf '  %-8s %10s %14s %9s\n' "$p" "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(median ${P99[$p]})"
-  done
-  # shellcheck disable=SC2086
-  echo "  fulcrum/haproxy req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[haproxy]})")  fulcrum/nginx req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[nginx]})")"
-  echo
-}
+PROXIES="fulcrum haproxy nginx"
 http_suite "HTTP keep-alive through L4"
 http_suite "New connections (Connection: close)" -H "Connection: close"
 
@@ -267,9 +283,12 @@ stop_all
 
 # shellcheck source=scripts/bench-udp.sh
 . "$ROOT/scripts/bench-udp.sh"
+# shellcheck source=scripts/bench-http.sh
+. "$ROOT/scripts/bench-http.sh"
 
 case "$SUITE" in
   tcp) suite_tcp ;;
   udp) suite_udp ;;
-  all) suite_tcp; suite_udp ;;
+  http) suite_http ;;
+  all) suite_tcp; suite_http; suite_udp ;;
 esac

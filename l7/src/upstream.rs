@@ -157,6 +157,15 @@ impl UpstreamBody {
     }
 }
 
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Read to the end but never polled past it: the connection is reusable.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -167,6 +176,9 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            // The server stops polling once a body of known length is written, so
+            // the last frame releases the connection, not the `None` after it.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
             Poll::Ready(None) => self.release(),
             // The connection is in an unknown state: let it close.
             Poll::Ready(Some(Err(_))) => self.release = None,

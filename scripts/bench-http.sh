@@ -1,0 +1,90 @@
+# shellcheck shell=bash
+# The L7 suite of scripts/bench.sh (sourced by it; uses its helpers and settings).
+#
+# wrk keep-alive against two nginx backends: direct to one backend, through
+# fulcrum (protocol = "http", access log on), through HAProxy (mode http,
+# http-reuse always) and through NGINX (proxy_pass, upstream keepalive). Each proxy
+# keeps its upstream connections alive, so this measures HTTP parsing, routing and
+# header rewriting, not connection set-up.
+
+suite_http() {
+  local P_WEB1 P_WEB2 name
+  P_WEB1=$(free_port); P_WEB2=$(free_port)
+  declare -A HTTP
+  HTTP[direct]=$P_WEB1
+  for name in fulcrum haproxy nginx; do HTTP[$name]=$(free_port); done
+
+  start_web "$P_WEB1" "$P_WEB2"
+
+  cat > "$WORK/fulcrum-http.toml" <<CONF
+[[listener]]
+name = "web"
+protocol = "http"
+bind = "127.0.0.1:${HTTP[fulcrum]}"
+pool = "web"
+
+[[pool]]
+name = "web"
+backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
+CONF
+  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-http.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-http.err" &
+  PID_fulcrum=$!; PIDS+=($PID_fulcrum)
+
+  cat > "$WORK/haproxy-http.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 3s
+  timeout client 5m
+  timeout server 5m
+  timeout http-keep-alive 5m
+frontend web
+  bind 127.0.0.1:${HTTP[haproxy]}
+  default_backend web
+backend web
+  balance roundrobin
+  server w1 127.0.0.1:$P_WEB1
+  server w2 127.0.0.1:$P_WEB2
+CONF
+  taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>"$WORK/haproxy-http.err" &
+  PID_haproxy=$!; PIDS+=($PID_haproxy)
+
+  cat > "$WORK/nginx-http.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx-http.pid;
+error_log $WORK/nginx-http.err;
+events { worker_connections 9000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream web {
+    server 127.0.0.1:$P_WEB1;
+    server 127.0.0.1:$P_WEB2;
+    keepalive 128;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${HTTP[nginx]} backlog=4096;
+    location / {
+      proxy_pass http://web;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null &
+  PID_nginx=$!; PIDS+=($PID_nginx)
+
+  for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
+    wait_port "$port"
+  done
+
+  PROXIES="direct fulcrum haproxy nginx"
+  http_suite "HTTP keep-alive through L7 proxies"
+  stop_all
+}
