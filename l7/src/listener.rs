@@ -163,6 +163,7 @@ pub async fn serve(
                 listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 let conn = Arc::new(proxy::Conn {
                     peer,
+                    client: crate::rewrite::Client::new(peer),
                     listener: Arc::clone(&listener),
                     sessions: sessions.clone(),
                 });

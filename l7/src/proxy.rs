@@ -27,6 +27,8 @@ use crate::upstream::{self, ProxyBody, Sender, UpstreamBody};
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub peer: SocketAddr,
+    /// What the forwarding headers say about this client.
+    pub client: rewrite::Client,
     pub listener: Arc<Listener>,
     /// Upgraded tunnels are tracked with the connections, so shutdown drains them.
     pub sessions: TaskTracker,
@@ -72,10 +74,13 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let current = conn.listener.current();
     let settings = &current.settings;
-    let started = Instant::now();
-    let logged = settings
-        .access_log
-        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let logged = settings.access_log.then(|| {
+        (
+            Instant::now(),
+            req.method().clone(),
+            req.uri().path().to_owned(),
+        )
+    });
     let outcome = tokio::time::timeout(settings.request_timeout, forward(req, &conn, &current))
         .await
         .unwrap_or(Err(Refusal::Timeout));
@@ -96,7 +101,7 @@ pub(crate) async fn handle(
     };
     let status = response.status().as_u16();
     conn.listener.stats.count(status);
-    if let Some((method, path)) = logged {
+    if let Some((started, method, path)) = logged {
         let backend = backend.map_or_else(|| "-".to_owned(), |b: SocketAddr| b.to_string());
         tracing::info!(
             listener = %settings.name,
@@ -126,16 +131,14 @@ async fn forward(
     let version = req.version();
     let (mut parts, body) = req.into_parts();
 
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            let h = parts.headers.get(header::HOST)?;
-            h.to_str().ok().map(str::to_owned)
-        });
+    // The host the client asked for: the authority of an absolute or HTTP/2 URI,
+    // else the Host header (a cheap clone of the received bytes).
+    let host: Option<HeaderValue> = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     let info = RequestInfo {
-        host: host.as_deref().map(host_name),
+        host: host.as_ref().and_then(|h| h.to_str().ok()).map(host_name),
         path: parts.uri.path(),
         method: &parts.method,
         headers: &parts.headers,
@@ -154,14 +157,12 @@ async fn forward(
         parts.headers.insert(header::UPGRADE, to);
     }
     if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), &host) {
-        if let Ok(h) = HeaderValue::from_str(h) {
-            parts.headers.insert(header::HOST, h);
-        }
+        parts.headers.insert(header::HOST, h.clone());
     }
     let origin = Origin {
-        client: conn.peer,
+        client: &conn.client,
         proto: "http",
-        host: host.as_deref(),
+        host: host.as_ref(),
     };
     rewrite::forwarded(&mut parts.headers, &origin, settings.trust_forwarded);
     settings.rewrite.request(&mut parts.headers);

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The operator's `[listener.headers]`.
@@ -36,41 +37,68 @@ fn apply(headers: &mut HeaderMap, remove: &[HeaderName], add: &[(HeaderName, Hea
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never
 /// forwarded. `upgrade` is handled by the caller for Upgrade requests.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes the hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+}
+
+/// What the forwarding headers say about one client, worked out once per
+/// connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's IP, as X-Forwarded-For carries it.
+    ip: HeaderValue,
+    /// `for=...` as Forwarded carries it (RFC 7239 §6: IPv6 bracketed and quoted).
+    node: String,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        let ip = addr.ip();
+        let node = match ip {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        };
+        Client {
+            ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node,
+        }
     }
 }
 
 /// What the proxy knows of the client side of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
-    pub client: SocketAddr,
+    pub client: &'a Client,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The host the client asked for, port included, if it named one.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -81,41 +109,51 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// chain is kept and the client appended to it (the client is a proxy we trust);
 /// without, whatever the client sent is replaced, so it cannot forge a source.
 pub fn forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, trust: bool) {
-    let ip = origin.client.ip();
-    let ip_text = ip.to_string();
-    // RFC 7239 §6: IPv6 addresses are bracketed and the value quoted.
-    let node = match ip {
-        IpAddr::V4(_) => ip_text.clone(),
-        IpAddr::V6(_) => format!("\"[{ip_text}]\""),
-    };
-    let mut element = format!("for={node};proto={}", origin.proto);
-    if let Some(host) = origin.host.filter(|h| is_token_safe(h)) {
+    let host = origin
+        .host
+        .filter(|h| h.as_bytes().iter().all(|&b| is_token_byte(b)));
+    let mut element = String::with_capacity(64);
+    element.push_str(&origin.client.node);
+    element.push_str(";proto=");
+    element.push_str(origin.proto);
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         element.push_str(";host=");
         element.push_str(host);
     }
-    let chain = |existing: Option<String>, ours: &str| match existing {
-        Some(before) if trust && !before.trim().is_empty() => format!("{before}, {ours}"),
-        _ => ours.to_owned(),
-    };
     let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
         let values: Vec<&str> = headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
             .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
-    let xff = chain(joined(headers, &X_FORWARDED_FOR), &ip_text);
-    let fwd = chain(joined(headers, &header::FORWARDED), &element);
-    set(headers, X_FORWARDED_FOR, &xff);
-    set(headers, header::FORWARDED, &fwd);
+    let earlier =
+        |headers: &HeaderMap, name: &HeaderName| trust.then(|| joined(headers, name)).flatten();
+    match earlier(headers, &X_FORWARDED_FOR) {
+        Some(before) => {
+            let ip = origin.client.ip.to_str().unwrap_or("unknown");
+            set(headers, X_FORWARDED_FOR, format!("{before}, {ip}"));
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, origin.client.ip.clone());
+        }
+    }
+    let fwd = match earlier(headers, &header::FORWARDED) {
+        Some(before) => format!("{before}, {element}"),
+        None => element,
+    };
+    set(headers, header::FORWARDED, fwd);
     let keep = |headers: &HeaderMap, name: &HeaderName| trust && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
-        set(headers, X_FORWARDED_PROTO, origin.proto);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));
     }
     if !keep(headers, &X_FORWARDED_HOST) {
         match origin.host {
-            Some(host) => set(headers, X_FORWARDED_HOST, host),
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
             None => {
                 headers.remove(X_FORWARDED_HOST);
             }
@@ -123,22 +161,22 @@ pub fn forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, trust: bool) {
     }
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
+/// Sets a header to a value built here (no copy); drops it if the value is not a
+/// valid header value, which only a malformed client value can cause.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    match HeaderValue::from_maybe_shared(Bytes::from(value)) {
         Ok(v) => {
             headers.insert(name, v);
         }
-        // Only reachable with a client value that was not valid to begin with.
         Err(_) => {
             headers.remove(name);
         }
     }
 }
 
-/// A host that can go into `Forwarded` unquoted.
-fn is_token_safe(host: &str) -> bool {
-    host.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+/// A byte of a host that can go into `Forwarded` unquoted.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._:".contains(&b)
 }
 
 /// Whether a request asks to switch protocols (WebSocket and the like).
@@ -167,11 +205,11 @@ mod tests {
         m
     }
 
-    fn origin(client: &str) -> Origin<'static> {
+    fn origin<'a>(client: &'a Client, host: &'a HeaderValue) -> Origin<'a> {
         Origin {
-            client: client.parse().unwrap(),
+            client,
             proto: "http",
-            host: Some("example.com:8080"),
+            host: Some(host),
         }
     }
 
@@ -196,7 +234,9 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
             ("x-forwarded-proto", "https"),
         ]);
-        forwarded(&mut h, &origin("10.0.0.1:5000"), false);
+        let client = Client::new("10.0.0.1:5000".parse().unwrap());
+        let host = HeaderValue::from_static("example.com:8080");
+        forwarded(&mut h, &origin(&client, &host), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
@@ -213,7 +253,9 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        forwarded(&mut h, &origin("[::1]:5000"), true);
+        let client = Client::new("[::1]:5000".parse().unwrap());
+        let host = HeaderValue::from_static("example.com:8080");
+        forwarded(&mut h, &origin(&client, &host), true);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(
