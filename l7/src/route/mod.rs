@@ -3,6 +3,7 @@
 //! returns the most specific matching route (linkerd's `http/route` ordering).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -150,6 +151,12 @@ pub struct RequestInfo<'a> {
 pub struct Router<P> {
     routes: Vec<Route<P>>,
     fallback: Option<Target<P>>,
+    /// Routes with an exact host, by that host (indices in `routes` order). Every
+    /// exact-host route outranks every other route, so a lookup can try these
+    /// first and then only the routes in `rest`.
+    by_host: HashMap<String, Vec<usize>>,
+    /// Routes without an exact host.
+    rest: Vec<usize>,
 }
 
 impl<P> Router<P> {
@@ -157,14 +164,37 @@ impl<P> Router<P> {
     pub fn new(mut routes: Vec<Route<P>>, fallback: Option<Target<P>>) -> Self {
         // Stable: config order breaks ties.
         routes.sort_by_key(|r| std::cmp::Reverse(specificity(&r.when)));
-        Router { routes, fallback }
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut rest = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match &r.when.host {
+                Some(HostMatch::Exact(h)) => by_host.entry(h.clone()).or_default().push(i),
+                _ => rest.push(i),
+            }
+        }
+        Router {
+            routes,
+            fallback,
+            by_host,
+            rest,
+        }
     }
 
     /// The target of the most specific route that matches, else the fallback;
     /// `None` (a 404) when neither applies.
     pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Target<P>> {
-        self.routes
-            .iter()
+        let exact = req.host.and_then(|h| {
+            if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_host.get(&h.to_ascii_lowercase())
+            } else {
+                self.by_host.get(h)
+            }
+        });
+        exact
+            .into_iter()
+            .flatten()
+            .chain(&self.rest)
+            .map(|&i| &self.routes[i])
             .find(|r| matches(&r.when, req))
             .map(|r| &r.target)
             .or(self.fallback.as_ref())
@@ -181,6 +211,8 @@ impl<P> Router<P> {
     /// The same routes over other pool handles.
     pub fn map<Q>(&self, mut f: impl FnMut(&P) -> Q) -> Router<Q> {
         Router {
+            by_host: self.by_host.clone(),
+            rest: self.rest.clone(),
             routes: self
                 .routes
                 .iter()
