@@ -197,6 +197,9 @@ fn header_name<T>(at: &Spanned<T>, name: &str) -> Result<HeaderName> {
 fn header_value<T>(at: &Spanned<T>, value: &str) -> Result<HeaderValue> {
     HeaderValue::from_str(value).map_err(|_| Invalid {
         offset: at.span().start,
-        message: format!("invalid header value `{value}`"),
+        message: format!("invalid header value {value:?}"),
     })
 }
+
+#[cfg(test)]
+mod tests;
