@@ -441,3 +441,77 @@ fn flag_only_http_mode() {
     let r = get(f.addr("http"), "/flag", &[]);
     assert_eq!(r.backend(), Some("web"));
 }
+
+#[test]
+fn hash_key_header_keeps_a_user_on_one_backend() {
+    let backends: Vec<HttpBackend> = ["a", "b", "c"]
+        .into_iter()
+        .map(HttpBackend::start)
+        .collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let config = http_config(
+        "pool = \"p\"",
+        "",
+        &[(
+            "p",
+            addrs,
+            "algorithm = \"hash\"\nhash_key = \"header:x-user\"",
+        )],
+    );
+    let f = Fulcrum::run(&config);
+    let mut c = HttpClient::connect(f.addr("web"));
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..30 {
+        let id = format!("user-{user}");
+        let first = c.get("/", &[("x-user", &id)]).backend().unwrap().to_owned();
+        for _ in 0..3 {
+            assert_eq!(
+                c.get("/", &[("x-user", &id)]).backend(),
+                Some(first.as_str())
+            );
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 3, "30 users all landed on {seen:?}");
+}
+
+#[test]
+fn reload_changes_routes_for_open_connections() {
+    let (old, new) = (HttpBackend::start("old"), HttpBackend::start("new"));
+    let before = http_config(
+        "pool = \"old\"",
+        "",
+        &[pool("old", &old), pool("new", &new)],
+    );
+    let mut f = Fulcrum::run(&before);
+    let mut c = HttpClient::connect(f.addr("web"));
+    assert_eq!(c.get("/x", &[]).backend(), Some("old"));
+    let routes = "[[listener.route]]\npath_prefix = \"/x\"\npool = \"new\"\n";
+    let after = http_config(
+        "pool = \"old\"",
+        routes,
+        &[pool("old", &old), pool("new", &new)],
+    );
+    let said = f.reload(&after);
+    assert!(said.contains("reloaded"), "{said}");
+    // The same keep-alive connection follows the new routes.
+    assert_eq!(c.get("/x", &[]).backend(), Some("new"));
+    assert_eq!(c.get("/y", &[]).backend(), Some("old"));
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let web = HttpBackend::start("web");
+    let f = Fulcrum::run(&http_config("pool = \"web\"", "", &[pool("web", &web)]));
+    let too_many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let too_big = format!("x-big: {}\r\n", "a".repeat(70 * 1024));
+    for extra in [too_many, too_big] {
+        let mut s = connect(f.addr("web"));
+        let _ = s.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes());
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+    assert_eq!(web.hits(), 0);
+}

@@ -220,7 +220,10 @@ impl Config {
                 l.pool.as_deref().unwrap_or("(none: 404)"),
             );
             if let Protocol::Http(h) = &l.protocol {
-                for r in &h.routes {
+                // In the order requests try them: most specific first.
+                let mut routes: Vec<_> = h.routes.iter().collect();
+                routes.sort_by(|a, b| fulcrum_l7::route::compare(&b.when, &a.when));
+                for r in routes {
                     let _ = writeln!(out, "  route {}", describe_route(r));
                 }
             }
