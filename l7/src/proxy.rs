@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use fulcrum_l4::balance::rng::Rng;
 use fulcrum_l4::balance::Context;
@@ -13,15 +12,16 @@ use fulcrum_l4::Backend;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::{Current, Listener, Upstream};
+use crate::listener::{Current, Listener, Settings, Upstream};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
 use crate::sticky::{cookie, set_cookie};
-use crate::upstream::{self, ProxyBody, Sender, UpstreamBody};
+use crate::upstream::{self, Link, ProxyBody, UpstreamBody};
 
 /// One client connection, as its requests see it.
 #[derive(Debug)]
@@ -192,15 +192,7 @@ async fn forward(
     for backend in candidates {
         let active = backend.track();
         let addr = backend.addr();
-        let (response, sender) = match send(
-            request,
-            backend,
-            pool,
-            settings.connect_timeout,
-            settings.upstream,
-        )
-        .await
-        {
+        let (response, link) = match send(request, backend, pool, settings, upgrade).await {
             Ok(sent) => sent,
             Err(Unsent(back)) => {
                 request = *back;
@@ -230,7 +222,7 @@ async fn forward(
                 parts.headers.append(header::SET_COOKIE, value);
             }
         }
-        let body = UpstreamBody::new(body, addr, Some(sender), settings.upstream, active);
+        let body = UpstreamBody::new(body, addr, Some(link), settings.upstream, active);
         return Ok((
             Response::from_parts(parts, ProxyBody::Upstream(body)),
             Some(addr),
@@ -248,43 +240,45 @@ enum SendError {
 use SendError::{Failed, Unsent};
 
 /// Sends `req` to `backend` over a pooled connection, or a new one if none is
-/// idle (or the pooled one turns out closed before the request left).
+/// idle (or the pooled one turns out closed before the request left). Upgrade
+/// requests always get a connection of their own.
 async fn send(
     req: Request<Incoming>,
     backend: &Backend,
     pool: &fulcrum_l4::Pool,
-    connect_timeout: Duration,
-    limits: upstream::Limits,
-) -> Result<(Response<Incoming>, Sender), SendError> {
+    settings: &Settings,
+    upgrade: bool,
+) -> Result<(Response<Incoming>, Link), SendError> {
     let addr = backend.addr();
     let mut req = req;
-    if let Some(mut sender) = upstream::checkout(addr, limits).await {
-        match sender.try_send_request(req).await {
-            Ok(response) => return Ok((response, sender)),
-            Err(mut e) => match e.take_message() {
+    if !upgrade {
+        if let Some(mut link) = upstream::checkout(addr, settings.upstream).await {
+            match link.send(req).await {
+                Ok(response) => return Ok((response, link)),
                 // A keep-alive connection the backend closed: try a new one.
-                Some(back) => req = back,
-                None => return Err(Failed(e.into_error())),
-            },
+                Err(e) => req = unsent(e)?,
+            }
         }
     }
     let started = Instant::now();
-    let mut sender = match upstream::connect(addr, connect_timeout).await {
-        Ok(sender) => sender,
+    let mut link = match upstream::connect(addr, settings.connect_timeout, upgrade).await {
+        Ok(link) => link,
         Err(e) => {
             pool.record_connect_error(backend);
-            tracing::warn!(backend = %addr, error = %e, "backend connect failed");
+            tracing::warn!(listener = %settings.name, backend = %addr, error = %e, "backend connect failed");
             return Err(Unsent(Box::new(req)));
         }
     };
     pool.record_connected(backend, started.elapsed());
-    match sender.try_send_request(req).await {
-        Ok(response) => Ok((response, sender)),
-        Err(mut e) => match e.take_message() {
-            Some(back) => Err(Unsent(Box::new(back))),
-            None => Err(Failed(e.into_error())),
-        },
+    match link.send(req).await {
+        Ok(response) => Ok((response, link)),
+        Err(e) => Err(Unsent(Box::new(unsent(e)?))),
     }
+}
+
+/// The request back from a send that failed before it left; `Failed` otherwise.
+fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, SendError> {
+    e.take_message().ok_or_else(|| Failed(e.into_error()))
 }
 
 /// Relays bytes both ways between an upgraded client and backend (WebSocket).

@@ -1,9 +1,14 @@
 //! Upstream HTTP/1.1 connections: connecting with the listener's timeout, and a
 //! keep-alive pool per backend, per worker thread, bounded in idle count and idle
 //! time. A connection goes back to the pool only once its response body has ended.
+//!
+//! A pooled connection's I/O is driven by the request using it (while it waits for
+//! the response head, then by the response body as the client reads it) rather
+//! than by a task of its own: a response wakes one task, not two.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,10 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fulcrum_l4::pool::ActiveGuard;
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// A handle that sends requests over one upstream connection.
@@ -26,6 +34,8 @@ pub const DEFAULT_MAX_IDLE: usize = 64;
 /// How long an idle upstream connection is kept; below common backend keep-alive
 /// timeouts (nginx 75 s, Apache 5 s is the exception) so fulcrum closes first.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections of every backend are checked for expiry.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Bounds on the idle connections kept for one backend.
 #[derive(Debug, Clone, Copy)]
@@ -43,8 +53,75 @@ impl Default for Limits {
     }
 }
 
-struct Idle {
+/// One upstream connection: the handle requests are sent with, and the
+/// connection's I/O state machine, polled by whoever waits on it.
+#[derive(Debug)]
+pub struct Link {
     sender: Sender,
+    conn: Driver,
+}
+
+/// Who moves a connection's I/O along.
+#[derive(Debug)]
+enum Driver {
+    /// Whoever waits on the link polls this.
+    Here(Connection<TokioIo<TcpStream>, Incoming>),
+    /// A task of its own (connections for Upgrade requests, never pooled).
+    Spawned,
+    Ended,
+}
+
+impl Link {
+    /// Moves the connection's I/O along; false once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Driver::Here(conn) = &mut self.conn else {
+            return matches!(self.conn, Driver::Spawned);
+        };
+        match Pin::new(conn).poll(cx) {
+            Poll::Pending => return true,
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => tracing::debug!(error = %e, "upstream connection ended"),
+        }
+        self.conn = Driver::Ended;
+        false
+    }
+
+    /// Sends `req`; the request comes back in the error when it was not sent.
+    pub async fn send(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if self.drive(cx) {
+                Poll::Pending
+            } else {
+                // The connection ended: the response future resolves now.
+                response.as_mut().poll(cx)
+            }
+        })
+        .await
+    }
+
+    /// Whether the connection is still open and ready for a request.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            let alive = self.drive(cx);
+            match self.sender.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(alive && r.is_ok()),
+                Poll::Pending if alive => Poll::Pending,
+                Poll::Pending => Poll::Ready(false),
+            }
+        })
+        .await
+    }
+}
+
+struct Idle {
+    link: Link,
     since: Instant,
 }
 
@@ -52,95 +129,106 @@ thread_local! {
     // Each worker runs one single-threaded event loop, so a per-thread pool needs no
     // lock and keeps a connection on the worker whose event loop drives it.
     static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// An idle connection to `addr` that is ready for a request, if there is one.
-pub async fn checkout(addr: SocketAddr, limits: Limits) -> Option<Sender> {
+pub async fn checkout(addr: SocketAddr, limits: Limits) -> Option<Link> {
     loop {
-        let mut sender = IDLE.with_borrow_mut(|idle| {
+        let mut link = IDLE.with_borrow_mut(|idle| {
             let list = idle.get_mut(&addr)?;
             // Newest first: the warmest connection, the least likely to be closed.
             while let Some(c) = list.pop() {
-                if !c.sender.is_closed() && c.since.elapsed() < limits.idle_timeout {
-                    return Some(c.sender);
+                if c.since.elapsed() < limits.idle_timeout {
+                    return Some(c.link);
                 }
             }
             None
         })?;
-        // A connection whose last response just ended becomes ready once its task
-        // has run; one the backend closed meanwhile fails here and is dropped.
-        if sender.ready().await.is_ok() {
-            return Some(sender);
+        // One the backend closed meanwhile fails here and is dropped.
+        if link.ready().await {
+            return Some(link);
         }
     }
 }
 
 /// Puts a connection whose exchange has ended back in the pool.
-fn give_back(addr: SocketAddr, sender: Sender, limits: Limits) {
-    if sender.is_closed() || limits.max_idle == 0 {
+fn give_back(addr: SocketAddr, link: Link, limits: Limits) {
+    if !matches!(link.conn, Driver::Here(_)) || link.sender.is_closed() || limits.max_idle == 0 {
         return;
     }
+    let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
+        // Idle connections are not polled, so expiry is looked for here.
+        let due = LAST_SWEEP.get().is_none_or(|at| now - at >= SWEEP_EVERY);
+        if due {
+            LAST_SWEEP.set(Some(now));
+            idle.retain(|_, list| {
+                list.retain(|c| now - c.since < limits.idle_timeout);
+                !list.is_empty()
+            });
+        }
         let list = idle.entry(addr).or_default();
-        list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < limits.idle_timeout);
         if list.len() >= limits.max_idle {
             list.remove(0);
         }
-        list.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        list.push(Idle { link, since: now });
     });
 }
 
-/// Opens a new HTTP/1.1 connection to `addr`; its I/O runs as a task of its own.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
+/// Opens a new HTTP/1.1 connection to `addr`. One for an Upgrade request runs
+/// its I/O as a task of its own, which hands the connection over once the backend
+/// switches protocols; such a connection is never pooled.
+pub async fn connect(addr: SocketAddr, timeout: Duration, upgrade: bool) -> io::Result<Link> {
     let stream = fulcrum_l4::tcp::connect(addr, timeout).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
+    if !upgrade {
+        return Ok(Link {
+            sender,
+            conn: Driver::Here(conn),
+        });
+    }
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
         }
     });
-    Ok(sender)
+    Ok(Link {
+        sender,
+        conn: Driver::Spawned,
+    })
 }
 
-/// A response body from a backend: its connection goes back to the pool when the
-/// body ends, and the backend counts the request as active until then.
+/// A response body from a backend: it drives the connection while the client
+/// reads, the connection goes back to the pool when the body ends, and the backend
+/// counts the request as active until then.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
-    release: Option<Release>,
+    link: Option<Link>,
+    addr: SocketAddr,
+    limits: Limits,
     _active: ActiveGuard,
 }
 
-#[derive(Debug)]
-struct Release {
-    addr: SocketAddr,
-    sender: Sender,
-    limits: Limits,
-}
-
 impl UpstreamBody {
-    /// `sender` is returned to the pool once `inner` ends (`None`: never, as for a
-    /// connection that will close).
+    /// `link` (when there is one) is driven while `inner` streams and goes back
+    /// to the pool once it ends.
     pub fn new(
         inner: Incoming,
         addr: SocketAddr,
-        sender: Option<Sender>,
+        link: Option<Link>,
         limits: Limits,
         active: ActiveGuard,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
-            release: sender.map(|sender| Release {
-                addr,
-                sender,
-                limits,
-            }),
+            link,
+            addr,
+            limits,
             _active: active,
         };
         // An empty body may never be polled: release now.
@@ -151,8 +239,8 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Some(r) = self.release.take() {
-            give_back(r.addr, r.sender, r.limits);
+        if let Some(link) = self.link.take() {
+            give_back(self.addr, link, self.limits);
         }
     }
 }
@@ -174,6 +262,10 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(link) = &mut self.link {
+            // Read whatever the backend sent into the body before polling it.
+            link.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             // The server stops polling once a body of known length is written, so
@@ -181,7 +273,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
             Poll::Ready(None) => self.release(),
             // The connection is in an unknown state: let it close.
-            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Ready(Some(Err(_))) => self.link = None,
             _ => {}
         }
         polled
