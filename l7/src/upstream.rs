@@ -65,7 +65,7 @@ pub struct Link {
 #[derive(Debug)]
 enum Driver {
     /// Whoever waits on the link polls this.
-    Here(Connection<TokioIo<TcpStream>, Incoming>),
+    Here(Box<Connection<TokioIo<TcpStream>, Incoming>>),
     /// A task of its own (connections for Upgrade requests, never pooled).
     Spawned,
     Ended,
@@ -77,7 +77,7 @@ impl Link {
         let Driver::Here(conn) = &mut self.conn else {
             return matches!(self.conn, Driver::Spawned);
         };
-        match Pin::new(conn).poll(cx) {
+        match Pin::new(&mut **conn).poll(cx) {
             Poll::Pending => return true,
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => tracing::debug!(error = %e, "upstream connection ended"),
@@ -188,7 +188,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, upgrade: bool) -> io::
     if !upgrade {
         return Ok(Link {
             sender,
-            conn: Driver::Here(conn),
+            conn: Driver::Here(Box::new(conn)),
         });
     }
     tokio::spawn(async move {
