@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
+use fulcrum_l7::tls::CertFiles;
 
 use crate::config::{
     self, Config, HttpOptions, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
@@ -70,7 +71,8 @@ pub enum Command {
         after_help = "Example (DNS):\n  fulcrum udp --listen 0.0.0.0:53 --backend 10.0.0.1:53 --backend 10.0.0.2:53 --responses 1"
     )]
     Udp(UdpArgs),
-    /// Balance HTTP/1.1 and h2c (Layer 7) without a config file.
+    /// Balance HTTP/1.1 and HTTP/2 (Layer 7) without a config file; HTTPS with
+    /// --tls-cert and --tls-key.
     #[command(
         after_help = "Example:\n  fulcrum http --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80 --sticky-cookie FULCRUM"
     )]
@@ -254,12 +256,36 @@ pub struct HttpArgs {
     /// Keep the client's X-Forwarded-For chain (only behind a proxy you trust).
     #[arg(long)]
     pub trust_forwarded: bool,
+
+    /// Terminate TLS with this certificate (PEM, chain included); with --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl HttpArgs {
     /// The config this command line stands for: one listener `http`, one pool `http`.
     pub fn to_config(&self) -> Result<Config, String> {
+        let tls_files: Vec<CertFiles> = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => vec![CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }],
+            _ => Vec::new(),
+        };
+        let tls = match tls_files.is_empty() {
+            true => None,
+            false => {
+                Some(fulcrum_l7::tls::server_config(&tls_files, None).map_err(|e| e.to_string())?)
+            }
+        };
         let options = HttpOptions {
+            tls,
+            tls_files,
+            client_ca: None,
             connect_timeout: self.connect_timeout,
             retries: self.retries,
             header_read_timeout: nonzero(self.header_read_timeout, "--header-read-timeout")?,

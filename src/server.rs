@@ -490,6 +490,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         trust_forwarded: h.trust_forwarded,
         access_log: l.access_log,
         upstream: Default::default(),
+        tls: h.tls.clone(),
     }
 }
 

@@ -6,6 +6,7 @@ mod proxy;
 pub mod rewrite;
 pub mod route;
 pub mod sticky;
+pub mod tls;
 pub mod upstream;
 
 pub use listener::{

@@ -50,6 +50,8 @@ pub struct Settings {
     /// One info line per request.
     pub access_log: bool,
     pub upstream: Limits,
+    /// TLS termination (`protocol = "https"`); re-read on every reload.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A pool as L7 routes use it, with its request-level options.
@@ -187,8 +189,33 @@ const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it closes, or until shutdown lets its
-/// current request finish.
+/// current request finish. On an https listener the TLS handshake comes first,
+/// within `header_read_timeout`.
 async fn connection(stream: TcpStream, conn: Arc<proxy::Conn>, shutdown: CancellationToken) {
+    let current = conn.listener.current();
+    let Some(tls) = &current.settings.tls else {
+        return serve_http(TokioIo::new(stream), conn, shutdown).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+    let handshake = tokio::time::timeout(
+        current.settings.header_read_timeout,
+        acceptor.accept(stream),
+    );
+    match handshake.await {
+        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), conn, shutdown).await,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %current.settings.name, client = %conn.peer, error = %e, "tls handshake failed")
+        }
+        Err(_) => {
+            tracing::debug!(listener = %current.settings.name, client = %conn.peer, "tls handshake timed out")
+        }
+    }
+}
+
+async fn serve_http<I>(io: I, conn: Arc<proxy::Conn>, shutdown: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let peer: SocketAddr = conn.peer;
     let settings = &conn.listener.current().settings;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -206,7 +233,7 @@ async fn connection(stream: TcpStream, conn: Arc<proxy::Conn>, shutdown: Cancell
         let conn = Arc::clone(&conn);
         service_fn(move |req| proxy::handle(req, Arc::clone(&conn)))
     };
-    let mut served = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let mut served = pin!(builder.serve_connection_with_upgrades(io, service));
     let ended = tokio::select! {
         ended = served.as_mut() => ended,
         () = shutdown.cancelled() => {

@@ -161,7 +161,11 @@ async fn forward(
     }
     let origin = Origin {
         client: &conn.client,
-        proto: "http",
+        proto: if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         host: host.as_ref(),
     };
     rewrite::forwarded(&mut parts.headers, &origin, settings.trust_forwarded);

@@ -52,6 +52,7 @@ pub struct FileListener {
     pub request_timeout: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
+    pub client_ca: Option<S<String>>,
     pub route: Option<S<Vec<S<FileRoute>>>>,
     pub headers: Option<S<FileHeaders>>,
 }

@@ -1,10 +1,14 @@
-//! Validation of what only `protocol = "http"` listeners have: timeouts, routes
-//! (`[[listener.route]]`) and header rewriting (`[listener.headers]`).
+//! Validation of what only `protocol = "http"` and `"https"` listeners have:
+//! timeouts, routes (`[[listener.route]]`), header rewriting (`[listener.headers]`)
+//! and, for https, the certificates.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
+use fulcrum_l7::tls::CertFiles;
 use fulcrum_l7::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
@@ -16,7 +20,18 @@ use super::HttpOptions;
 /// Largest weight in a split; keeps the draw exact.
 const MAX_SPLIT_WEIGHT: u32 = 10_000;
 
-pub(super) fn options(l: &FileListener, pools: &HashSet<&str>) -> Result<HttpOptions> {
+pub(super) fn options(
+    spanned: &Spanned<FileListener>,
+    pools: &HashSet<&str>,
+    base: &Path,
+) -> Result<HttpOptions> {
+    let l = spanned.get_ref();
+    let https = l.protocol.as_ref().is_some_and(|p| p.get_ref() == "https");
+    let (tls, tls_files, client_ca) = if https {
+        tls(spanned, base)?
+    } else {
+        (None, Vec::new(), None)
+    };
     let routes = match &l.route {
         Some(routes) => routes
             .get_ref()
@@ -48,7 +63,60 @@ pub(super) fn options(l: &FileListener, pools: &HashSet<&str>) -> Result<HttpOpt
             None => Rewrite::default(),
         },
         trust_forwarded: l.trust_forwarded.as_ref().is_some_and(|t| *t.get_ref()),
+        tls,
+        tls_files,
+        client_ca,
     })
+}
+
+type Tls = (
+    Option<Arc<rustls::ServerConfig>>,
+    Vec<CertFiles>,
+    Option<PathBuf>,
+);
+
+/// Loads an https listener's certificates now, so that `fulcrum check` (and a
+/// reload) catches a missing file or a key that does not match its certificate.
+fn tls(spanned: &Spanned<FileListener>, base: &Path) -> Result<Tls> {
+    let l = spanned.get_ref();
+    let Some(certs) = &l.tls else {
+        return Err(invalid(
+            spanned,
+            "an https listener needs `tls = [{ cert = \"...\", key = \"...\" }]`",
+        ));
+    };
+    if certs.get_ref().is_empty() {
+        return Err(invalid(certs, "`tls` needs at least one { cert, key }"));
+    }
+    let files: Vec<CertFiles> = certs
+        .get_ref()
+        .iter()
+        .map(|c| CertFiles {
+            cert: base.join(&c.cert),
+            key: base.join(&c.key),
+        })
+        .collect();
+    let client_ca = l.client_ca.as_ref().map(|ca| base.join(ca.get_ref()));
+    let at = l
+        .client_ca
+        .as_ref()
+        .map_or(certs.span().start, |ca| ca.span().start);
+    let config = fulcrum_l7::tls::server_config(&files, client_ca.as_deref()).map_err(|e| {
+        let at = match e {
+            fulcrum_l7::tls::TlsError::Certs { ref path, .. }
+            | fulcrum_l7::tls::TlsError::Invalid { ref path, .. }
+                if Some(path) == client_ca.as_ref() =>
+            {
+                at
+            }
+            _ => certs.span().start,
+        };
+        Invalid {
+            offset: at,
+            message: e.to_string(),
+        }
+    })?;
+    Ok((Some(config), files, client_ca))
 }
 
 fn route(spanned: &Spanned<FileRoute>, pools: &HashSet<&str>) -> Result<Route<String>> {

@@ -8,7 +8,8 @@ mod validate;
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_l4::health::{Check, Probe};
@@ -17,6 +18,7 @@ use fulcrum_l4::{Algorithm, BackendSpec};
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::Route;
 use fulcrum_l7::sticky::RequestKey;
+use fulcrum_l7::tls::CertFiles;
 
 /// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,7 +60,16 @@ impl Protocol {
         match self {
             Protocol::Tcp(_) => "tcp",
             Protocol::Udp(_) => "udp",
+            Protocol::Http(h) if h.tls.is_some() => "https",
             Protocol::Http(_) => "http",
+        }
+    }
+
+    /// The transport underneath: two listeners of one transport cannot share a bind.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Protocol::Udp(_) => "udp",
+            _ => "tcp",
         }
     }
 }
@@ -73,6 +84,11 @@ pub struct HttpOptions {
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
     pub trust_forwarded: bool,
+    /// `protocol = "https"`: the loaded certificates, and the files they came from.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls_files: Vec<CertFiles>,
+    /// Client certificates must be signed by this CA (`client_ca`).
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +167,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let offset = e.span().map_or(0, |s| s.start);
         at(offset, e.message().trim_end().replace('\n', "; "))
     })?;
-    validate::validate(raw).map_err(|e| at(e.offset, e.message))
+    // Files the config names (certificates) are relative to the config's folder.
+    let base = Path::new(origin).parent().unwrap_or(Path::new(""));
+    validate::validate(raw, base).map_err(|e| at(e.offset, e.message))
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -210,10 +228,24 @@ impl Config {
                     },
                 ),
             };
+            let details = match &l.protocol {
+                Protocol::Http(h) if h.tls.is_some() => {
+                    let certs: Vec<String> = h
+                        .tls_files
+                        .iter()
+                        .map(|c| c.cert.display().to_string())
+                        .collect();
+                    let ca = h.client_ca.as_ref().map_or(String::new(), |ca| {
+                        format!(", client certificates from {}", ca.display())
+                    });
+                    format!("{details}; certificates {}{ca}", certs.join(", "))
+                }
+                _ => details,
+            };
             let log = if l.access_log { "" } else { ", no access log" };
             let _ = writeln!(
                 out,
-                "listener {:<12} {:<4} {:<22} -> pool {}  ({details}{log})",
+                "listener {:<12} {:<5} {:<22} -> pool {}  ({details}{log})",
                 l.name,
                 l.protocol.name(),
                 l.bind,

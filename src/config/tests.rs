@@ -261,7 +261,7 @@ fn keys_of_the_other_protocol_are_refused() {
     assert_err(
         &UDP.replace("responses = 1", "retries = 1"),
         "8:11",
-        "`retries` only applies to tcp and http listeners, and this one is udp",
+        "`retries` only applies to tcp, http and https listeners, and this one is udp",
     );
     assert_err(
         &UDP.replace(
@@ -306,8 +306,8 @@ fn later_features_are_refused_not_ignored() {
         ),
         (
             "retries = 1",
-            "protocol = \"https\"",
-            "protocol `https` is not yet supported",
+            "protocol = \"tls\"",
+            "protocol `tls` is not yet supported",
         ),
         (
             "retries = 1",

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::time::Duration;
 
 use fulcrum_l4::health::{self, Check, Probe};
@@ -50,7 +51,7 @@ fn not_yet<T>(value: &Option<Spanned<T>>, key: &str) -> Result<()> {
     }
 }
 
-pub fn validate(raw: FileConfig) -> Result<Config> {
+pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
     let admin = match &raw.admin {
         Some(a) => Some(parse_addr(&a.get_ref().bind, "bind")?),
         None => None,
@@ -83,7 +84,7 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
     let mut names = HashSet::new();
     let mut binds = HashMap::new();
     for listener in &raw.listeners {
-        let l = validate_listener(listener, &pool_names)?;
+        let l = validate_listener(listener, &pool_names, base)?;
         let file = listener.get_ref();
         if !names.insert(l.name.clone()) {
             return Err(invalid(
@@ -108,7 +109,7 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
                 ),
             ));
         }
-        if let Some(other) = binds.insert((l.protocol.name(), l.bind), l.name.clone()) {
+        if let Some(other) = binds.insert((l.protocol.transport(), l.bind), l.name.clone()) {
             return Err(invalid(
                 &file.bind,
                 format!(
@@ -130,6 +131,7 @@ pub fn validate(raw: FileConfig) -> Result<Config> {
 fn validate_listener(
     spanned: &Spanned<FileListener>,
     pools: &HashSet<&str>,
+    base: &Path,
 ) -> Result<ListenerConfig> {
     let l = spanned.get_ref();
     let name = l.name.get_ref().trim();
@@ -140,11 +142,12 @@ fn validate_listener(
         None | Some((_, "tcp")) => "tcp",
         Some((_, "udp")) => "udp",
         Some((_, "http")) => "http",
-        Some((protocol, p @ ("https" | "tls"))) => {
+        Some((_, "https")) => "https",
+        Some((protocol, p @ "tls")) => {
             return Err(invalid(
                 protocol,
                 format!(
-                    "protocol `{p}` is not yet supported by this fulcrum build (only tcp, udp and http)"
+                    "protocol `{p}` is not yet supported by this fulcrum build (only tcp, udp, http and https)"
                 ),
             ))
         }
@@ -158,11 +161,15 @@ fn validate_listener(
     // Which listener protocols each protocol-specific key applies to.
     let specific = [
         (
-            &["tcp", "http"][..],
+            &["tcp", "http", "https"][..],
             span_of(&l.connect_timeout),
             "connect_timeout",
         ),
-        (&["tcp", "http"][..], span_of(&l.retries), "retries"),
+        (
+            &["tcp", "http", "https"][..],
+            span_of(&l.retries),
+            "retries",
+        ),
         (&["tcp"][..], span_of(&l.idle_timeout), "idle_timeout"),
         (&["tcp"][..], span_of(&l.max_connections), "max_connections"),
         (
@@ -178,22 +185,32 @@ fn validate_listener(
         (&["udp"][..], span_of(&l.responses), "responses"),
         (&["udp"][..], span_of(&l.max_flows), "max_flows"),
         (
-            &["http"][..],
+            &["http", "https"][..],
             span_of(&l.header_read_timeout),
             "header_read_timeout",
         ),
         (
-            &["http"][..],
+            &["http", "https"][..],
             span_of(&l.request_timeout),
             "request_timeout",
         ),
         (
-            &["http"][..],
+            &["http", "https"][..],
             span_of(&l.trust_forwarded),
             "trust_forwarded",
         ),
-        (&["http"][..], span_of(&l.route), "[[listener.route]]"),
-        (&["http"][..], span_of(&l.headers), "[listener.headers]"),
+        (
+            &["http", "https"][..],
+            span_of(&l.route),
+            "[[listener.route]]",
+        ),
+        (
+            &["http", "https"][..],
+            span_of(&l.headers),
+            "[listener.headers]",
+        ),
+        (&["https"][..], span_of(&l.tls), "tls"),
+        (&["https"][..], span_of(&l.client_ca), "client_ca"),
     ];
     if let Some((applies, offset, key)) = specific
         .into_iter()
@@ -203,12 +220,15 @@ fn validate_listener(
             offset: offset.unwrap_or(0),
             message: format!(
                 "`{key}` only applies to {} listeners, and this one is {protocol}",
-                applies.join(" and ")
+                match applies {
+                    [one] => (*one).to_owned(),
+                    [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+                    [] => String::new(),
+                }
             ),
         });
     }
     not_yet(&l.proxy_protocol, "proxy_protocol")?;
-    not_yet(&l.tls, "tls")?;
     if let Some(v) = l.accept_proxy_protocol.as_ref().filter(|v| *v.get_ref()) {
         return Err(invalid(
             v,
@@ -228,7 +248,7 @@ fn validate_listener(
             ))
         }
         Some(pool) => Some(pool.get_ref().clone()),
-        None if protocol == "http" => None,
+        None if protocol.starts_with("http") => None,
         None => {
             return Err(invalid(
                 &l.name,
@@ -249,7 +269,7 @@ fn validate_listener(
                 .map(|m| *m.get_ref() as usize)
                 .filter(|&m| m > 0),
         }),
-        "http" => Protocol::Http(http::options(l, pools)?),
+        "http" | "https" => Protocol::Http(http::options(spanned, pools, base)?),
         _ => Protocol::Tcp(TcpOptions {
             connect_timeout: connect_timeout(l)?,
             idle_timeout: match &l.idle_timeout {

@@ -111,6 +111,12 @@ async fn answer(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
+    if let Some(n) = req.uri().path().strip_prefix("/bytes/") {
+        // A large body in a pattern that shows any lost or reordered byte.
+        let n: usize = n.parse().unwrap_or(0);
+        let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
     let mut text = format!(
         "backend={name}\nmethod={}\npath={}\n",
         req.method(),

@@ -171,7 +171,7 @@ fn http_keys_on_other_listeners_are_refused() {
     assert_err(
         &tcp,
         "7:23",
-        "`header_read_timeout` only applies to http listeners, and this one is tcp",
+        "`header_read_timeout` only applies to http and https listeners, and this one is tcp",
     );
     let tcp = r#"
 [[listener]]
