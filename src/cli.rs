@@ -182,6 +182,7 @@ impl TcpArgs {
             retries: self.retries,
             max_connections: Some(self.max_connections as usize).filter(|&m| m > 0),
             max_connections_per_client: self.max_connections_per_client,
+            sni_routes: None,
         };
         self.pool
             .to_config("tcp", self.listen, Protocol::Tcp(options))

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use fulcrum_l4::health;
+use fulcrum_l4::sni::SniRoutes;
 use fulcrum_l4::{tcp, udp, Pool};
 use fulcrum_l7::route::{self, Router};
 use fulcrum_l7::Upstream;
@@ -114,13 +115,36 @@ struct Server {
     workers: Vec<Handle>,
     /// Running listeners by protocol and configured bind address: a reload keeps
     /// the socket of every listener whose key is unchanged.
-    listeners: HashMap<(&'static str, SocketAddr), Running>,
+    listeners: HashMap<Key, Running>,
     pools: HashMap<String, Arc<Pool>>,
     /// Cancels the health checks of the current pools (replaced on reload).
     health: CancellationToken,
     /// The admin pages, when `[admin]` is configured, and the address asked for.
     admin: Option<Arc<Admin>>,
     admin_bind: Option<SocketAddr>,
+}
+
+/// What identifies a listener across reloads: its protocol and configured bind
+/// address (and its name when the port is 0, since each such listener gets a port
+/// of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    protocol: &'static str,
+    bind: SocketAddr,
+    name: String,
+}
+
+impl Key {
+    fn of(l: &ListenerConfig) -> Key {
+        Key {
+            protocol: l.protocol.name(),
+            bind: l.bind,
+            name: match l.bind.port() {
+                0 => l.name.clone(),
+                _ => String::new(),
+            },
+        }
+    }
 }
 
 struct Running {
@@ -139,7 +163,7 @@ enum Shared {
 
 /// A listener a reload adds: its sockets are bound before anything changes.
 struct Added {
-    key: (&'static str, SocketAddr),
+    key: Key,
     listener: Shared,
     /// One per worker.
     shards: Vec<Shard>,
@@ -261,7 +285,7 @@ impl Server {
         let upstreams = Upstreams::new(config, &pools);
         for l in &config.listeners {
             let target = Target::new(l, &pools, &upstreams)?;
-            let key = (l.protocol.name(), l.bind);
+            let key = Key::of(l);
             match self.listeners.get(&key) {
                 Some(running) => updates.push((running.listener.clone(), l, target)),
                 None => added.push(bind(l, target, workers)?),
@@ -272,20 +296,16 @@ impl Server {
         for (listener, l, target) in updates {
             update(&listener, l, target, workers);
         }
-        let wanted: Vec<_> = config
-            .listeners
-            .iter()
-            .map(|l| (l.protocol.name(), l.bind))
-            .collect();
+        let wanted: Vec<_> = config.listeners.iter().map(Key::of).collect();
         let removed: Vec<_> = self
             .listeners
             .keys()
             .filter(|k| !wanted.contains(k))
-            .copied()
+            .cloned()
             .collect();
         for key in &removed {
             if let Some(running) = self.listeners.remove(key) {
-                tracing::info!(protocol = key.0, bind = %key.1, "listener removed; its connections finish");
+                tracing::info!(protocol = key.protocol, bind = %key.bind, "listener removed; its connections finish");
                 running.stop.cancel();
             }
         }
@@ -352,7 +372,7 @@ impl Server {
                 }
             });
         }
-        tracing::info!(listener = %name, protocol = added.key.0, addr = %added.addr, workers = self.workers.len(), "listening");
+        tracing::info!(listener = %name, protocol = added.key.protocol, addr = %added.addr, workers = self.workers.len(), "listening");
         self.listeners.insert(
             added.key,
             Running {
@@ -375,7 +395,11 @@ impl Server {
     }
 }
 
-fn tcp_settings(l: &ListenerConfig, t: &config::TcpOptions) -> tcp::Settings {
+fn tcp_settings(
+    l: &ListenerConfig,
+    t: &config::TcpOptions,
+    sni: Option<Arc<SniRoutes>>,
+) -> tcp::Settings {
     tcp::Settings {
         name: Arc::from(l.name.as_str()),
         connect_timeout: t.connect_timeout,
@@ -383,6 +407,7 @@ fn tcp_settings(l: &ListenerConfig, t: &config::TcpOptions) -> tcp::Settings {
         retries: t.retries,
         max_connections_per_client: t.max_connections_per_client,
         access_log: l.access_log,
+        sni,
     }
 }
 
@@ -402,7 +427,20 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
 /// http one.
 enum Target {
     Pool(Arc<Pool>),
+    /// A tls listener: the pool shown for it, and its SNI routes.
+    Sni(Arc<Pool>, Arc<SniRoutes>),
     Routes(Router<Arc<Upstream>>),
+}
+
+impl Target {
+    /// A tcp or tls listener's pool and SNI routes.
+    fn tcp(self) -> Option<(Arc<Pool>, Option<Arc<SniRoutes>>)> {
+        match self {
+            Target::Pool(pool) => Some((pool, None)),
+            Target::Sni(pool, routes) => Some((pool, Some(routes))),
+            Target::Routes(_) => None,
+        }
+    }
 }
 
 impl Target {
@@ -443,6 +481,27 @@ impl Target {
                     .transpose()?
                     .map(route::Target::Pool);
                 Ok(Target::Routes(Router::new(routes, fallback)))
+            }
+            Protocol::Tcp(config::TcpOptions {
+                sni_routes: Some(routes),
+                ..
+            }) => {
+                let find = |name: &str| pools.get(name).cloned().ok_or_else(|| unknown(name));
+                let routes = routes
+                    .iter()
+                    .map(|(pattern, name)| Ok((pattern.clone(), find(name)?)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let fallback = l.pool.as_deref().map(find).transpose()?;
+                // The pool /status shows for the listener: its default, else its
+                // first route's.
+                let shown = fallback
+                    .clone()
+                    .or_else(|| routes.first().map(|(_, p)| Arc::clone(p)))
+                    .ok_or_else(|| anyhow::anyhow!("listener `{}` has no pool", l.name))?;
+                Ok(Target::Sni(
+                    shown,
+                    Arc::new(SniRoutes::new(routes, fallback)),
+                ))
             }
             _ => {
                 let name = l.pool.as_deref().unwrap_or_default();
@@ -498,9 +557,12 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
 fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Added> {
     let context = || format!("listener `{}`", l.name);
     let (listener, shards): (Shared, Vec<Shard>) = match (&l.protocol, target) {
-        (Protocol::Tcp(t), Target::Pool(pool)) => {
+        (Protocol::Tcp(t), target @ (Target::Pool(_) | Target::Sni(..))) => {
+            let Some((pool, sni)) = target.tcp() else {
+                anyhow::bail!("listener `{}`: protocol and target disagree", l.name);
+            };
             let listener = Arc::new(tcp::Listener::new(
-                tcp_settings(l, t),
+                tcp_settings(l, t, sni),
                 pool,
                 t.max_connections,
             ));
@@ -538,7 +600,7 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
     }
     .with_context(context)?;
     Ok(Added {
-        key: (l.protocol.name(), l.bind),
+        key: Key::of(l),
         listener,
         shards,
         addr,
@@ -548,8 +610,10 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
 /// Points a kept listener at its new settings and pool or routes.
 fn update(listener: &Shared, l: &ListenerConfig, target: Target, workers: usize) {
     match (listener, &l.protocol, target) {
-        (Shared::Tcp(listener), Protocol::Tcp(t), Target::Pool(pool)) => {
-            listener.update(tcp_settings(l, t), pool, t.max_connections)
+        (Shared::Tcp(listener), Protocol::Tcp(t), target) => {
+            if let Some((pool, sni)) = target.tcp() {
+                listener.update(tcp_settings(l, t, sni), pool, t.max_connections)
+            }
         }
         (Shared::Udp(listener), Protocol::Udp(u), Target::Pool(pool)) => {
             listener.update(udp_settings(l, u, workers), pool)

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use fulcrum_l4::balance::fnv1a;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// What a `hash` pool hashes in L7 mode, instead of the client address.
@@ -81,14 +82,6 @@ pub fn set_cookie(name: &str, addr: SocketAddr) -> Option<HeaderValue> {
         backend_id(addr)
     ))
     .ok()
-}
-
-/// 64-bit FNV-1a (Fowler, Noll, Vo; IETF draft-eastlake-fnv): stable across
-/// processes and releases, which `std`'s randomly keyed hasher is not.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use fulcrum_l4::health::{Check, Probe};
 use fulcrum_l4::pool::Policy;
+use fulcrum_l4::sni::HostMatch;
 use fulcrum_l4::{Algorithm, BackendSpec};
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::Route;
@@ -58,6 +59,7 @@ pub enum Protocol {
 impl Protocol {
     pub fn name(&self) -> &'static str {
         match self {
+            Protocol::Tcp(t) if t.sni_routes.is_some() => "tls",
             Protocol::Tcp(_) => "tcp",
             Protocol::Udp(_) => "udp",
             Protocol::Http(h) if h.tls.is_some() => "https",
@@ -100,6 +102,8 @@ pub struct TcpOptions {
     pub max_connections: Option<usize>,
     /// 0 when unlimited.
     pub max_connections_per_client: u32,
+    /// `protocol = "tls"`: SNI name patterns to pool names, in config order.
+    pub sni_routes: Option<Vec<(HostMatch, String)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +255,15 @@ impl Config {
                 l.bind,
                 l.pool.as_deref().unwrap_or("(none: 404)"),
             );
+            if let Protocol::Tcp(TcpOptions {
+                sni_routes: Some(routes),
+                ..
+            }) = &l.protocol
+            {
+                for (pattern, pool) in routes {
+                    let _ = writeln!(out, "  route sni {pattern} -> pool {pool}");
+                }
+            }
             if let Protocol::Http(h) = &l.protocol {
                 // In the order requests try them: most specific first.
                 let mut routes: Vec<_> = h.routes.iter().collect();
@@ -324,12 +337,10 @@ impl Config {
 
 /// One route as `fulcrum check` shows it: its conditions, then its pools.
 fn describe_route(r: &Route<String>) -> String {
-    use fulcrum_l7::route::{HostMatch, PathMatch, Target};
+    use fulcrum_l7::route::{PathMatch, Target};
     let mut when = Vec::new();
-    match &r.when.host {
-        Some(HostMatch::Exact(h)) => when.push(format!("host {h}")),
-        Some(HostMatch::Suffix(s)) => when.push(format!("host *{s}")),
-        None => {}
+    if let Some(h) = &r.when.host {
+        when.push(format!("host {h}"));
     }
     match &r.when.path {
         Some(PathMatch::Exact(p)) => when.push(format!("path {p}")),

@@ -261,7 +261,7 @@ fn keys_of_the_other_protocol_are_refused() {
     assert_err(
         &UDP.replace("responses = 1", "retries = 1"),
         "8:11",
-        "`retries` only applies to tcp, http and https listeners, and this one is udp",
+        "`retries` only applies to tcp, tls, http and https listeners, and this one is udp",
     );
     assert_err(
         &UDP.replace(
@@ -306,8 +306,8 @@ fn later_features_are_refused_not_ignored() {
         ),
         (
             "retries = 1",
-            "protocol = \"tls\"",
-            "protocol `tls` is not yet supported",
+            "protocol = \"quic\"",
+            "unknown protocol `quic`",
         ),
         (
             "retries = 1",
@@ -315,11 +315,6 @@ fn later_features_are_refused_not_ignored() {
             "unknown protocol `sctp`",
         ),
         ("retries = 1", "responses = 1", "only applies to udp"),
-        (
-            "algorithm = \"least-conn\"",
-            "algorithm = \"hash\"\nhash_key = \"sni\"",
-            "hash_key `sni` is not yet supported",
-        ),
         (
             "algorithm = \"least-conn\"",
             "algorithm = \"hash\"\nhash_key = \"header:x-user\"",

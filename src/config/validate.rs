@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fulcrum_l4::health::{self, Check, Probe};
 use fulcrum_l4::pool::Policy;
+use fulcrum_l4::sni::HostMatch;
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
 use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
@@ -109,7 +110,12 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
                 ),
             ));
         }
-        if let Some(other) = binds.insert((l.protocol.transport(), l.bind), l.name.clone()) {
+        // Port 0 asks for a free port each: never a clash.
+        let clash = match l.bind.port() {
+            0 => None,
+            _ => binds.insert((l.protocol.transport(), l.bind), l.name.clone()),
+        };
+        if let Some(other) = clash {
             return Err(invalid(
                 &file.bind,
                 format!(
@@ -143,14 +149,7 @@ fn validate_listener(
         Some((_, "udp")) => "udp",
         Some((_, "http")) => "http",
         Some((_, "https")) => "https",
-        Some((protocol, p @ "tls")) => {
-            return Err(invalid(
-                protocol,
-                format!(
-                    "protocol `{p}` is not yet supported by this fulcrum build (only tcp, udp, http and https)"
-                ),
-            ))
-        }
+        Some((_, "tls")) => "tls",
         Some((protocol, p)) => {
             return Err(invalid(
                 protocol,
@@ -161,17 +160,25 @@ fn validate_listener(
     // Which listener protocols each protocol-specific key applies to.
     let specific = [
         (
-            &["tcp", "http", "https"][..],
+            &["tcp", "tls", "http", "https"][..],
             span_of(&l.connect_timeout),
             "connect_timeout",
         ),
         (
-            &["tcp", "http", "https"][..],
+            &["tcp", "tls", "http", "https"][..],
             span_of(&l.retries),
             "retries",
         ),
-        (&["tcp"][..], span_of(&l.idle_timeout), "idle_timeout"),
-        (&["tcp"][..], span_of(&l.max_connections), "max_connections"),
+        (
+            &["tcp", "tls"][..],
+            span_of(&l.idle_timeout),
+            "idle_timeout",
+        ),
+        (
+            &["tcp", "tls"][..],
+            span_of(&l.max_connections),
+            "max_connections",
+        ),
         (
             &["tcp"][..],
             span_of(&l.max_connections_per_client),
@@ -200,7 +207,7 @@ fn validate_listener(
             "trust_forwarded",
         ),
         (
-            &["http", "https"][..],
+            &["http", "https", "tls"][..],
             span_of(&l.route),
             "[[listener.route]]",
         ),
@@ -248,7 +255,7 @@ fn validate_listener(
             ))
         }
         Some(pool) => Some(pool.get_ref().clone()),
-        None if protocol.starts_with("http") => None,
+        None if protocol != "tcp" && protocol != "udp" => None,
         None => {
             return Err(invalid(
                 &l.name,
@@ -271,6 +278,10 @@ fn validate_listener(
         }),
         "http" | "https" => Protocol::Http(http::options(spanned, pools, base)?),
         _ => Protocol::Tcp(TcpOptions {
+            sni_routes: match protocol {
+                "tls" => Some(sni_routes(l, pools)?),
+                _ => None,
+            },
             connect_timeout: connect_timeout(l)?,
             idle_timeout: match &l.idle_timeout {
                 Some(d) => nonzero_duration(d, "idle_timeout")?,
@@ -295,6 +306,51 @@ fn validate_listener(
         protocol,
         access_log: l.access_log.as_ref().is_none_or(|a| *a.get_ref()),
     })
+}
+
+/// A `tls` listener's routes: `sni` and `pool` only.
+fn sni_routes(l: &FileListener, pools: &HashSet<&str>) -> Result<Vec<(HostMatch, String)>> {
+    let routes = l.route.as_ref().map_or(&[][..], |r| r.get_ref().as_slice());
+    if routes.is_empty() && l.pool.is_none() {
+        return Err(invalid(
+            &l.name,
+            "a tls listener needs a `pool` or at least one [[listener.route]] with `sni`",
+        ));
+    }
+    routes
+        .iter()
+        .map(|spanned| {
+            let r = spanned.get_ref();
+            let http_only = [
+                span_of(&r.host),
+                span_of(&r.path),
+                span_of(&r.path_prefix),
+                span_of(&r.method),
+                span_of(&r.headers),
+                span_of(&r.split),
+            ];
+            if let Some(at) = http_only.into_iter().flatten().next() {
+                return Err(Invalid {
+                    offset: at,
+                    message: "tls listeners route by `sni` and `pool` only (host, path, method, headers and split are for http)".to_owned(),
+                });
+            }
+            let Some(sni) = &r.sni else {
+                return Err(invalid(spanned, "a tls route needs `sni`"));
+            };
+            let Some(pool) = &r.pool else {
+                return Err(invalid(spanned, "a tls route needs a `pool`"));
+            };
+            if !pools.contains(pool.get_ref().as_str()) {
+                return Err(invalid(
+                    pool,
+                    format!("route refers to unknown pool `{}`", pool.get_ref()),
+                ));
+            }
+            let pattern = HostMatch::parse(sni.get_ref()).map_err(|e| invalid(sni, e))?;
+            Ok((pattern, pool.get_ref().clone()))
+        })
+        .collect()
 }
 
 pub(super) fn connect_timeout(l: &FileListener) -> Result<Duration> {
@@ -534,14 +590,8 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
 }
 
 fn parse_hash_key(text: &str) -> std::result::Result<HashKey, String> {
-    let later = text == "sni";
-    if later {
-        return Err(format!(
-            "hash_key `{text}` is not yet supported by this fulcrum build"
-        ));
-    }
     text.parse().map_err(|_| {
-        format!("unknown hash key `{text}` (expected source-ip, source-addr, header:NAME or cookie:NAME)")
+        format!("unknown hash key `{text}` (expected source-ip, source-addr, sni, header:NAME or cookie:NAME)")
     })
 }
 

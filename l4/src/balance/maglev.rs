@@ -40,7 +40,7 @@ impl Maglev {
     fn slot(&self, ctx: &Context) -> usize {
         let hash = match (ctx.key, self.key, ctx.client) {
             (Some(key), _, _) => mix(key ^ KEY_SEED),
-            (None, HashKey::SourceIp, Some(addr)) => hash_ip(addr.ip(), KEY_SEED),
+            (None, HashKey::SourceIp | HashKey::Sni, Some(addr)) => hash_ip(addr.ip(), KEY_SEED),
             (None, HashKey::SourceAddr, Some(addr)) => {
                 mix(hash_ip(addr.ip(), KEY_SEED) ^ u64::from(addr.port()))
             }
@@ -109,9 +109,9 @@ pub fn build(backends: &[(SocketAddr, u32)], size: usize) -> Vec<u32> {
     table
 }
 
-/// FNV-1a (a stable, specified hash) then a mixer: the same on every build and
-/// platform, unlike std's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a (Fowler, Noll, Vo; draft-eastlake-fnv): a stable, specified
+/// hash, the same on every build and platform, unlike std's hasher.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })

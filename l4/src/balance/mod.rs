@@ -22,7 +22,7 @@ use crate::pool::Backend;
 
 pub use ewma::{Ewma, PeakEwma};
 pub use least_conn::LeastConn;
-pub use maglev::{Maglev, TABLE_SIZE};
+pub use maglev::{fnv1a, Maglev, TABLE_SIZE};
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -82,6 +82,8 @@ pub enum HashKey {
     SourceIp,
     /// The client's IP address and port.
     SourceAddr,
+    /// The SNI name of a `tls` listener's ClientHello (the client IP without one).
+    Sni,
 }
 
 impl HashKey {
@@ -89,6 +91,7 @@ impl HashKey {
         match self {
             HashKey::SourceIp => "source-ip",
             HashKey::SourceAddr => "source-addr",
+            HashKey::Sni => "sni",
         }
     }
 }
@@ -100,8 +103,9 @@ impl FromStr for HashKey {
         match s {
             "source-ip" => Ok(HashKey::SourceIp),
             "source-addr" => Ok(HashKey::SourceAddr),
+            "sni" => Ok(HashKey::Sni),
             other => Err(format!(
-                "unknown hash key `{other}` (expected source-ip or source-addr)"
+                "unknown hash key `{other}` (expected source-ip, source-addr or sni)"
             )),
         }
     }

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
+use crate::sni::SniRoutes;
 
 pub use listener::{out_of_resources, serve};
 pub use relay::{relay, RelayError, Relayed};
@@ -27,6 +28,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Extra backends tried after a failed connect when the operator gives no `retries`.
 pub const DEFAULT_RETRIES: u32 = 2;
+/// Time a `tls` listener gives a client to send its ClientHello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How one TCP listener treats its connections.
 #[derive(Debug, Clone)]
@@ -41,6 +44,9 @@ pub struct Settings {
     pub max_connections_per_client: u32,
     /// One info line per connection when it ends.
     pub access_log: bool,
+    /// `tls` listeners: the pool is chosen by the SNI name of the client's
+    /// ClientHello, read before connecting (TLS passes through untouched).
+    pub sni: Option<Arc<SniRoutes>>,
 }
 
 /// Counters of one TCP listener, summed over its workers; they survive reloads.

@@ -1,6 +1,7 @@
 //! One client connection: pick backends in the pool's order, connect with retries,
 //! then relay until both sides are done.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,8 +10,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::limits::ClientSlot;
-use super::{connect, relay, Current};
-use crate::balance::Context;
+use super::{connect, relay, Current, HELLO_TIMEOUT};
+use crate::balance::{fnv1a, Context};
+use crate::sni::{self, Peek, MAX_PEEK};
 
 /// Serves one accepted client connection to completion. `_slots` hold the
 /// listener's and the client's connection slots until the session ends.
@@ -21,10 +23,30 @@ pub(crate) async fn run(
     _slots: (Option<OwnedSemaphorePermit>, Option<ClientSlot>),
 ) {
     let settings = &listener.settings;
-    let pool = &listener.pool;
+    // A tls listener reads the ClientHello first; it is replayed to the backend.
+    let mut hello = Vec::new();
+    let (pool, key) = match &settings.sni {
+        None => (&listener.pool, None),
+        Some(routes) => {
+            let sni = match read_hello(&client, &mut hello).await {
+                Ok(sni) => sni,
+                Err(why) => {
+                    tracing::debug!(listener = %settings.name, client = %peer, why = %why, "not a TLS ClientHello; closed");
+                    return;
+                }
+            };
+            match routes.find(sni.as_deref()) {
+                Some(pool) => (pool, sni.map(|name| fnv1a(name.as_bytes()))),
+                None => {
+                    tracing::debug!(listener = %settings.name, client = %peer, sni = sni.as_deref().unwrap_or("-"), "no route for this server name; closed");
+                    return;
+                }
+            }
+        }
+    };
     let ctx = Context {
         client: Some(peer),
-        key: None,
+        key,
     };
     let attempts = settings.retries as usize + 1;
     let mut tried = 0;
@@ -46,6 +68,10 @@ pub(crate) async fn run(
             }
         };
         pool.record_connected(backend, connect_start.elapsed());
+        if let Err(e) = send_all(&upstream, &hello).await {
+            tracing::warn!(listener = %settings.name, backend = %backend.addr(), error = %e, "backend closed before the ClientHello was passed on");
+            return;
+        }
         let started = Instant::now();
         let relayed = tokio::select! {
             relayed = relay(&client, &upstream, settings.idle_timeout) => relayed,
@@ -68,7 +94,7 @@ pub(crate) async fn run(
                 listener = %settings.name,
                 client = %peer,
                 backend = %backend.addr(),
-                bytes_in = relayed.client_to_backend,
+                bytes_in = relayed.client_to_backend + hello.len() as u64,
                 bytes_out = relayed.backend_to_client,
                 ms = started.elapsed().as_millis() as u64,
                 end = %end,
@@ -84,4 +110,45 @@ pub(crate) async fn run(
         tried,
         "no backend could take the connection; closing it"
     );
+}
+
+/// Reads the client's first bytes until they hold a whole ClientHello (within
+/// [`HELLO_TIMEOUT`] and [`MAX_PEEK`] bytes); returns its server name.
+async fn read_hello(client: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, String> {
+    let reading = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match sni::peek(buf).map_err(|e| e.to_string())? {
+                Peek::Hello { sni } => return Ok(sni),
+                Peek::NeedMore if buf.len() >= MAX_PEEK => {
+                    return Err("ClientHello too large".to_owned())
+                }
+                Peek::NeedMore => {}
+            }
+            client.readable().await.map_err(|e| e.to_string())?;
+            let room = (MAX_PEEK - buf.len()).min(chunk.len());
+            match client.try_read(&mut chunk[..room]) {
+                Ok(0) => return Err("closed before its ClientHello".to_owned()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, reading)
+        .await
+        .unwrap_or_else(|_| Err("no ClientHello in time".to_owned()))
+}
+
+/// Writes all of `buf` to a non-blocking stream.
+async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -5,50 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+pub use fulcrum_l4::sni::HostMatch;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-
-/// How a route matches the request's host (the `Host` header or the URI
-/// authority, without the port, compared without case).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// `api.example.com`
-    Exact(String),
-    /// `*.example.com`: any name that ends in `.example.com` (one label or more in
-    /// front of it); stored as the suffix, dot included.
-    Suffix(String),
-}
-
-impl HostMatch {
-    /// Parses `host =` from the config: lowercased, `*.` marks a wildcard.
-    pub fn parse(text: &str) -> Result<HostMatch, String> {
-        let host = text.trim().to_ascii_lowercase();
-        let bad = |why: &str| format!("invalid route `host` `{text}`: {why}");
-        if host.is_empty() {
-            return Err(bad("empty"));
-        }
-        if let Some(suffix) = host.strip_prefix('*') {
-            if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
-                return Err(bad("a wildcard is written `*.example.com`"));
-            }
-            return Ok(HostMatch::Suffix(suffix.to_owned()));
-        }
-        if host.contains(['*', '/', ' ']) {
-            return Err(bad("expected a host name such as api.example.com"));
-        }
-        Ok(HostMatch::Exact(host))
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(want) => host.eq_ignore_ascii_case(want),
-            HostMatch::Suffix(suffix) => {
-                host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..]
-                        .eq_ignore_ascii_case(suffix.as_bytes())
-            }
-        }
-    }
-}
 
 /// How a route matches the request path (the path alone, not the query).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,7 +119,7 @@ fn route_errors_point_at_the_key() {
             "host = \"*.example.com\"",
             "host = \"a.*.com\"",
             "12:8",
-            "invalid route `host`",
+            "invalid host name pattern",
         ),
         (
             "path_prefix = \"/api/\"",
@@ -189,6 +189,6 @@ sticky_cookie = "S"
     assert_err(
         &idle,
         "9:16",
-        "`idle_timeout` only applies to tcp listeners, and this one is http",
+        "`idle_timeout` only applies to tcp and tls listeners, and this one is http",
     );
 }
