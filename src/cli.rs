@@ -138,6 +138,7 @@ impl PoolArgs {
                 health: None,
                 sticky_cookie: None,
                 request_key: None,
+                tls: None,
             }],
         })
     }

@@ -530,6 +530,7 @@ impl Upstreams {
                         Arc::clone(pool),
                         p.sticky_cookie.clone(),
                         p.request_key.clone(),
+                        p.tls.as_ref().map(|(_, loaded)| loaded.clone()),
                     );
                     Some((p.name.clone(), Arc::new(upstream)))
                 })

@@ -581,3 +581,93 @@ fn hash_on_sni_keeps_a_name_on_one_backend() {
     }
     assert_eq!(seen.len(), 2, "20 names all went to {seen:?}");
 }
+
+/// An https backend (a fulcrum listener named `up`) presenting `leaf`, in front
+/// of the HTTP backend `web`.
+fn tls_backend(leaf: &Leaf, web: &HttpBackend) -> Fulcrum {
+    Fulcrum::run(&format!(
+        "[[listener]]\nname = \"up\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\ntls = [{{ cert = {:?}, key = {:?} }}]\n\n[[pool]]\nname = \"web\"\nbackends = [\"{}\"]\n",
+        leaf.cert, leaf.key, web.addr
+    ))
+}
+
+/// A plain http front whose pool reaches `backend` over TLS with `tls`.
+fn tls_front(backend: std::net::SocketAddr, tls: &str) -> Fulcrum {
+    Fulcrum::run(&format!(
+        "[[listener]]\nname = \"front\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"up\"\nconnect_timeout = \"2s\"\n\n[[pool]]\nname = \"up\"\nbackends = [\"{backend}\"]\ntls = {tls}\n"
+    ))
+}
+
+#[test]
+fn upstream_tls_verifies_the_backend() {
+    let pki = Pki::new("upstream");
+    let good = pki.issue("up", &["up.test"]);
+    let expired = pki.issue_expired("old", &["up.test"]);
+    let web = HttpBackend::start("U");
+    let ca = format!("{:?}", pki.ca_pem);
+    let fine = tls_backend(&good, &web);
+    let stale = tls_backend(&expired, &web);
+    let get = |front: &Fulcrum| common::http::get(front.addr("front"), "/up", &[]);
+
+    let f = tls_front(
+        fine.addr("up"),
+        &format!("{{ ca = {ca}, sni = \"up.test\" }}"),
+    );
+    let r = get(&f);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), Some("U"));
+    // The second request reuses the pooled TLS connection.
+    assert_eq!(get(&f).backend(), Some("U"));
+
+    // A certificate for another name, an expired one, or an unknown CA: refused.
+    for (backend, tls) in [
+        (
+            fine.addr("up"),
+            format!("{{ ca = {ca}, sni = \"other.test\" }}"),
+        ),
+        (
+            stale.addr("up"),
+            format!("{{ ca = {ca}, sni = \"up.test\" }}"),
+        ),
+        (fine.addr("up"), "{ sni = \"up.test\" }".to_owned()),
+    ] {
+        let mut f = tls_front(backend, &tls);
+        let r = get(&f);
+        assert_eq!(r.status, 503, "{tls}: {}", r.body);
+        f.saw("TLS handshake failed");
+    }
+    // verify = false accepts even the expired one.
+    let f = tls_front(stale.addr("up"), "{ verify = false }");
+    assert_eq!(get(&f).backend(), Some("U"));
+}
+
+#[test]
+fn client_certificates_both_ways() {
+    let pki = Pki::new("mtls");
+    let server = pki.issue("server", &["up.test"]);
+    let client = pki.issue("client", &["client.test"]);
+    let web = HttpBackend::start("M");
+    // The backend asks for a client certificate from the test CA.
+    let backend = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"up\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\ntls = [{{ cert = {:?}, key = {:?} }}]\nclient_ca = {:?}\n\n[[pool]]\nname = \"web\"\nbackends = [\"{}\"]\n",
+        server.cert, server.key, pki.ca_pem, web.addr
+    ));
+    let ca = format!("{:?}", pki.ca_pem);
+    let with = tls_front(
+        backend.addr("up"),
+        &format!(
+            "{{ ca = {ca}, sni = \"up.test\", cert = {:?}, key = {:?} }}",
+            client.cert, client.key
+        ),
+    );
+    let r = common::http::get(with.addr("front"), "/m", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), Some("M"));
+    let without = tls_front(
+        backend.addr("up"),
+        &format!("{{ ca = {ca}, sni = \"up.test\" }}"),
+    );
+    let r = common::http::get(without.addr("front"), "/m", &[]);
+    assert_ne!(r.status, 200, "served without a client certificate");
+    assert_eq!(web.hits(), 1);
+}

@@ -21,6 +21,7 @@ use crate::proxy;
 use crate::rewrite::Rewrite;
 use crate::route::Router;
 use crate::sticky::{backend_id, RequestKey};
+use crate::tls::UpstreamTls;
 use crate::upstream::Limits;
 
 /// Time allowed for a client to send a request's headers (slowloris guard); it
@@ -62,6 +63,8 @@ pub struct Upstream {
     pub sticky_cookie: Option<String>,
     /// `hash_key = header:NAME | cookie:NAME`.
     pub hash_key: Option<RequestKey>,
+    /// TLS to the backends (`tls = { ... }` under `[pool]`).
+    pub tls: Option<UpstreamTls>,
     /// The sticky cookie value of each backend, in pool order.
     pub(crate) ids: Vec<String>,
 }
@@ -71,6 +74,7 @@ impl Upstream {
         pool: Arc<Pool>,
         sticky_cookie: Option<String>,
         hash_key: Option<RequestKey>,
+        tls: Option<UpstreamTls>,
     ) -> Self {
         let ids = match sticky_cookie {
             Some(_) => pool
@@ -84,6 +88,7 @@ impl Upstream {
             pool,
             sticky_cookie,
             hash_key,
+            tls,
             ids,
         }
     }

@@ -196,7 +196,7 @@ async fn forward(
     for backend in candidates {
         let active = backend.track();
         let addr = backend.addr();
-        let (response, link) = match send(request, backend, pool, settings, upgrade).await {
+        let (response, link) = match send(request, backend, upstream, settings, upgrade).await {
             Ok(sent) => sent,
             Err(Unsent(back)) => {
                 request = *back;
@@ -226,7 +226,13 @@ async fn forward(
                 parts.headers.append(header::SET_COOKIE, value);
             }
         }
-        let body = UpstreamBody::new(body, addr, Some(link), settings.upstream, active);
+        let body = UpstreamBody::new(
+            body,
+            (addr, upstream.tls.as_ref()),
+            Some(link),
+            settings.upstream,
+            active,
+        );
         return Ok((
             Response::from_parts(parts, ProxyBody::Upstream(body)),
             Some(addr),
@@ -249,14 +255,14 @@ use SendError::{Failed, Unsent};
 async fn send(
     req: Request<Incoming>,
     backend: &Backend,
-    pool: &fulcrum_l4::Pool,
+    upstream: &Upstream,
     settings: &Settings,
     upgrade: bool,
 ) -> Result<(Response<Incoming>, Link), SendError> {
-    let addr = backend.addr();
+    let (addr, pool, tls) = (backend.addr(), &upstream.pool, upstream.tls.as_ref());
     let mut req = req;
     if !upgrade {
-        if let Some(mut link) = upstream::checkout(addr, settings.upstream).await {
+        if let Some(mut link) = upstream::checkout(addr, tls, settings.upstream).await {
             match link.send(req).await {
                 Ok(response) => return Ok((response, link)),
                 // A keep-alive connection the backend closed: try a new one.
@@ -265,7 +271,7 @@ async fn send(
         }
     }
     let started = Instant::now();
-    let mut link = match upstream::connect(addr, settings.connect_timeout, upgrade).await {
+    let mut link = match upstream::connect(addr, settings.connect_timeout, tls, upgrade).await {
         Ok(link) => link,
         Err(e) => {
             pool.record_connect_error(backend);

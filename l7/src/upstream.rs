@@ -12,6 +12,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
+
+use crate::tls::UpstreamTls;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -53,6 +58,79 @@ impl Default for Limits {
     }
 }
 
+/// A backend connection, in the clear or over TLS.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where idle connections are kept: by backend, and by the TLS settings they were
+/// made with (two pools may reach one address differently).
+type PoolKey = (SocketAddr, usize);
+
+fn pool_key(addr: SocketAddr, tls: Option<&UpstreamTls>) -> PoolKey {
+    (addr, tls.map_or(0, |t| Arc::as_ptr(&t.config) as usize))
+}
+
 /// One upstream connection: the handle requests are sent with, and the
 /// connection's I/O state machine, polled by whoever waits on it.
 #[derive(Debug)]
@@ -65,7 +143,7 @@ pub struct Link {
 #[derive(Debug)]
 enum Driver {
     /// Whoever waits on the link polls this.
-    Here(Box<Connection<TokioIo<TcpStream>, Incoming>>),
+    Here(Box<Connection<TokioIo<Stream>, Incoming>>),
     /// A task of its own (connections for Upgrade requests, never pooled).
     Spawned,
     Ended,
@@ -128,15 +206,16 @@ struct Idle {
 thread_local! {
     // Each worker runs one single-threaded event loop, so a per-thread pool needs no
     // lock and keeps a connection on the worker whose event loop drives it.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
     static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// An idle connection to `addr` that is ready for a request, if there is one.
-pub async fn checkout(addr: SocketAddr, limits: Limits) -> Option<Link> {
+pub async fn checkout(addr: SocketAddr, tls: Option<&UpstreamTls>, limits: Limits) -> Option<Link> {
+    let key = pool_key(addr, tls);
     loop {
         let mut link = IDLE.with_borrow_mut(|idle| {
-            let list = idle.get_mut(&addr)?;
+            let list = idle.get_mut(&key)?;
             // Newest first: the warmest connection, the least likely to be closed.
             while let Some(c) = list.pop() {
                 if c.since.elapsed() < limits.idle_timeout {
@@ -153,7 +232,7 @@ pub async fn checkout(addr: SocketAddr, limits: Limits) -> Option<Link> {
 }
 
 /// Puts a connection whose exchange has ended back in the pool.
-fn give_back(addr: SocketAddr, link: Link, limits: Limits) {
+fn give_back(key: PoolKey, link: Link, limits: Limits) {
     if !matches!(link.conn, Driver::Here(_)) || link.sender.is_closed() || limits.max_idle == 0 {
         return;
     }
@@ -168,7 +247,7 @@ fn give_back(addr: SocketAddr, link: Link, limits: Limits) {
                 !list.is_empty()
             });
         }
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() >= limits.max_idle {
             list.remove(0);
         }
@@ -176,11 +255,39 @@ fn give_back(addr: SocketAddr, link: Link, limits: Limits) {
     });
 }
 
-/// Opens a new HTTP/1.1 connection to `addr`. One for an Upgrade request runs
+/// Opens a new HTTP/1.1 connection to `addr`, over TLS when the pool says so
+/// (the handshake counts against `timeout` too). One for an Upgrade request runs
 /// its I/O as a task of its own, which hands the connection over once the backend
 /// switches protocols; such a connection is never pooled.
-pub async fn connect(addr: SocketAddr, timeout: Duration, upgrade: bool) -> io::Result<Link> {
-    let stream = fulcrum_l4::tcp::connect(addr, timeout).await?;
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+    upgrade: bool,
+) -> io::Result<Link> {
+    let started = Instant::now();
+    let tcp = fulcrum_l4::tcp::connect(addr, timeout).await?;
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let name = tls
+                .sni
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+            let left = timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, connector.connect(name, tcp)).await {
+                Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
+                Ok(Err(e)) => return Err(io::Error::other(format!("TLS handshake failed: {e}"))),
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ))
+                }
+            }
+        }
+    };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -209,7 +316,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, upgrade: bool) -> io::
 pub struct UpstreamBody {
     inner: Incoming,
     link: Option<Link>,
-    addr: SocketAddr,
+    key: PoolKey,
     limits: Limits,
     _active: ActiveGuard,
 }
@@ -219,7 +326,7 @@ impl UpstreamBody {
     /// to the pool once it ends.
     pub fn new(
         inner: Incoming,
-        addr: SocketAddr,
+        (addr, tls): (SocketAddr, Option<&UpstreamTls>),
         link: Option<Link>,
         limits: Limits,
         active: ActiveGuard,
@@ -227,7 +334,7 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             link,
-            addr,
+            key: pool_key(addr, tls),
             limits,
             _active: active,
         };
@@ -240,7 +347,7 @@ impl UpstreamBody {
 
     fn release(&mut self) {
         if let Some(link) = self.link.take() {
-            give_back(self.addr, link, self.limits);
+            give_back(self.key, link, self.limits);
         }
     }
 }

@@ -114,6 +114,18 @@ pub struct FilePool {
     pub fail_open: Option<S<bool>>,
     pub eject_after: Option<S<u32>>,
     pub eject_time: Option<S<String>>,
+    pub tls: Option<S<FilePoolTls>>,
+}
+
+/// `tls = { verify = true, ca = "...", sni = "...", cert = "...", key = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePoolTls {
+    pub verify: Option<bool>,
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// A backend is either `"ADDR"` or `{ addr = "ADDR", weight = N, resolve = "30s" }`.

@@ -19,7 +19,7 @@ use fulcrum_l4::{Algorithm, BackendSpec};
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::Route;
 use fulcrum_l7::sticky::RequestKey;
-use fulcrum_l7::tls::CertFiles;
+use fulcrum_l7::tls::{CertFiles, UpstreamTls, UpstreamTlsFiles};
 
 /// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,6 +127,8 @@ pub struct PoolConfig {
     pub sticky_cookie: Option<String>,
     /// HTTP only: `hash_key = header:NAME | cookie:NAME`.
     pub request_key: Option<RequestKey>,
+    /// HTTP only: TLS to the backends, as configured and as loaded.
+    pub tls: Option<(UpstreamTlsFiles, UpstreamTls)>,
 }
 
 /// A config that cannot be used, pointing at the place that is wrong.
@@ -307,6 +309,20 @@ impl Config {
                     duration::display(policy.slow_start)
                 },
             );
+            if let Some((files, _)) = &p.tls {
+                let trust = match (&files.ca, files.verify) {
+                    (_, false) => "not verified".to_owned(),
+                    (Some(ca), true) => format!("verified against {}", ca.display()),
+                    (None, true) => "verified against the system roots".to_owned(),
+                };
+                let sni = files.sni.as_deref().unwrap_or("the backend address");
+                let mtls = if files.client_cert.is_some() {
+                    ", with a client certificate"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  tls to backends: {trust}, name {sni}{mtls}");
+            }
             if let Some(check) = &p.health {
                 let what = match &check.probe {
                     Probe::Tcp { send: None, .. } => "tcp connect".to_owned(),

@@ -14,11 +14,12 @@ use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RET
 use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 use fulcrum_l7::sticky::{is_cookie_name, RequestKey};
+use fulcrum_l7::tls::{UpstreamTls, UpstreamTlsFiles};
 use toml::Spanned;
 
 use super::http;
 
-use super::file::{FileBackend, FileConfig, FileHealth, FileListener, FilePool};
+use super::file::{FileBackend, FileConfig, FileHealth, FileListener, FilePool, FilePoolTls};
 use super::{
     duration, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
     DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT,
@@ -72,7 +73,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
                 format!("duplicate pool name `{}`", pool.name.get_ref()),
             ));
         }
-        pools.push(validate_pool(pool)?);
+        pools.push(validate_pool(pool, base)?);
     }
 
     if raw.listeners.is_empty() {
@@ -105,7 +106,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
             return Err(invalid(
                 at,
                 format!(
-                    "pool `{}` has a sticky_cookie or an HTTP hash_key, which only http listeners can use",
+                    "pool `{}` has a sticky_cookie, an HTTP hash_key or tls, which only http listeners can use",
                     p.name
                 ),
             ));
@@ -369,7 +370,7 @@ fn span_of<T>(value: &Option<Spanned<T>>) -> Option<usize> {
     value.as_ref().map(|v| v.span().start)
 }
 
-fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
+fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
     let name = p.name.get_ref().trim();
     if name.is_empty() {
         return Err(invalid(&p.name, "pool `name` must not be empty"));
@@ -408,6 +409,7 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         None => None,
     };
     let health = p.health.as_ref().map(validate_health).transpose()?;
+    let tls = p.tls.as_ref().map(|t| pool_tls(t, base)).transpose()?;
     let defaults = Policy::default();
     let policy = Policy {
         fail_open: p
@@ -453,7 +455,34 @@ fn validate_pool(p: &FilePool) -> Result<PoolConfig> {
         health,
         sticky_cookie,
         request_key,
+        tls,
     })
+}
+
+/// A pool's `tls = { ... }`, loaded now so that `fulcrum check` sees bad files.
+fn pool_tls(t: &Spanned<FilePoolTls>, base: &Path) -> Result<(UpstreamTlsFiles, UpstreamTls)> {
+    let raw = t.get_ref();
+    let client_cert = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                t,
+                "a client certificate needs both `cert` and `key`",
+            ))
+        }
+    };
+    if raw.verify == Some(false) && raw.ca.is_some() {
+        return Err(invalid(t, "`ca` has no use with `verify = false`"));
+    }
+    let files = UpstreamTlsFiles {
+        verify: raw.verify.unwrap_or(true),
+        ca: raw.ca.as_ref().map(|ca| base.join(ca)),
+        sni: raw.sni.clone(),
+        client_cert,
+    };
+    let loaded = UpstreamTls::load(&files).map_err(|e| invalid(t, e.to_string()))?;
+    Ok((files, loaded))
 }
 
 fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {

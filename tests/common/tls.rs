@@ -52,9 +52,27 @@ impl Pki {
     /// Issues a certificate for `names`, written as `<file>.pem` and `<file>.key`
     /// (PKCS#8).
     pub fn issue(&self, file: &str, names: &[&str]) -> Leaf {
+        self.issue_with(file, names, |_| {})
+    }
+
+    /// Issues a certificate that expired in 2020.
+    pub fn issue_expired(&self, file: &str, names: &[&str]) -> Leaf {
+        self.issue_with(file, names, |p| {
+            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        edit(&mut params);
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let leaf = Leaf {
             cert: self.dir.join(format!("{file}.pem")),

@@ -16,6 +16,10 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+mod upstream;
+
+pub use upstream::{UpstreamTls, UpstreamTlsFiles};
+
 /// Sessions kept for resumption by id (TLS 1.2) per listener; tickets need none.
 const SESSION_CACHE: usize = 4096;
 
