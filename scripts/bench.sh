@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback.
 #
-#   scripts/bench.sh [tcp|http|udp|all]     (default: all)
+#   scripts/bench.sh [tcp|http|tls|udp|all]     (default: all)
 #
 # The proxy under test is pinned to CPU $PROXY_CPU; load generators and backends to
 # $LOAD_CPU. Each proxy runs with one worker/thread. Every figure is the median of
@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
 
 missing=()
-for tool in iperf3 wrk haproxy nginx dnsmasq dnsperf python3 taskset; do
+for tool in iperf3 wrk haproxy nginx dnsmasq dnsperf python3 taskset openssl; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -34,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
-case "$SUITE" in tcp|udp|http|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, udp, http, all)" >&2; exit 2 ;; esac
+case "$SUITE" in tcp|udp|http|tls|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, http, tls, udp, all)" >&2; exit 2 ;; esac
 
 # Room for many connections and flows (works as root; otherwise the limits stay).
 ulimit -Hn 1048576 2>/dev/null || true
@@ -102,7 +102,7 @@ wrk_run() {
   local proxy=$1; shift
   local pid_var="PID_$proxy" before=0 after=0 out
   [ "$proxy" = direct ] || before=$(cpu_ticks "${!pid_var}")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "http://127.0.0.1:${HTTP[$proxy]}/")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$proxy]}/")
   [ "$proxy" = direct ] || after=$(cpu_ticks "${!pid_var}")
   python3 - "$out" "$before" "$after" "$TICK" <<'PY'
 import re, sys
@@ -136,10 +136,16 @@ http_suite() {
     # shellcheck disable=SC2086
     printf '  %-8s %10s %14s %9s\n' "$p" "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(median ${P99[$p]})"
   done
-  # shellcheck disable=SC2086
-  echo "  fulcrum/haproxy req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[haproxy]})")  fulcrum/nginx req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[nginx]})")"
-  # shellcheck disable=SC2086
-  echo "  p99 ms: fulcrum $(median ${P99[fulcrum]}), haproxy $(median ${P99[haproxy]}), nginx $(median ${P99[nginx]})"
+  local line="" p99s=""
+  for p in $PROXIES; do
+    # shellcheck disable=SC2086
+    p99s="$p99s $p $(median ${P99[$p]}),"
+    [ "$p" = fulcrum ] && continue
+    # shellcheck disable=SC2086
+    line="$line fulcrum/$p req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[$p]})") "
+  done
+  echo " $line"
+  echo "  p99 ms:${p99s%,}"
   echo
 }
 
@@ -285,10 +291,13 @@ stop_all
 . "$ROOT/scripts/bench-udp.sh"
 # shellcheck source=scripts/bench-http.sh
 . "$ROOT/scripts/bench-http.sh"
+# shellcheck source=scripts/bench-tls.sh
+. "$ROOT/scripts/bench-tls.sh"
 
 case "$SUITE" in
   tcp) suite_tcp ;;
   udp) suite_udp ;;
   http) suite_http ;;
-  all) suite_tcp; suite_http; suite_udp ;;
+  tls) suite_tls ;;
+  all) suite_tcp; suite_http; suite_tls; suite_udp ;;
 esac
