@@ -129,6 +129,8 @@ impl PoolArgs {
                 pool: Some(name.to_owned()),
                 protocol,
                 access_log: !self.no_access_log,
+                proxy_protocol: None,
+                accept_proxy_protocol: false,
             }],
             pools: vec![PoolConfig {
                 name: name.to_owned(),

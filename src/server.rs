@@ -319,7 +319,11 @@ impl Server {
         self.health = self.shutdown.child_token();
         for p in &config.pools {
             if let (Some(check), Some(pool)) = (&p.health, pools.get(&p.name)) {
-                health::spawn(pool, Arc::new(check.clone()), self.health.clone());
+                let check = health::Check {
+                    proxy: speaks_proxy(config, &p.name),
+                    ..check.clone()
+                };
+                health::spawn(pool, Arc::new(check), self.health.clone());
             }
         }
         // Connections to backends the new pools no longer have may finish within the
@@ -408,6 +412,8 @@ fn tcp_settings(
         max_connections_per_client: t.max_connections_per_client,
         access_log: l.access_log,
         sni,
+        send_proxy: l.proxy_protocol,
+        accept_proxy: l.accept_proxy_protocol,
     }
 }
 
@@ -420,6 +426,7 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
             .max_flows
             .unwrap_or_else(|| udp::default_max_flows(workers)),
         access_log: l.access_log,
+        send_proxy: l.proxy_protocol.is_some(),
     }
 }
 
@@ -551,6 +558,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         access_log: l.access_log,
         upstream: Default::default(),
         tls: h.tls.clone(),
+        accept_proxy: l.accept_proxy_protocol,
     }
 }
 
@@ -625,6 +633,19 @@ fn update(listener: &Shared, l: &ListenerConfig, target: Target, workers: usize)
         // Listeners are keyed by protocol, so the kinds always match.
         _ => {}
     }
+}
+
+/// The PROXY version a pool's backends are sent, by any listener that uses it
+/// (as its default pool or in a route): health checks then open with LOCAL.
+fn speaks_proxy(config: &Config, pool: &str) -> Option<fulcrum_l4::proxy_protocol::Version> {
+    config.listeners.iter().find_map(|l| {
+        let routed = match &l.protocol {
+            Protocol::Tcp(t) => t.sni_routes.iter().flatten().any(|(_, p)| p == pool),
+            _ => false,
+        };
+        let uses = l.pool.as_deref() == Some(pool) || routed;
+        l.proxy_protocol.filter(|_| uses)
+    })
 }
 
 /// The reload hook tests read: each backend's carried-over state.

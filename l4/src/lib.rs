@@ -8,6 +8,7 @@ pub mod balance;
 pub mod health;
 pub mod net;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod sni;
 pub mod tcp;
 pub mod udp;

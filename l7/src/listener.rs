@@ -53,6 +53,8 @@ pub struct Settings {
     pub upstream: Limits,
     /// TLS termination (`protocol = "https"`); re-read on every reload.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Expect a PROXY header before anything else; it names the real client.
+    pub accept_proxy: bool,
 }
 
 /// A pool as L7 routes use it, with its request-level options.
@@ -168,13 +170,14 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 backoff = BACKOFF_START;
                 listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                let conn = Arc::new(proxy::Conn {
+                let (listener, tracker) = (Arc::clone(&listener), sessions.clone());
+                sessions.spawn(connection(
+                    stream,
                     peer,
-                    client: crate::rewrite::Client::new(peer),
-                    listener: Arc::clone(&listener),
-                    sessions: sessions.clone(),
-                });
-                sessions.spawn(connection(stream, conn, shutdown.clone()));
+                    listener,
+                    tracker,
+                    shutdown.clone(),
+                ));
             }
             Err(e) if fulcrum_l4::tcp::out_of_resources(&e) => {
                 tracing::warn!(listener = %listener.name(), error = %e, pause_ms = backoff.as_millis() as u64, "accept failed: out of resources; pausing");
@@ -196,8 +199,31 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Serves one client connection until it closes, or until shutdown lets its
 /// current request finish. On an https listener the TLS handshake comes first,
 /// within `header_read_timeout`.
-async fn connection(stream: TcpStream, conn: Arc<proxy::Conn>, shutdown: CancellationToken) {
-    let current = conn.listener.current();
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    sessions: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let current = listener.current();
+    // Behind another proxy, the PROXY header names the real client.
+    let peer = match current.settings.accept_proxy {
+        false => peer,
+        true => match fulcrum_l4::proxy_protocol::read_header(&stream).await {
+            Ok(real) => real.unwrap_or(peer),
+            Err(why) => {
+                tracing::debug!(listener = %current.settings.name, client = %peer, why = %why, "bad PROXY header; closed");
+                return;
+            }
+        },
+    };
+    let conn = Arc::new(proxy::Conn {
+        peer,
+        client: crate::rewrite::Client::new(peer),
+        listener,
+        sessions,
+    });
     let Some(tls) = &current.settings.tls else {
         return serve_http(TokioIo::new(stream), conn, shutdown).await;
     };

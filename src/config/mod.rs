@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use fulcrum_l4::health::{Check, Probe};
 use fulcrum_l4::pool::Policy;
+use fulcrum_l4::proxy_protocol::Version as ProxyVersion;
 use fulcrum_l4::sni::HostMatch;
 use fulcrum_l4::{Algorithm, BackendSpec};
 use fulcrum_l7::rewrite::Rewrite;
@@ -46,6 +47,10 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// One info line per connection or flow (default on).
     pub access_log: bool,
+    /// Send a PROXY header of this version to backends (tcp, tls, udp).
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Expect a PROXY header from the client side (tcp, tls, http, https).
+    pub accept_proxy_protocol: bool,
 }
 
 /// A listener's protocol and the options that only it has.
@@ -248,7 +253,16 @@ impl Config {
                 }
                 _ => details,
             };
-            let log = if l.access_log { "" } else { ", no access log" };
+            let mut log = String::new();
+            if !l.access_log {
+                log.push_str(", no access log");
+            }
+            if let Some(v) = l.proxy_protocol {
+                log.push_str(&format!(", sends PROXY {v:?}"));
+            }
+            if l.accept_proxy_protocol {
+                log.push_str(", expects PROXY headers");
+            }
             let _ = writeln!(
                 out,
                 "listener {:<12} {:<5} {:<22} -> pool {}  ({details}{log})",

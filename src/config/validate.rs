@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fulcrum_l4::health::{self, Check, Probe};
 use fulcrum_l4::pool::Policy;
+use fulcrum_l4::proxy_protocol::Version as ProxyVersion;
 use fulcrum_l4::sni::HostMatch;
 use fulcrum_l4::tcp::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES};
 use fulcrum_l4::udp::DEFAULT_FLOW_IDLE_TIMEOUT;
@@ -38,18 +39,6 @@ pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid
     Invalid {
         offset: at.span().start,
         message: message.into(),
-    }
-}
-
-/// A key that DESIGN.md names but that this build does not implement yet: refused
-/// loudly rather than ignored.
-fn not_yet<T>(value: &Option<Spanned<T>>, key: &str) -> Result<()> {
-    match value {
-        Some(v) => Err(invalid(
-            v,
-            format!("`{key}` is not yet supported by this fulcrum build"),
-        )),
-        None => Ok(()),
     }
 }
 
@@ -236,13 +225,32 @@ fn validate_listener(
             ),
         });
     }
-    not_yet(&l.proxy_protocol, "proxy_protocol")?;
-    if let Some(v) = l.accept_proxy_protocol.as_ref().filter(|v| *v.get_ref()) {
-        return Err(invalid(
-            v,
-            "`accept_proxy_protocol` is not yet supported by this fulcrum build",
-        ));
-    }
+    let proxy_protocol = match &l.proxy_protocol {
+        Some(v) => {
+            let version: ProxyVersion = v.get_ref().parse().map_err(|e: String| invalid(v, e))?;
+            if protocol.starts_with("http") {
+                return Err(invalid(v, "`proxy_protocol` applies to tcp, tls and udp listeners: an http listener's backend connections are shared by many clients"));
+            }
+            if protocol == "udp" && version == ProxyVersion::V1 {
+                return Err(invalid(
+                    v,
+                    "UDP flows carry PROXY protocol v2 only (v1 has no datagram form)",
+                ));
+            }
+            Some(version)
+        }
+        None => None,
+    };
+    let accept_proxy_protocol = match &l.accept_proxy_protocol {
+        Some(v) if *v.get_ref() && protocol == "udp" => {
+            return Err(invalid(
+                v,
+                "`accept_proxy_protocol` applies to tcp, tls, http and https listeners",
+            ));
+        }
+        Some(v) => *v.get_ref(),
+        None => false,
+    };
 
     let bind = parse_addr(&l.bind, "bind")?;
     let pool = match &l.pool {
@@ -306,6 +314,8 @@ fn validate_listener(
         pool,
         protocol,
         access_log: l.access_log.as_ref().is_none_or(|a| *a.get_ref()),
+        proxy_protocol,
+        accept_proxy_protocol,
     })
 }
 
@@ -573,6 +583,8 @@ fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
         },
         rise: count(&h.rise, "rise", health::DEFAULT_RISE)?,
         fall: count(&h.fall, "fall", health::DEFAULT_FALL)?,
+        // Set by the server from the listeners that use the pool.
+        proxy: None,
     })
 }
 

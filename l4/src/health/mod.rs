@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::rng::Rng;
 use crate::pool::{Backend, Pool};
+use crate::proxy_protocol::Version;
 
 pub use probe::probe;
 
@@ -51,6 +52,9 @@ pub struct Check {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// The pool's backends expect a PROXY header (a listener sends them one):
+    /// probes open with a LOCAL header of this version, as the proxy's own.
+    pub proxy: Option<Version>,
 }
 
 /// The rise/fall state machine of one backend, pure.
@@ -127,7 +131,7 @@ async fn watch(pool: &Pool, index: usize, check: &Check, rng: &Rng) {
     let mut verdicts = Verdicts::from(backend.is_healthy());
     loop {
         tokio::time::sleep(jittered(check.interval, rng)).await;
-        let result = probe(backend.addr(), &check.probe, check.timeout).await;
+        let result = probe(backend.addr(), check).await;
         if let Some(healthy) = verdicts.observe(result.is_ok(), check.rise, check.fall) {
             report(pool, backend, healthy, &result, check);
         }

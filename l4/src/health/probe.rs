@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::Probe;
+use super::{Check, Probe};
+use crate::proxy_protocol::{encode_local, Version};
 
 /// Most bytes read while looking for an expected reply or a status line.
 const MAX_READ: usize = 16 * 1024;
@@ -45,13 +46,26 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// Probes `addr` once, within `timeout`.
-pub async fn probe(addr: SocketAddr, probe: &Probe, timeout: Duration) -> Result<(), Failure> {
+/// Probes `addr` once, within the check's timeout.
+pub async fn probe(addr: SocketAddr, check: &Check) -> Result<(), Failure> {
+    let timeout = check.timeout;
+    let local = check.proxy.map(encode_local).unwrap_or_default();
     let run = async {
-        match probe {
-            Probe::Tcp { send, expect } => tcp(addr, send.as_deref(), expect.as_deref()).await,
-            Probe::Http { path, host, status } => http(addr, path, host.as_deref(), status).await,
-            Probe::Udp { send, expect } => udp(addr, send, expect.as_deref()).await,
+        match &check.probe {
+            Probe::Tcp { send, expect } => {
+                tcp(addr, &local, send.as_deref(), expect.as_deref()).await
+            }
+            Probe::Http { path, host, status } => {
+                http(addr, &local, path, host.as_deref(), status).await
+            }
+            Probe::Udp { send, expect } => {
+                // Datagrams carry version 2 only.
+                let local = check
+                    .proxy
+                    .map(|_| encode_local(Version::V2))
+                    .unwrap_or_default();
+                udp(addr, &[local.as_slice(), send].concat(), expect.as_deref()).await
+            }
         }
     };
     tokio::time::timeout(timeout, run)
@@ -59,10 +73,16 @@ pub async fn probe(addr: SocketAddr, probe: &Probe, timeout: Duration) -> Result
         .unwrap_or(Err(Failure::Timeout(timeout)))
 }
 
-async fn tcp(addr: SocketAddr, send: Option<&[u8]>, expect: Option<&[u8]>) -> Result<(), Failure> {
+async fn tcp(
+    addr: SocketAddr,
+    local: &[u8],
+    send: Option<&[u8]>,
+    expect: Option<&[u8]>,
+) -> Result<(), Failure> {
     let mut stream = TcpStream::connect(addr).await?;
-    if let Some(send) = send {
-        stream.write_all(send).await?;
+    let first = [local, send.unwrap_or_default()].concat();
+    if !first.is_empty() {
+        stream.write_all(&first).await?;
     }
     match expect {
         Some(expect) => read_until(&mut stream, |got| contains(got, expect))
@@ -74,6 +94,7 @@ async fn tcp(addr: SocketAddr, send: Option<&[u8]>, expect: Option<&[u8]>) -> Re
 
 async fn http(
     addr: SocketAddr,
+    local: &[u8],
     path: &str,
     host: Option<&str>,
     status: &std::ops::RangeInclusive<u16>,
@@ -81,7 +102,9 @@ async fn http(
     let mut stream = TcpStream::connect(addr).await?;
     let host = host.map_or_else(|| addr.to_string(), str::to_owned);
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fulcrum-health\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    stream
+        .write_all(&[local, request.as_bytes()].concat())
+        .await?;
     let head = read_until(&mut stream, |got| got.windows(2).any(|w| w == b"\r\n")).await?;
     let code = status_code(&head).ok_or(Failure::BadResponse)?;
     if status.contains(&code) {

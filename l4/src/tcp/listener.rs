@@ -81,23 +81,8 @@ async fn accept_loop(
                 listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 // The snapshot as of now: a reload while we waited applies.
                 let current = listener.current();
-                let per_client = current.settings.max_connections_per_client;
-                let slot = match per_client {
-                    0 => None,
-                    limit => match listener.per_client.acquire(peer.ip(), limit) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            // Refused politely: closed at once, before any byte.
-                            listener
-                                .stats
-                                .refused_per_client
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(listener = %current.settings.name, client = %peer, limit, "too many connections from this client; closed");
-                            continue;
-                        }
-                    },
-                };
-                sessions.spawn(session::run(stream, peer, current, (permit, slot)));
+                let session = session::run(stream, peer, Arc::clone(&listener), current, permit);
+                sessions.spawn(session);
             }
             Err(e) if out_of_resources(&e) => {
                 tracing::warn!(

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::pool::Pool;
+use crate::proxy_protocol;
 use crate::sni::SniRoutes;
 
 pub use listener::{out_of_resources, serve};
@@ -47,6 +48,10 @@ pub struct Settings {
     /// `tls` listeners: the pool is chosen by the SNI name of the client's
     /// ClientHello, read before connecting (TLS passes through untouched).
     pub sni: Option<Arc<SniRoutes>>,
+    /// Send a PROXY header of this version to backends.
+    pub send_proxy: Option<proxy_protocol::Version>,
+    /// Expect a PROXY header from the client side; its address is the client's.
+    pub accept_proxy: bool,
 }
 
 /// Counters of one TCP listener, summed over its workers; they survive reloads.

@@ -3,26 +3,54 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::limits::ClientSlot;
-use super::{connect, relay, Current, HELLO_TIMEOUT};
+use super::{connect, relay, Current, Listener, HELLO_TIMEOUT};
 use crate::balance::{fnv1a, Context};
+use crate::proxy_protocol::{self, Transport};
 use crate::sni::{self, Peek, MAX_PEEK};
 
-/// Serves one accepted client connection to completion. `_slots` hold the
-/// listener's and the client's connection slots until the session ends.
+/// Serves one accepted client connection to completion. `_permit` holds the
+/// listener's connection slot until the session ends.
 pub(crate) async fn run(
     client: TcpStream,
     peer: SocketAddr,
+    shared: Arc<Listener>,
     listener: Arc<Current>,
-    _slots: (Option<OwnedSemaphorePermit>, Option<ClientSlot>),
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let settings = &listener.settings;
+    // Behind another proxy, the PROXY header names the real client.
+    let peer = match settings.accept_proxy {
+        false => peer,
+        true => match proxy_protocol::read_header(&client).await {
+            Ok(real) => real.unwrap_or(peer),
+            Err(why) => {
+                tracing::debug!(listener = %settings.name, client = %peer, why = %why, "bad PROXY header; closed");
+                return;
+            }
+        },
+    };
+    let _slot = match settings.max_connections_per_client {
+        0 => None,
+        limit => match shared.per_client.acquire(peer.ip(), limit) {
+            Some(slot) => Some(slot),
+            None => {
+                // Refused politely: closed at once, before any byte is relayed.
+                shared
+                    .stats
+                    .refused_per_client
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = %settings.name, client = %peer, limit, "too many connections from this client; closed");
+                return;
+            }
+        },
+    };
     // A tls listener reads the ClientHello first; it is replayed to the backend.
     let mut hello = Vec::new();
     let (pool, key) = match &settings.sni {
@@ -44,6 +72,15 @@ pub(crate) async fn run(
             }
         }
     };
+    // What the backend gets before the client's bytes: a PROXY header naming the
+    // client, then the ClientHello already read.
+    let mut prelude = match (settings.send_proxy, client.local_addr()) {
+        (Some(version), Ok(local)) => {
+            proxy_protocol::encode(version, peer, local, Transport::Stream)
+        }
+        _ => Vec::new(),
+    };
+    prelude.extend_from_slice(&hello);
     let ctx = Context {
         client: Some(peer),
         key,
@@ -68,8 +105,8 @@ pub(crate) async fn run(
             }
         };
         pool.record_connected(backend, connect_start.elapsed());
-        if let Err(e) = send_all(&upstream, &hello).await {
-            tracing::warn!(listener = %settings.name, backend = %backend.addr(), error = %e, "backend closed before the ClientHello was passed on");
+        if let Err(e) = send_all(&upstream, &prelude).await {
+            tracing::warn!(listener = %settings.name, backend = %backend.addr(), error = %e, "backend closed before the first bytes were passed on");
             return;
         }
         let started = Instant::now();

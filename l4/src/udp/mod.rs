@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_flows: usize,
     /// One info line per flow when it ends.
     pub access_log: bool,
+    /// Put a PROXY v2 header in front of each flow's first datagram.
+    pub send_proxy: bool,
 }
 
 /// Counters for one UDP listener, summed over its workers.

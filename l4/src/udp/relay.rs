@@ -21,6 +21,7 @@ use super::flow::{EndReason, Ended, FlowId, FlowTable, Limits};
 use super::{upstream, Listener, Stats};
 use crate::balance::Context;
 use crate::pool::{ActiveGuard, Pool};
+use crate::proxy_protocol::{self, Transport, Version};
 
 /// Receive buffer size: holds the largest UDP payload there is (65527 bytes over
 /// IPv6, 65507 over IPv4), so no datagram is cut.
@@ -211,15 +212,33 @@ async fn forward(shared: &Arc<Shared>, flows: &TaskTracker, client: SocketAddr, 
             .fetch_add(datagram.len() as u64, Ordering::Relaxed);
         (id, Arc::clone(&io.upstream))
     });
+    let mut with_header = Vec::new();
     let (id, upstream) = match existing {
         Some(flow) => flow,
         None => match open(shared, flows, client, now, datagram.len()) {
-            Some(flow) => flow,
+            Some(flow) => {
+                // A new flow's first datagram carries the PROXY v2 header when the
+                // listener sends one (the spec's UDP form, §2.2).
+                if let (true, Ok(local)) = (
+                    shared.listener.current().settings.send_proxy,
+                    shared.socket.local_addr(),
+                ) {
+                    with_header =
+                        proxy_protocol::encode(Version::V2, client, local, Transport::Datagram);
+                    with_header.extend_from_slice(datagram);
+                }
+                flow
+            }
             None => {
                 Stats::add(&stats.dropped, 1);
                 return;
             }
         },
+    };
+    let datagram = if with_header.is_empty() {
+        datagram
+    } else {
+        &with_header
     };
     let sent = match upstream.try_send(datagram) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => upstream.send(datagram).await,

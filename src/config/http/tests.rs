@@ -192,3 +192,40 @@ sticky_cookie = "S"
         "`idle_timeout` only applies to tcp and tls listeners, and this one is http",
     );
 }
+
+#[test]
+fn proxy_protocol_keys() {
+    let tcp = |extra: &str| {
+        format!("[[listener]]\nname = \"t\"\nbind = \"127.0.0.1:1\"\npool = \"p\"\n{extra}\n\n[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:2\"]\n")
+    };
+    let c = parse(
+        &tcp("proxy_protocol = \"v2\"\naccept_proxy_protocol = true"),
+        "f.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].proxy_protocol,
+        Some(fulcrum_l4::proxy_protocol::Version::V2)
+    );
+    assert!(c.listeners[0].accept_proxy_protocol);
+    assert_err(
+        &tcp("proxy_protocol = \"v3\""),
+        "5:18",
+        "unknown PROXY protocol version `v3`",
+    );
+    assert_err(
+        &tcp("protocol = \"udp\"\nproxy_protocol = \"v1\""),
+        "6:18",
+        "UDP flows carry PROXY protocol v2 only",
+    );
+    assert_err(
+        &tcp("protocol = \"udp\"\naccept_proxy_protocol = true"),
+        "6:25",
+        "`accept_proxy_protocol` applies to tcp, tls, http and https listeners",
+    );
+    assert_err(
+        &tcp("protocol = \"http\"\nproxy_protocol = \"v2\""),
+        "6:18",
+        "`proxy_protocol` applies to tcp, tls and udp listeners",
+    );
+}
