@@ -300,9 +300,9 @@ fn toml_syntax_error() {
 fn later_features_are_refused_not_ignored() {
     for (from, to, needle) in [
         (
-            "retries = 1",
-            "proxy_protocol = \"v2\"",
-            "`proxy_protocol` is not yet supported",
+            "[::1]:9002\", weight = 3 }",
+            "db.internal:5432\", resolve = \"30s\" }",
+            "`resolve` is not yet supported",
         ),
         (
             "retries = 1",
