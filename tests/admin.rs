@@ -1,5 +1,5 @@
-//! The admin listener: /status JSON and /metrics Prometheus text agree with a known
-//! workload.
+//! The admin listener: /status JSON, /metrics Prometheus text and the HTML page
+//! agree with a known workload.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step should fail loudly
 
@@ -102,4 +102,215 @@ fn status_and_metrics_match_a_known_workload() {
     }
 
     assert_eq!(get(admin, "/nope").0, 404);
+}
+
+/// The samples of a scrape, parsed by a Prometheus text parser.
+fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let (code, text) = get(admin, "/metrics");
+    assert_eq!(code, 200);
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
+}
+
+/// The value of one series; panics when it is missing.
+fn value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {metric} {labels:?}"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(buckets) => {
+            buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+        }
+        other => panic!("{metric}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_parse_and_count_a_mixed_workload() {
+    let (echo, dead) = (Backend::echo(), dead_addr());
+    let web = common::http::HttpBackend::start("web");
+    let udp_backend = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\npool = \"tcp\"\nretries = 1\n\n\
+         [[listener]]\nname = \"h\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener.route]]\npath_prefix = \"/ok\"\npool = \"web\"\n\n\
+         [[listener]]\nname = \"u\"\nprotocol = \"udp\"\nbind = \"127.0.0.1:0\"\npool = \"udp\"\n\n\
+         [[pool]]\nname = \"tcp\"\neject_after = 0\nbackends = [\"{dead}\", \"{}\"]\n\n\
+         [[pool]]\nname = \"web\"\nbackends = [\"{}\"]\n\n\
+         [[pool]]\nname = \"udp\"\nbackends = [\"{}\"]\n",
+        echo.addr,
+        web.addr,
+        udp_backend.local_addr().unwrap()
+    );
+    let f = Fulcrum::run(&text);
+    // TCP: 4 connections of 1000 bytes each way; round robin sends two of them to
+    // the dead backend first, which fail over (2 connect errors, 2 retries).
+    for _ in 0..4 {
+        let mut c = connect(f.addr("t"));
+        c.write_all(&[7u8; 1000]).unwrap();
+        let mut back = [0u8; 1000];
+        c.read_exact(&mut back).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+    }
+    // HTTP: 3 answered requests and 2 without a route.
+    let mut client = common::http::HttpClient::connect(f.addr("h"));
+    for path in ["/ok/1", "/ok/2", "/ok/3", "/nope", "/nope"] {
+        client.get(path, &[]);
+    }
+    // UDP: 2 clients, one datagram each.
+    for _ in 0..2 {
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.send_to(b"x", f.addr("u")).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    udp_backend.set_read_timeout(Some(PATIENCE)).unwrap();
+    for _ in 0..2 {
+        udp_backend.recv(&mut buf).unwrap();
+    }
+
+    let s = scrape(f.addr("admin"));
+    let (echo_addr, dead_addr) = (echo.addr.to_string(), dead.to_string());
+    let echo_l = [("pool", "tcp"), ("backend", echo_addr.as_str())];
+    let dead_l = [("pool", "tcp"), ("backend", dead_addr.as_str())];
+    assert_eq!(value(&s, "fulcrum_backend_connections_total", &echo_l), 4.0);
+    assert_eq!(
+        value(&s, "fulcrum_backend_connect_errors_total", &dead_l),
+        2.0
+    );
+    assert_eq!(
+        value(&s, "fulcrum_listener_retries_total", &[("listener", "t")]),
+        2.0
+    );
+    assert_eq!(
+        value(&s, "fulcrum_backend_sent_bytes_total", &echo_l),
+        4000.0
+    );
+    assert_eq!(
+        value(&s, "fulcrum_backend_received_bytes_total", &echo_l),
+        4000.0
+    );
+    assert_eq!(value(&s, "fulcrum_backend_healthy", &dead_l), 1.0);
+    assert_eq!(value(&s, "fulcrum_backend_connect_seconds", &echo_l), 4.0);
+    assert_eq!(
+        value(&s, "fulcrum_backend_connect_seconds_count", &echo_l),
+        4.0
+    );
+    let h = [("listener", "h")];
+    assert_eq!(
+        value(
+            &s,
+            "fulcrum_http_responses_total",
+            &[("listener", "h"), ("class", "2xx")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "fulcrum_http_responses_total",
+            &[("listener", "h"), ("class", "4xx")]
+        ),
+        2.0
+    );
+    assert_eq!(value(&s, "fulcrum_http_request_seconds_count", &h), 5.0);
+    assert_eq!(value(&s, "fulcrum_listener_connections_total", &h), 1.0);
+    let u = [("listener", "u")];
+    assert_eq!(value(&s, "fulcrum_udp_flows_created_total", &u), 2.0);
+    assert_eq!(value(&s, "fulcrum_udp_flows_active", &u), 2.0);
+    assert_eq!(value(&s, "fulcrum_udp_datagrams_in_total", &u), 2.0);
+}
+
+#[test]
+fn html_page_lists_listeners_and_backends() {
+    let (a, dead) = (Backend::named("a"), dead_addr());
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        config(&[quoted(a.addr), quoted(dead)], "round-robin", "")
+    );
+    let f = Fulcrum::run(&text);
+    // One connection fails over from the dead backend: it is still up (one
+    // failure does not eject) but has a connect error to show.
+    let _ = hello(f.addr("l"));
+    let _ = hello(f.addr("l"));
+    let (code, page) = get(f.addr("admin"), "/");
+    assert_eq!(code, 200);
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    for needle in [
+        "<title>fulcrum status</title>",
+        &format!("<td>{}</td>", a.addr),
+        &format!("<td>{dead}</td>"),
+        "Pool p",
+        "<td>l</td>",
+        "http-equiv=\"refresh\"",
+    ] {
+        assert!(page.contains(needle), "{needle} missing:\n{page}");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from outside"
+    );
+}
+
+/// Renders the page in headless Chromium: the DOM it builds lists the backends,
+/// and a screenshot is taken (kept in the scratch folder for a person to look at).
+#[test]
+fn html_page_renders_in_headless_chromium() {
+    if !have("chromium") {
+        return;
+    }
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        config(&[quoted(a.addr), quoted(b.addr)], "least-conn", "")
+    );
+    let f = Fulcrum::run(&text);
+    let url = format!("http://{}/", f.addr("admin"));
+    let chromium = |args: &[&str]| {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+            ])
+            .args(args)
+            .arg(&url)
+            .output()
+            .expect("run chromium")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for backend in [a.addr, b.addr] {
+        assert!(
+            dom.contains(&backend.to_string()),
+            "{backend} not rendered:\n{dom}"
+        );
+    }
+    let shot = scratch("status.png");
+    let out = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,800",
+    ]);
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(
+        png.len() > 10_000,
+        "a blank screenshot? {} bytes",
+        png.len()
+    );
+    eprintln!("screenshot: {}", shot.display());
 }

@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod health;
+pub mod histogram;
 pub mod net;
 pub mod pool;
 pub mod proxy_protocol;

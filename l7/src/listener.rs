@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fulcrum_l4::histogram::Histogram;
 use fulcrum_l4::Pool;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -102,6 +103,10 @@ pub struct Stats {
     pub accepted: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub responses: [AtomicU64; 5],
+    /// Time from a request's head to its response's head.
+    pub latency: Histogram,
+    /// Sends to a further backend after connecting to one failed.
+    pub retries: AtomicU64,
 }
 
 impl Stats {

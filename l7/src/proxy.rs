@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use fulcrum_l4::balance::rng::Rng;
@@ -74,13 +75,10 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let current = conn.listener.current();
     let settings = &current.settings;
-    let logged = settings.access_log.then(|| {
-        (
-            Instant::now(),
-            req.method().clone(),
-            req.uri().path().to_owned(),
-        )
-    });
+    let started = Instant::now();
+    let logged = settings
+        .access_log
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let outcome = tokio::time::timeout(settings.request_timeout, forward(req, &conn, &current))
         .await
         .unwrap_or(Err(Refusal::Timeout));
@@ -101,7 +99,8 @@ pub(crate) async fn handle(
     };
     let status = response.status().as_u16();
     conn.listener.stats.count(status);
-    if let Some((started, method, path)) = logged {
+    conn.listener.stats.latency.observe(started.elapsed());
+    if let Some((method, path)) = logged {
         let backend = backend.map_or_else(|| "-".to_owned(), |b: SocketAddr| b.to_string());
         tracing::info!(
             listener = %settings.name,
@@ -193,7 +192,10 @@ async fn forward(
         )
         .take(attempts);
     let mut request = Request::from_parts(parts, body);
-    for backend in candidates {
+    for (attempt, backend) in candidates.enumerate() {
+        if attempt > 0 {
+            conn.listener.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
         let active = backend.track();
         let addr = backend.addr();
         let (response, link) = match send(request, backend, upstream, settings, upgrade).await {

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::balance::rng::Rng;
 use crate::balance::{Algorithm, Balance, Clock, Context, Fallback, Options, PeakEwma};
+use crate::histogram::{Histogram, Snapshot};
 
 /// What the operator asked for: one backend address and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,11 @@ pub struct BackendStats {
     up_since: AtomicU64,
     /// Connect latency estimate, for the ewma algorithm.
     ewma: PeakEwma,
+    /// Connect latency, for /metrics.
+    connect_time: Histogram,
+    /// Bytes relayed to and from the backend, counted when a connection or flow ends.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     /// Turns true when a reload removed the backend and the drain time is over:
     /// its remaining connections end.
     retired: watch::Sender<bool>,
@@ -63,6 +69,9 @@ impl Default for BackendStats {
             ejections: AtomicU32::default(),
             up_since: AtomicU64::default(),
             ewma: PeakEwma::default(),
+            connect_time: Histogram::default(),
+            bytes_in: AtomicU64::default(),
+            bytes_out: AtomicU64::default(),
             retired: watch::Sender::new(false),
         }
     }
@@ -143,6 +152,31 @@ impl Backend {
 
     pub fn is_healthy(&self) -> bool {
         !self.stats.down.load(Ordering::Relaxed)
+    }
+
+    /// Ejections so far (passive outlier detection).
+    pub fn ejections(&self) -> u32 {
+        self.stats.ejections.load(Ordering::Relaxed)
+    }
+
+    pub fn connect_time(&self) -> Snapshot {
+        self.stats.connect_time.snapshot()
+    }
+
+    /// Adds what one connection or flow relayed: client to backend, and back.
+    pub fn add_bytes(&self, to_backend: u64, from_backend: u64) {
+        self.stats.bytes_in.fetch_add(to_backend, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(from_backend, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed so far: (client to backend, backend to client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.stats.bytes_in.load(Ordering::Relaxed),
+            self.stats.bytes_out.load(Ordering::Relaxed),
+        )
     }
 
     pub fn is_ejected(&self) -> bool {
@@ -349,6 +383,7 @@ impl Pool {
             .consecutive_failures
             .store(0, Ordering::Relaxed);
         backend.stats.ewma.observe(latency, self.clock.now_ns());
+        backend.stats.connect_time.observe(latency);
     }
 
     pub fn name(&self) -> &str {

@@ -62,6 +62,8 @@ pub struct Stats {
     pub refused_per_client: AtomicU64,
     /// Times accepting paused because `max_connections` were live.
     pub paused_at_limit: AtomicU64,
+    /// Connect attempts to a further backend after one failed.
+    pub retries: AtomicU64,
 }
 
 /// What a listener's new connections use: swapped whole on reload, while each live

@@ -89,6 +89,9 @@ pub(crate) async fn run(
     let mut tried = 0;
     for backend in pool.candidates(&ctx).take(attempts) {
         tried += 1;
+        if tried > 1 {
+            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
         let _active = backend.track();
         let connect_start = Instant::now();
         let upstream = match connect(backend.addr(), settings.connect_timeout).await {
@@ -122,6 +125,10 @@ pub(crate) async fn run(
                 return;
             }
         };
+        backend.add_bytes(
+            relayed.client_to_backend + prelude.len() as u64,
+            relayed.backend_to_client,
+        );
         let end = match &relayed.end {
             Ok(()) => "closed".to_owned(),
             Err(e) => e.to_string(),

@@ -46,6 +46,8 @@ pub struct Stats {
     pub flows_created: AtomicU64,
     pub flows_evicted: AtomicU64,
     pub flows_expired: AtomicU64,
+    /// Flows ended for any reason; created minus ended are live.
+    pub flows_ended: AtomicU64,
     pub datagrams_in: AtomicU64,
     pub datagrams_out: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -90,6 +92,12 @@ impl Listener {
 
     pub fn current(&self) -> Arc<Current> {
         self.current.load_full()
+    }
+
+    /// Flows live now, over all workers.
+    pub fn active_flows(&self) -> u64 {
+        let created = Stats::get(&self.stats.flows_created);
+        created.saturating_sub(Stats::get(&self.stats.flows_ended))
     }
 
     pub fn name(&self) -> Arc<str> {

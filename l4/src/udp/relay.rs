@@ -102,10 +102,18 @@ impl Shared {
 
     fn ended(&self, ended: Ended<FlowIo>) {
         let stats = &self.listener.stats;
+        Stats::add(&stats.flows_ended, 1);
         match ended.why {
             EndReason::Evicted => Stats::add(&stats.flows_evicted, 1),
             EndReason::Idle => Stats::add(&stats.flows_expired, 1),
             EndReason::Responses | EndReason::Removed => {}
+        }
+        let io = &ended.value;
+        if let Some(b) = io.pool.backends().iter().find(|b| b.addr() == io.backend) {
+            b.add_bytes(
+                io.bytes_in.load(Ordering::Relaxed),
+                io.bytes_out.load(Ordering::Relaxed),
+            );
         }
         let current = self.listener.current();
         if current.settings.access_log {
