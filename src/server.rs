@@ -27,12 +27,15 @@ use crate::systemd;
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
 /// config `path`, SIGHUP reloads it.
 pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Result<()> {
+    // Before any thread starts: it edits the environment.
+    let activated = systemd::Activated::from_env();
     raise_fd_limit();
     let control = Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the control event loop")?;
     let mut server = Server::start(workers)?;
+    server.activated = activated;
     let admin_socket = match config.admin {
         Some(addr) => Some(bind_admin(addr)?),
         None => None,
@@ -58,6 +61,7 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
         }
         server.admin_bind = config.admin;
         server.apply(config)?;
+        server.activated.warn_unused();
         handlers
     };
     systemd::ready();
@@ -122,6 +126,8 @@ struct Server {
     /// The admin pages, when `[admin]` is configured, and the address asked for.
     admin: Option<Arc<Admin>>,
     admin_bind: Option<SocketAddr>,
+    /// Sockets from systemd socket activation not yet claimed by a listener.
+    activated: systemd::Activated,
 }
 
 /// What identifies a listener across reloads: its protocol and configured bind
@@ -234,6 +240,7 @@ impl Server {
             pools: HashMap::new(),
             admin: None,
             admin_bind: None,
+            activated: systemd::Activated::default(),
         })
     }
 
@@ -288,7 +295,7 @@ impl Server {
             let key = Key::of(l);
             match self.listeners.get(&key) {
                 Some(running) => updates.push((running.listener.clone(), l, target)),
-                None => added.push(bind(l, target, workers)?),
+                None => added.push(bind(l, target, workers, &mut self.activated)?),
             }
         }
 
@@ -563,7 +570,12 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
 }
 
 /// Binds a new listener's sockets, one per worker.
-fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Added> {
+fn bind(
+    l: &ListenerConfig,
+    target: Target,
+    workers: usize,
+    activated: &mut systemd::Activated,
+) -> anyhow::Result<Added> {
     let context = || format!("listener `{}`", l.name);
     let (listener, shards): (Shared, Vec<Shard>) = match (&l.protocol, target) {
         (Protocol::Tcp(t), target @ (Target::Pool(_) | Target::Sni(..))) => {
@@ -575,7 +587,7 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
                 pool,
                 t.max_connections,
             ));
-            let sockets = tcp::bind(l.bind, workers).with_context(context)?;
+            let sockets = tcp_sockets(l.bind, workers, activated).with_context(context)?;
             let shards = sockets
                 .into_iter()
                 .map(|s| Shard::Tcp(s, Arc::clone(&listener)))
@@ -584,7 +596,15 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
         }
         (Protocol::Udp(u), Target::Pool(pool)) => {
             let listener = Arc::new(udp::Listener::new(udp_settings(l, u, workers), pool));
-            let sockets = udp::bind(l.bind, workers).with_context(context)?;
+            let sockets = match activated.take_udp(l.bind) {
+                Some(socket) => shared_socket(
+                    socket,
+                    workers,
+                    |s| s.set_nonblocking(true),
+                    |s| s.try_clone(),
+                )?,
+                None => udp::bind(l.bind, workers).with_context(context)?,
+            };
             let shards = sockets
                 .into_iter()
                 .map(|s| Shard::Udp(s, Arc::clone(&listener)))
@@ -593,7 +613,7 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
         }
         (Protocol::Http(h), Target::Routes(router)) => {
             let listener = Arc::new(fulcrum_l7::Listener::new(http_settings(l, h), router));
-            let sockets = tcp::bind(l.bind, workers).with_context(context)?;
+            let sockets = tcp_sockets(l.bind, workers, activated).with_context(context)?;
             let shards = sockets
                 .into_iter()
                 .map(|s| Shard::Http(s, Arc::clone(&listener)))
@@ -614,6 +634,41 @@ fn bind(l: &ListenerConfig, target: Target, workers: usize) -> anyhow::Result<Ad
         shards,
         addr,
     })
+}
+
+/// A TCP listener's sockets, one per worker: systemd's, when it passed one for
+/// this address, else bound here with SO_REUSEPORT.
+fn tcp_sockets(
+    addr: SocketAddr,
+    workers: usize,
+    activated: &mut systemd::Activated,
+) -> anyhow::Result<Vec<StdListener>> {
+    match activated.take_tcp(addr) {
+        Some(socket) => shared_socket(
+            socket,
+            workers,
+            |s| s.set_nonblocking(true),
+            |s| s.try_clone(),
+        ),
+        None => Ok(tcp::bind(addr, workers)?),
+    }
+}
+
+/// One inherited socket shared by every worker (each gets a duplicate descriptor
+/// of it: the kernel hands each connection or datagram to one of them).
+fn shared_socket<S>(
+    socket: S,
+    workers: usize,
+    nonblocking: impl Fn(&S) -> std::io::Result<()>,
+    dup: impl Fn(&S) -> std::io::Result<S>,
+) -> anyhow::Result<Vec<S>> {
+    nonblocking(&socket).context("activated socket")?;
+    let mut all = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        all.push(dup(&socket).context("activated socket: dup")?);
+    }
+    all.push(socket);
+    Ok(all)
 }
 
 /// Points a kept listener at its new settings and pool or routes.

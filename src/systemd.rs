@@ -1,6 +1,7 @@
 //! systemd integration: sd_notify(3) messages — READY=1 once listeners are bound,
-//! RELOADING=1/READY=1 around a SIGHUP reload, STOPPING=1 on shutdown. Without
-//! NOTIFY_SOCKET (not run by systemd) every call is a no-op.
+//! RELOADING=1/READY=1 around a SIGHUP reload, STOPPING=1 on shutdown — and socket
+//! activation (LISTEN_FDS). Without NOTIFY_SOCKET or LISTEN_FDS (not run by
+//! systemd) none of it does anything.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
@@ -41,4 +42,66 @@ fn send_to(state: &str, path: &[u8]) -> io::Result<()> {
     };
     UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
+}
+
+/// Sockets handed over by systemd socket activation (`LISTEN_FDS`, see
+/// sd_listen_fds(3)), by transport and the address they are bound to; a listener
+/// whose `bind` matches one uses it instead of binding its own.
+#[derive(Debug, Default)]
+pub struct Activated {
+    tcp: Vec<std::net::TcpListener>,
+    udp: Vec<std::net::UdpSocket>,
+}
+
+impl Activated {
+    /// Takes the inherited sockets; must run before any other thread starts (it
+    /// clears LISTEN_FDS/LISTEN_PID so that children do not see them).
+    pub fn from_env() -> Activated {
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut found = Activated::default();
+        for i in 0..fds.len() {
+            if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+                found.tcp.push(l);
+            } else if let Ok(Some(s)) = fds.take_udp_socket(i) {
+                found.udp.push(s);
+            } else {
+                tracing::warn!(fd = i + 3, "LISTEN_FDS: not a TCP or UDP socket; ignored");
+            }
+        }
+        if fds.len() > 0 {
+            tracing::info!(
+                tcp = found.tcp.len(),
+                udp = found.udp.len(),
+                "socket activation: sockets received"
+            );
+        }
+        found
+    }
+
+    /// The inherited TCP socket bound to `addr`, if systemd passed one.
+    pub fn take_tcp(&mut self, addr: std::net::SocketAddr) -> Option<std::net::TcpListener> {
+        let i = self
+            .tcp
+            .iter()
+            .position(|l| l.local_addr().ok() == Some(addr))?;
+        Some(self.tcp.swap_remove(i))
+    }
+
+    pub fn take_udp(&mut self, addr: std::net::SocketAddr) -> Option<std::net::UdpSocket> {
+        let i = self
+            .udp
+            .iter()
+            .position(|s| s.local_addr().ok() == Some(addr))?;
+        Some(self.udp.swap_remove(i))
+    }
+
+    /// Warns about inherited sockets no listener asked for.
+    pub fn warn_unused(&self) {
+        for l in &self.tcp {
+            tracing::warn!(addr = ?l.local_addr().ok(), "socket activation: no tcp/http listener binds this address; ignored");
+        }
+        for s in &self.udp {
+            tracing::warn!(addr = ?s.local_addr().ok(), "socket activation: no udp listener binds this address; ignored");
+        }
+    }
 }

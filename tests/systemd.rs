@@ -47,19 +47,20 @@ fn ready_reloading_and_stopping_are_notified() {
 
 #[test]
 fn the_unit_file_verifies() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/fulcrum.service"
-    ))
-    .expect("unit");
-    let unit = unit.replace("/usr/local/bin/fulcrum", bin());
     let dir = scratch("unit");
     std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("fulcrum.service");
-    std::fs::write(&path, unit).expect("write unit");
+    let mut paths = Vec::new();
+    for name in ["fulcrum.service", "fulcrum.socket"] {
+        let unit =
+            std::fs::read_to_string(format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR")))
+                .expect("unit");
+        let path = dir.join(name);
+        std::fs::write(&path, unit.replace("/usr/local/bin/fulcrum", bin())).expect("write unit");
+        paths.push(path);
+    }
     let out = match std::process::Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&path)
+        .args(&paths)
         .output()
     {
         Ok(out) => out,
@@ -78,4 +79,41 @@ fn the_unit_file_verifies() {
         out.status.success() && report.trim().is_empty(),
         "systemd-analyze verify:\n{report}"
     );
+}
+
+/// Socket activation: the listener uses the socket it is given (LISTEN_FDS=1 on
+/// fd 3, LISTEN_PID = its own pid, as systemd sets them), on every worker.
+#[test]
+fn listen_fds_activation_serves_traffic() {
+    use std::os::fd::AsRawFd;
+    let backend = Backend::named("a");
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let text = format!(
+        "[[listener]]\nname = \"l\"\nbind = \"{addr}\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\nbackends = [{}]\n",
+        quoted(backend.addr)
+    );
+    let path = scratch("activated.toml");
+    std::fs::write(&path, text).expect("config");
+    // The child must inherit the socket: clear close-on-exec, and have the shell
+    // move it to fd 3 before it execs fulcrum under its own pid.
+    rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::empty()).expect("inheritable");
+    let fd = socket.as_raw_fd();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" 3<&{fd} {fd}<&-"
+        ))
+        .arg(bin())
+        .args(["run", "-c", path.to_str().expect("utf-8"), "--workers", "2"]);
+    let mut f = Fulcrum::spawn_command(command, 1);
+    rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC).expect("cloexec again");
+    f.saw("socket activation: sockets received");
+    assert_eq!(f.addr("l"), addr);
+    // Close our copy: connections can only be served through fulcrum's.
+    drop(socket);
+    for _ in 0..10 {
+        assert_eq!(hello(addr).1, 'a');
+    }
 }

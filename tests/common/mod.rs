@@ -68,9 +68,15 @@ impl Fulcrum {
     }
 
     fn spawn_env(args: &[&str], listeners: usize, env: &[(&str, &str)]) -> Fulcrum {
-        let mut child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = Command::new(bin());
+        command.args(args).envs(env.iter().copied());
+        Self::spawn_command(command, listeners)
+    }
+
+    /// Runs `command` (fulcrum itself, or something that execs it) and waits until
+    /// `listeners` listeners are bound.
+    pub fn spawn_command(mut command: Command, listeners: usize) -> Fulcrum {
+        let mut child = command
             .args(["--log-level", "debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
