@@ -123,6 +123,7 @@ impl PoolArgs {
         Ok(Config {
             drain_timeout: self.drain_timeout,
             admin: self.admin,
+            resolver: None,
             listeners: vec![ListenerConfig {
                 name: name.to_owned(),
                 bind,
@@ -141,6 +142,7 @@ impl PoolArgs {
                 sticky_cookie: None,
                 request_key: None,
                 tls: None,
+                dns: Vec::new(),
             }],
         })
     }

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod dns;
 mod server;
 mod systemd;
 

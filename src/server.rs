@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{Admin, ListenerView, View};
 use crate::config::{self, Config, ListenerConfig, Protocol};
+use crate::dns::Dns;
 use crate::systemd;
 
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
@@ -35,6 +36,8 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
         .build()
         .context("cannot start the control event loop")?;
     let mut server = Server::start(workers)?;
+    let (dns_changes, mut dns_changed) = tokio::sync::mpsc::unbounded_channel();
+    let mut dns = Dns::new(dns_changes);
     server.activated = activated;
     let admin_socket = match config.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -60,7 +63,8 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
             server.admin = Some(admin);
         }
         server.admin_bind = config.admin;
-        server.apply(config)?;
+        let effective = control.block_on(dns.prepare(config.clone()))?;
+        server.apply(&effective)?;
         server.activated.warn_unused();
         handlers
     };
@@ -71,10 +75,17 @@ pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Resu
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                Some(change) = dns_changed.recv() => {
+                    if let Some(config) = dns.changed(change) {
+                        if let Err(e) = server.apply(&config) {
+                            tracing::error!("dns change not applied: {e:#}");
+                        }
+                    }
+                }
                 _ = hup.recv() => match path {
                     Some(path) => {
                         systemd::reloading();
-                        if let Some(timeout) = server.reload(path) {
+                        if let Some(timeout) = server.reload(path, &mut dns).await {
                             drain_timeout = timeout;
                         }
                         // Ready again, with the new config or the old one kept.
@@ -244,9 +255,10 @@ impl Server {
         })
     }
 
-    /// Re-reads the config at `path` and applies it; a bad file or a failed bind
-    /// leaves the running config in place. Returns the new drain timeout.
-    fn reload(&mut self, path: &Path) -> Option<std::time::Duration> {
+    /// Re-reads the config at `path` (resolving its DNS backends) and applies it;
+    /// a bad file or a failed bind leaves the running config in place. Returns the
+    /// new drain timeout.
+    async fn reload(&mut self, path: &Path, dns: &mut Dns) -> Option<std::time::Duration> {
         tracing::info!(config = %path.display(), "SIGHUP: reloading");
         let config = match config::load(path) {
             Ok(config) => config,
@@ -258,8 +270,12 @@ impl Server {
         if config.admin != self.admin_bind {
             tracing::warn!("[admin] changed: the admin listener keeps its address until a restart");
         }
-        match self.apply(&config) {
-            Ok(()) => Some(config.drain_timeout),
+        let applied = match dns.prepare(config).await {
+            Ok(config) => self.apply(&config).map(|()| config.drain_timeout),
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(timeout) => Some(timeout),
             Err(e) => {
                 tracing::error!("reload failed, keeping the running config: {e:#}");
                 None

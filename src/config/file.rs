@@ -18,10 +18,19 @@ pub struct FileConfig {
     /// How long live connections may run on after SIGTERM before they are cut.
     pub drain_timeout: Option<S<String>>,
     pub admin: Option<S<FileAdmin>>,
+    pub resolver: Option<S<FileResolver>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<S<FileListener>>,
     #[serde(default, rename = "pool")]
     pub pools: Vec<S<FilePool>>,
+}
+
+/// `[resolver]`: where DNS backends are looked up (default: /etc/resolv.conf).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResolver {
+    pub nameservers: Vec<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

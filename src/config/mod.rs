@@ -8,6 +8,7 @@ mod validate;
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where `/metrics` and `/status` are served, when `[admin]` is there.
     pub admin: Option<SocketAddr>,
+    /// Name servers for DNS backends (`[resolver]`); `None`: the system's.
+    pub resolver: Option<Resolver>,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
 }
@@ -134,7 +137,32 @@ pub struct PoolConfig {
     pub request_key: Option<RequestKey>,
     /// HTTP only: TLS to the backends, as configured and as loaded.
     pub tls: Option<(UpstreamTlsFiles, UpstreamTls)>,
+    /// Backends given by DNS name: their addresses join `backends` as they resolve.
+    pub dns: Vec<DnsBackend>,
 }
+
+/// `{ addr = "HOST:PORT", resolve = "30s" }`: every A/AAAA record of HOST is a
+/// backend on PORT with this weight, re-resolved every `every`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsBackend {
+    pub host: String,
+    pub port: u16,
+    pub weight: NonZeroU32,
+    pub every: Duration,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+/// How long one DNS lookup may take when `[resolver] timeout` is not given.
+pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a DNS backend is re-resolved when `resolve` is not given.
+pub const DEFAULT_RESOLVE: Duration = Duration::from_secs(30);
 
 /// A config that cannot be used, pointing at the place that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +226,11 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 impl Config {
     /// The one-screen summary `fulcrum check` prints.
     pub fn summary(&self) -> String {
-        let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
+        let backends: usize = self
+            .pools
+            .iter()
+            .map(|p| p.backends.len() + p.dns.len())
+            .sum();
         let mut out = format!(
             "{} listener(s), {} pool(s), {} backend(s); drain timeout {}\n",
             self.listeners.len(),
@@ -359,6 +391,15 @@ impl Config {
             }
             for b in &p.backends {
                 let _ = writeln!(out, "  {:<24} weight {}", b.addr, b.weight);
+            }
+            for d in &p.dns {
+                let _ = writeln!(
+                    out,
+                    "  {:<24} weight {}, every A/AAAA record, re-resolved every {}",
+                    format!("{}:{}", d.host, d.port),
+                    d.weight,
+                    duration::display(d.every)
+                );
             }
         }
         out

@@ -22,8 +22,8 @@ use super::http;
 
 use super::file::{FileBackend, FileConfig, FileHealth, FileListener, FilePool, FilePoolTls};
 use super::{
-    duration, Config, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
-    DEFAULT_DRAIN_TIMEOUT, MAX_WEIGHT,
+    duration, Config, DnsBackend, ListenerConfig, PoolConfig, Protocol, Resolver, TcpOptions,
+    UdpOptions, DEFAULT_DRAIN_TIMEOUT, DEFAULT_RESOLVE, DEFAULT_RESOLVER_TIMEOUT, MAX_WEIGHT,
 };
 
 /// What is wrong, and the byte offset in the file where it is.
@@ -45,6 +45,24 @@ pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid
 pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
     let admin = match &raw.admin {
         Some(a) => Some(parse_addr(&a.get_ref().bind, "bind")?),
+        None => None,
+    };
+    let resolver = match &raw.resolver {
+        Some(r) => {
+            let r = r.get_ref();
+            let nameservers = r
+                .nameservers
+                .iter()
+                .map(|n| parse_addr(n, "nameservers"))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Resolver {
+                nameservers,
+                timeout: match &r.timeout {
+                    Some(t) => nonzero_duration(t, "timeout")?,
+                    None => DEFAULT_RESOLVER_TIMEOUT,
+                },
+            })
+        }
         None => None,
     };
     let drain_timeout = match &raw.drain_timeout {
@@ -119,6 +137,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
     Ok(Config {
         drain_timeout,
         admin,
+        resolver,
         listeners,
         pools,
     })
@@ -446,9 +465,16 @@ fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         ));
     }
     let mut backends = Vec::with_capacity(p.backends.get_ref().len());
+    let mut dns = Vec::new();
     let mut seen = HashSet::new();
     for b in p.backends.get_ref() {
-        let spec = validate_backend(b)?;
+        let spec = match validate_backend(b)? {
+            Entry::Static(spec) => spec,
+            Entry::Dns(entry) => {
+                dns.push(entry);
+                continue;
+            }
+        };
         if !seen.insert(spec.addr) {
             return Err(invalid(
                 b,
@@ -466,6 +492,7 @@ fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         sticky_cookie,
         request_key,
         tls,
+        dns,
     })
 }
 
@@ -600,25 +627,17 @@ fn parse_status_range(text: &str) -> std::result::Result<std::ops::RangeInclusiv
     Ok(lo..=hi)
 }
 
-fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
-    let (addr, weight) = match b.get_ref() {
-        FileBackend::Addr(addr) => (addr.as_str(), 1),
-        FileBackend::Table(t) => {
-            if t.resolve.is_some() {
-                return Err(invalid(
-                    b,
-                    "backend `resolve` is not yet supported by this fulcrum build",
-                ));
-            }
-            (t.addr.as_str(), t.weight.unwrap_or(1))
-        }
+/// A backend entry: an address, or a DNS name to resolve.
+enum Entry {
+    Static(BackendSpec),
+    Dns(DnsBackend),
+}
+
+fn validate_backend(b: &Spanned<FileBackend>) -> Result<Entry> {
+    let (addr, weight, resolve) = match b.get_ref() {
+        FileBackend::Addr(addr) => (addr.as_str(), 1, None),
+        FileBackend::Table(t) => (t.addr.as_str(), t.weight.unwrap_or(1), t.resolve.as_deref()),
     };
-    let addr = addr
-        .parse::<SocketAddr>()
-        .map_err(|_| invalid(b, format!("invalid backend address `{addr}` (expected IP:PORT; DNS names are not yet supported)")))?;
-    if addr.port() == 0 {
-        return Err(invalid(b, format!("backend address `{addr}` needs a port")));
-    }
     let weight = NonZeroU32::new(weight)
         .filter(|w| w.get() <= MAX_WEIGHT)
         .ok_or_else(|| {
@@ -627,7 +646,56 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<BackendSpec> {
                 format!("backend weight must be 1..={MAX_WEIGHT}, got {weight}"),
             )
         })?;
-    Ok(BackendSpec { addr, weight })
+    let every = match resolve {
+        Some(text) => {
+            let every = duration::parse(text).map_err(|e| invalid(b, format!("`resolve`: {e}")))?;
+            if every.is_zero() {
+                return Err(invalid(b, "`resolve` must be greater than zero"));
+            }
+            Some(every)
+        }
+        None => None,
+    };
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(invalid(b, format!("backend address `{addr}` needs a port")));
+        }
+        if every.is_some() {
+            return Err(invalid(
+                b,
+                format!(
+                    "`resolve` applies to backends given by DNS name, and `{addr}` is an address"
+                ),
+            ));
+        }
+        return Ok(Entry::Static(BackendSpec { addr, weight }));
+    }
+    let bad = || {
+        invalid(
+            b,
+            format!("invalid backend address `{addr}` (expected IP:PORT or HOST:PORT)"),
+        )
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        });
+    if !valid_host {
+        return Err(bad());
+    }
+    Ok(Entry::Dns(DnsBackend {
+        host: host.to_ascii_lowercase(),
+        port,
+        weight,
+        every: every.unwrap_or(DEFAULT_RESOLVE),
+    }))
 }
 
 fn parse_hash_key(text: &str) -> std::result::Result<HashKey, String> {
