@@ -2,7 +2,8 @@
 # The L7 suite of scripts/bench.sh (sourced by it; uses its helpers and settings).
 #
 # wrk keep-alive against two nginx backends: direct to one backend, through
-# fulcrum (protocol = "http", access log on), through HAProxy (mode http,
+# fulcrum (protocol = "http", access log on; "quiet" is the same with it off),
+# through HAProxy (mode http,
 # http-reuse always) and through NGINX (proxy_pass, upstream keepalive). Each proxy
 # keeps its upstream connections alive, so this measures HTTP parsing, routing and
 # header rewriting, not connection set-up.
@@ -29,6 +30,8 @@ backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
   taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-http.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-http.err" &
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
+  HTTP[quiet]=$(free_port)
+  start_quiet "$WORK/fulcrum-http.toml" "${HTTP[fulcrum]}" "${HTTP[quiet]}"
 
   cat > "$WORK/haproxy-http.cfg" <<CONF
 global
@@ -80,11 +83,11 @@ CONF
   taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null &
   PID_nginx=$!; PIDS+=($PID_nginx)
 
-  for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
+  for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
     wait_port "$port"
   done
 
-  PROXIES="direct fulcrum haproxy nginx"
+  PROXIES="direct fulcrum quiet haproxy nginx"
   http_suite "HTTP keep-alive through L7 proxies"
   stop_all
 }

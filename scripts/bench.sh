@@ -96,6 +96,22 @@ CONF
   taskset -c "$LOAD_CPU" nginx -c "$WORK/web-$1.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
 }
 
+# Starts a copy of fulcrum config $1 with the listener on port $2 moved to $3,
+# the bulk listener dropped, and every access log off ("quiet", pid PID_quiet).
+start_quiet() {
+  python3 - "$1" "$2" "$3" > "$WORK/quiet.toml" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read().replace(f":{sys.argv[2]}\"", f":{sys.argv[3]}\"")
+blocks = text.split("[[listener]]")
+keep = [b for b in blocks[1:] if f":{sys.argv[3]}\"" in b]
+rest = "[[pool]]" + "[[pool]]".join(blocks[-1].split("[[pool]]")[1:])
+out = "".join("[[listener]]" + b.split("[[pool]]")[0].rstrip() + "\naccess_log = false\n\n" for b in keep)
+print(out + rest)
+PY
+  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>"$WORK/quiet.err" &
+  PID_quiet=$!; PIDS+=($PID_quiet)
+}
+
 # One wrk run against proxy $1 (port ${HTTP[$1]}, pid $PID_$1; "direct" has no
 # proxy pid); prints "rps cpu_us_per_request p99_ms".
 wrk_run() {
@@ -181,6 +197,9 @@ backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
 taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level info 2>"$WORK/fulcrum.err" &
 PID_fulcrum=$!; PIDS+=($PID_fulcrum)
+# "quiet": the same fulcrum with its access log off, to measure what logging costs.
+HTTP[quiet]=$(free_port)
+start_quiet "$WORK/fulcrum.toml" "${HTTP[fulcrum]}" "${HTTP[quiet]}"
 
 cat > "$WORK/haproxy.cfg" <<CONF
 global
@@ -223,7 +242,7 @@ CONF
 taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off; master_process off;' 2>/dev/null &
 PID_nginx=$!; PIDS+=($PID_nginx)
 
-for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}" "${BULK[haproxy]}" "${HTTP[haproxy]}" "${BULK[nginx]}" "${HTTP[nginx]}"; do
+for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${BULK[haproxy]}" "${HTTP[haproxy]}" "${BULK[nginx]}" "${HTTP[nginx]}"; do
   wait_port "$port"
 done
 
@@ -247,7 +266,7 @@ echo "  fulcrum/haproxy $(ratio "$f" "$h")  fulcrum/nginx $(ratio "$f" "$n")  fu
 echo
 
 # --- HTTP through L4: wrk keep-alive and Connection: close ------------------------------
-PROXIES="fulcrum haproxy nginx"
+PROXIES="fulcrum quiet haproxy nginx"
 http_suite "HTTP keep-alive through L4"
 http_suite "New connections (Connection: close)" -H "Connection: close"
 
