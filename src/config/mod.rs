@@ -4,6 +4,7 @@
 pub mod duration;
 mod file;
 mod http;
+mod pool;
 mod validate;
 
 use std::fmt::{self, Write as _};

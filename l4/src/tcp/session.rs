@@ -28,7 +28,9 @@ pub(crate) async fn run(
     // Behind another proxy, the PROXY header names the real client.
     let peer = match settings.accept_proxy {
         false => peer,
-        true => match proxy_protocol::read_header(&client).await {
+        // Boxed, as the hello read below: a session future that never reads a
+        // header must not carry the space for doing so (memory per connection).
+        true => match Box::pin(proxy_protocol::read_header(&client)).await {
             Ok(real) => real.unwrap_or(peer),
             Err(why) => {
                 tracing::debug!(listener = %settings.name, client = %peer, why = %why, "bad PROXY header; closed");
@@ -56,7 +58,7 @@ pub(crate) async fn run(
     let (pool, key) = match &settings.sni {
         None => (&listener.pool, None),
         Some(routes) => {
-            let sni = match read_hello(&client, &mut hello).await {
+            let sni = match Box::pin(read_hello(&client, &mut hello)).await {
                 Ok(sni) => sni,
                 Err(why) => {
                     tracing::debug!(listener = %settings.name, client = %peer, why = %why, "not a TLS ClientHello; closed");

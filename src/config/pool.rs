@@ -1,0 +1,323 @@
+//! Validation of `[[pool]]`: algorithm and hash key, failure policy, health checks,
+//! backends (addresses or DNS names) and TLS to the backends.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use fulcrum_l4::health::{self, Check, Probe};
+use fulcrum_l4::pool::Policy;
+use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
+use fulcrum_l7::sticky::{is_cookie_name, RequestKey};
+use fulcrum_l7::tls::{UpstreamTls, UpstreamTlsFiles};
+use toml::Spanned;
+
+use super::file::{FileBackend, FileHealth, FilePool, FilePoolTls};
+use super::validate::{invalid, nonzero_duration, parse_duration, Invalid, Result};
+use super::{duration, DnsBackend, PoolConfig, DEFAULT_RESOLVE, MAX_WEIGHT};
+
+pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
+    let name = p.name.get_ref().trim();
+    if name.is_empty() {
+        return Err(invalid(&p.name, "pool `name` must not be empty"));
+    }
+    let mut algorithm = match &p.algorithm {
+        Some(a) => a
+            .get_ref()
+            .parse::<Algorithm>()
+            .map_err(|e| invalid(a, e.to_string()))?,
+        None => Algorithm::RoundRobin,
+    };
+    let mut request_key = None;
+    if let Some(key) = &p.hash_key {
+        let Algorithm::Hash(_) = algorithm else {
+            return Err(invalid(
+                key,
+                "`hash_key` only applies to algorithm = \"hash\"",
+            ));
+        };
+        match RequestKey::parse(key.get_ref()) {
+            Some(parsed) => request_key = Some(parsed.map_err(|e| invalid(key, e))?),
+            None => {
+                algorithm =
+                    Algorithm::Hash(parse_hash_key(key.get_ref()).map_err(|e| invalid(key, e))?)
+            }
+        }
+    }
+    let sticky_cookie = match &p.sticky_cookie {
+        Some(c) if !is_cookie_name(c.get_ref()) => {
+            return Err(invalid(
+                c,
+                format!("invalid `sticky_cookie` name `{}`", c.get_ref()),
+            ))
+        }
+        Some(c) => Some(c.get_ref().clone()),
+        None => None,
+    };
+    let health = p.health.as_ref().map(validate_health).transpose()?;
+    let tls = p.tls.as_ref().map(|t| pool_tls(t, base)).transpose()?;
+    let defaults = Policy::default();
+    let policy = Policy {
+        fail_open: p
+            .fail_open
+            .as_ref()
+            .map_or(defaults.fail_open, |f| *f.get_ref()),
+        eject_after: p
+            .eject_after
+            .as_ref()
+            .map_or(defaults.eject_after, |e| *e.get_ref()),
+        eject_time: match &p.eject_time {
+            Some(t) => nonzero_duration(t, "eject_time")?,
+            None => defaults.eject_time,
+        },
+        slow_start: match &p.slow_start {
+            Some(t) => parse_duration(t, "slow_start")?,
+            None => defaults.slow_start,
+        },
+    };
+    if p.backends.get_ref().is_empty() {
+        return Err(invalid(
+            &p.backends,
+            format!("pool `{name}` has no backends"),
+        ));
+    }
+    let mut backends = Vec::with_capacity(p.backends.get_ref().len());
+    let mut dns = Vec::new();
+    let mut seen = HashSet::new();
+    for b in p.backends.get_ref() {
+        let spec = match validate_backend(b)? {
+            Entry::Static(spec) => spec,
+            Entry::Dns(entry) => {
+                dns.push(entry);
+                continue;
+            }
+        };
+        if !seen.insert(spec.addr) {
+            return Err(invalid(
+                b,
+                format!("backend {} is listed twice in pool `{name}`", spec.addr),
+            ));
+        }
+        backends.push(spec);
+    }
+    Ok(PoolConfig {
+        name: name.to_owned(),
+        algorithm,
+        backends,
+        policy,
+        health,
+        sticky_cookie,
+        request_key,
+        tls,
+        dns,
+    })
+}
+
+/// A pool's `tls = { ... }`, loaded now so that `fulcrum check` sees bad files.
+fn pool_tls(t: &Spanned<FilePoolTls>, base: &Path) -> Result<(UpstreamTlsFiles, UpstreamTls)> {
+    let raw = t.get_ref();
+    let client_cert = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                t,
+                "a client certificate needs both `cert` and `key`",
+            ))
+        }
+    };
+    if raw.verify == Some(false) && raw.ca.is_some() {
+        return Err(invalid(t, "`ca` has no use with `verify = false`"));
+    }
+    let files = UpstreamTlsFiles {
+        verify: raw.verify.unwrap_or(true),
+        ca: raw.ca.as_ref().map(|ca| base.join(ca)),
+        sni: raw.sni.clone(),
+        client_cert,
+    };
+    let loaded = UpstreamTls::load(&files).map_err(|e| invalid(t, e.to_string()))?;
+    Ok((files, loaded))
+}
+
+fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
+    let h = spanned.get_ref();
+    let kind = h.kind.as_ref().map_or("tcp", |k| k.get_ref().as_str());
+    let only_http = [
+        (&h.path, "path"),
+        (&h.host, "host"),
+        (&h.expect_status, "expect_status"),
+    ];
+    if kind != "http" {
+        if let Some((value, key)) = only_http
+            .iter()
+            .find_map(|(v, k)| v.as_ref().map(|v| (v, k)))
+        {
+            return Err(invalid(
+                value,
+                format!("`{key}` only applies to kind = \"http\" checks"),
+            ));
+        }
+    }
+    let bytes = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().as_bytes().to_vec());
+    let probe = match kind {
+        "tcp" => Probe::Tcp {
+            send: bytes(&h.send),
+            expect: bytes(&h.expect),
+        },
+        "http" => {
+            if let Some(v) = h.send.as_ref().or(h.expect.as_ref()) {
+                return Err(invalid(v, "`send` and `expect` apply to tcp and udp checks; http checks use `path` and `expect_status`"));
+            }
+            let path = h.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                let at = h
+                    .path
+                    .as_ref()
+                    .map_or(spanned.span().start, |p| p.span().start);
+                return Err(Invalid {
+                    offset: at,
+                    message: format!(
+                        "health `path` must start with / and have no spaces, got `{path}`"
+                    ),
+                });
+            }
+            Probe::Http {
+                path: path.to_owned(),
+                host: h.host.as_ref().map(|h| h.get_ref().clone()),
+                status: match &h.expect_status {
+                    Some(s) => parse_status_range(s.get_ref()).map_err(|e| invalid(s, e))?,
+                    None => 200..=399,
+                },
+            }
+        }
+        "udp" => Probe::Udp {
+            send: bytes(&h.send).ok_or_else(|| {
+                invalid(
+                    spanned,
+                    "udp health checks need `send` (the datagram to probe with)",
+                )
+            })?,
+            expect: bytes(&h.expect),
+        },
+        other => {
+            let at = h
+                .kind
+                .as_ref()
+                .map_or(spanned.span().start, |k| k.span().start);
+            return Err(Invalid {
+                offset: at,
+                message: format!("unknown health check kind `{other}` (expected tcp, http or udp)"),
+            });
+        }
+    };
+    let count = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+        Some(n) if *n.get_ref() == 0 => Err(invalid(n, format!("`{key}` must be at least 1"))),
+        Some(n) => Ok(*n.get_ref()),
+        None => Ok(default),
+    };
+    Ok(Check {
+        probe,
+        interval: match &h.interval {
+            Some(d) => nonzero_duration(d, "interval")?,
+            None => health::DEFAULT_INTERVAL,
+        },
+        timeout: match &h.timeout {
+            Some(d) => nonzero_duration(d, "timeout")?,
+            None => health::DEFAULT_TIMEOUT,
+        },
+        rise: count(&h.rise, "rise", health::DEFAULT_RISE)?,
+        fall: count(&h.fall, "fall", health::DEFAULT_FALL)?,
+        // Set by the server from the listeners that use the pool.
+        proxy: None,
+    })
+}
+
+/// `"200-399"` or `"200"`.
+fn parse_status_range(text: &str) -> std::result::Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("invalid `expect_status` `{text}` (expected e.g. \"200-399\" or \"204\")");
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
+}
+
+/// A backend entry: an address, or a DNS name to resolve.
+enum Entry {
+    Static(BackendSpec),
+    Dns(DnsBackend),
+}
+
+fn validate_backend(b: &Spanned<FileBackend>) -> Result<Entry> {
+    let (addr, weight, resolve) = match b.get_ref() {
+        FileBackend::Addr(addr) => (addr.as_str(), 1, None),
+        FileBackend::Table(t) => (t.addr.as_str(), t.weight.unwrap_or(1), t.resolve.as_deref()),
+    };
+    let weight = NonZeroU32::new(weight)
+        .filter(|w| w.get() <= MAX_WEIGHT)
+        .ok_or_else(|| {
+            invalid(
+                b,
+                format!("backend weight must be 1..={MAX_WEIGHT}, got {weight}"),
+            )
+        })?;
+    let every = match resolve {
+        Some(text) => {
+            let every = duration::parse(text).map_err(|e| invalid(b, format!("`resolve`: {e}")))?;
+            if every.is_zero() {
+                return Err(invalid(b, "`resolve` must be greater than zero"));
+            }
+            Some(every)
+        }
+        None => None,
+    };
+    if let Ok(addr) = addr.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(invalid(b, format!("backend address `{addr}` needs a port")));
+        }
+        if every.is_some() {
+            return Err(invalid(
+                b,
+                format!(
+                    "`resolve` applies to backends given by DNS name, and `{addr}` is an address"
+                ),
+            ));
+        }
+        return Ok(Entry::Static(BackendSpec { addr, weight }));
+    }
+    let bad = || {
+        invalid(
+            b,
+            format!("invalid backend address `{addr}` (expected IP:PORT or HOST:PORT)"),
+        )
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        });
+    if !valid_host {
+        return Err(bad());
+    }
+    Ok(Entry::Dns(DnsBackend {
+        host: host.to_ascii_lowercase(),
+        port,
+        weight,
+        every: every.unwrap_or(DEFAULT_RESOLVE),
+    }))
+}
+
+fn parse_hash_key(text: &str) -> std::result::Result<HashKey, String> {
+    text.parse().map_err(|_| {
+        format!("unknown hash key `{text}` (expected source-ip, source-addr, sni, header:NAME or cookie:NAME)")
+    })
+}
