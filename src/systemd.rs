@@ -51,6 +51,9 @@ fn send_to(state: &str, path: &[u8]) -> io::Result<()> {
 pub struct Activated {
     tcp: Vec<std::net::TcpListener>,
     udp: Vec<std::net::UdpSocket>,
+    /// Descriptors passed that are neither (logged once logging is up).
+    skipped: Vec<usize>,
+    passed: usize,
 }
 
 impl Activated {
@@ -58,24 +61,34 @@ impl Activated {
     /// clears LISTEN_FDS/LISTEN_PID so that children do not see them).
     pub fn from_env() -> Activated {
         let mut fds = listenfd::ListenFd::from_env();
-        let mut found = Activated::default();
+        let mut found = Activated {
+            passed: fds.len(),
+            ..Activated::default()
+        };
         for i in 0..fds.len() {
             if let Ok(Some(l)) = fds.take_tcp_listener(i) {
                 found.tcp.push(l);
             } else if let Ok(Some(s)) = fds.take_udp_socket(i) {
                 found.udp.push(s);
             } else {
-                tracing::warn!(fd = i + 3, "LISTEN_FDS: not a TCP or UDP socket; ignored");
+                found.skipped.push(i + 3);
             }
         }
-        if fds.len() > 0 {
+        found
+    }
+
+    /// Says what was received (once logging is set up).
+    pub fn log(&self) {
+        for fd in &self.skipped {
+            tracing::warn!(fd, "LISTEN_FDS: not a TCP or UDP socket; ignored");
+        }
+        if self.passed > 0 {
             tracing::info!(
-                tcp = found.tcp.len(),
-                udp = found.udp.len(),
+                tcp = self.tcp.len(),
+                udp = self.udp.len(),
                 "socket activation: sockets received"
             );
         }
-        found
     }
 
     /// The inherited TCP socket bound to `addr`, if systemd passed one.

@@ -28,9 +28,13 @@ use crate::systemd;
 
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
 /// config `path`, SIGHUP reloads it.
-pub fn run(config: &Config, workers: usize, path: Option<&Path>) -> anyhow::Result<()> {
-    // Before any thread starts: it edits the environment.
-    let activated = systemd::Activated::from_env();
+pub fn run(
+    config: &Config,
+    workers: usize,
+    path: Option<&Path>,
+    activated: systemd::Activated,
+) -> anyhow::Result<()> {
+    activated.log();
     raise_fd_limit();
     let control = Builder::new_current_thread()
         .enable_all()
