@@ -81,7 +81,11 @@ fn lookup(c: &mut Criterion) {
                             method: &Method::POST,
                             headers: &headers,
                         };
-                        black_box(router.find(black_box(&info)).map(|t| *t.choose(0)))
+                        black_box(
+                            router
+                                .find(black_box(&info))
+                                .and_then(|t| t.choose(0).copied()),
+                        )
                     })
                 },
             );

@@ -143,7 +143,7 @@ async fn forward(
         headers: &parts.headers,
     };
     let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
-    let upstream = choose_upstream(target, &parts.headers);
+    let upstream = choose_upstream(target, &parts.headers).ok_or(Refusal::NoRoute)?;
     let pinned = pinned_backend(upstream, &parts.headers);
 
     // The request as the backend gets it: HTTP/1.1 in origin form.
@@ -323,16 +323,16 @@ async fn tunnel(
 fn choose_upstream<'t>(
     target: &'t Target<Arc<Upstream>>,
     headers: &http::HeaderMap,
-) -> &'t Upstream {
+) -> Option<&'t Upstream> {
     if let Target::Split(split) = target {
         if let Some((u, _)) = split
             .iter()
             .find(|(u, _)| pinned_backend(u, headers).is_some())
         {
-            return u;
+            return Some(u);
         }
     }
-    target.choose(rng().next_u64())
+    target.choose(rng().next_u64()).map(Arc::as_ref)
 }
 
 /// The backend a sticky cookie pins the request to, if it names one that is up.

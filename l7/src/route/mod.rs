@@ -59,21 +59,21 @@ impl<P> Target<P> {
         }
     }
 
-    /// The pool a split sends `draw` (uniform in `0..total weight`) to.
-    pub fn choose(&self, draw: u64) -> &P {
+    /// The pool a split sends `draw` (uniform in `0..total weight`) to; `None`
+    /// only for a split without pools, which config validation never builds.
+    pub fn choose(&self, draw: u64) -> Option<&P> {
         match self {
-            Target::Pool(p) => p,
+            Target::Pool(p) => Some(p),
             Target::Split(split) => {
                 let total: u64 = split.iter().map(|(_, w)| u64::from(*w)).sum();
                 let mut left = draw % total.max(1);
                 for (p, w) in split {
                     if left < u64::from(*w) {
-                        return p;
+                        return Some(p);
                     }
                     left -= u64::from(*w);
                 }
-                // Unreachable with weights > 0; the last pool is a safe answer.
-                &split[split.len() - 1].0
+                split.last().map(|(p, _)| p)
             }
         }
     }
