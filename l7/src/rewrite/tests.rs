@@ -1,0 +1,96 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    m
+}
+
+fn origin<'a>(client: &'a Client, host: &'a HeaderValue) -> Origin<'a> {
+    Origin {
+        client,
+        proto: "http",
+        host: Some(host),
+    }
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_go() {
+    let mut h = map(&[
+        ("connection", "close, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("x-kept", "yes"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["x-kept"], "yes");
+}
+
+#[test]
+fn untrusted_chain_is_replaced() {
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+    ]);
+    let client = Client::new("10.0.0.1:5000".parse().unwrap());
+    let host = HeaderValue::from_static("example.com:8080");
+    forwarded(&mut h, &origin(&client, &host), false);
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "example.com:8080");
+    assert_eq!(
+        h["forwarded"],
+        "for=10.0.0.1;proto=http;host=example.com:8080"
+    );
+}
+
+#[test]
+fn trusted_chain_is_appended() {
+    let mut h = map(&[
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-forwarded-for", "2.2.2.2"),
+        ("x-forwarded-proto", "https"),
+    ]);
+    let client = Client::new("[::1]:5000".parse().unwrap());
+    let host = HeaderValue::from_static("example.com:8080");
+    forwarded(&mut h, &origin(&client, &host), true);
+    assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(
+        h["forwarded"],
+        "for=\"[::1]\";proto=http;host=example.com:8080"
+    );
+}
+
+#[test]
+fn upgrade_detection() {
+    assert!(is_upgrade(&map(&[
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket")
+    ])));
+    assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+}
+
+#[test]
+fn operator_lists_apply() {
+    let rw = Rewrite {
+        request_add: vec![(
+            HeaderName::from_static("x-via"),
+            HeaderValue::from_static("fulcrum"),
+        )],
+        request_remove: vec![HeaderName::from_static("x-debug")],
+        ..Rewrite::default()
+    };
+    let mut h = map(&[("x-debug", "1"), ("x-via", "other")]);
+    rw.request(&mut h);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["x-via"], "fulcrum");
+}
