@@ -76,11 +76,16 @@ pub(crate) async fn run(
     };
     // What the backend gets before the client's bytes: a PROXY header naming the
     // client, then the ClientHello already read.
-    let mut prelude = match (settings.send_proxy, client.local_addr()) {
-        (Some(version), Ok(local)) => {
+    // (getsockname only when a header is sent: nothing extra per connection else.)
+    let mut prelude = match settings.send_proxy.map(|v| (v, client.local_addr())) {
+        Some((version, Ok(local))) => {
             proxy_protocol::encode(version, peer, local, Transport::Stream)
         }
-        _ => Vec::new(),
+        Some((_, Err(e))) => {
+            tracing::warn!(listener = %settings.name, client = %peer, error = %e, "no local address for the PROXY header; closed");
+            return;
+        }
+        None => Vec::new(),
     };
     prelude.extend_from_slice(&hello);
     let ctx = Context {

@@ -227,10 +227,8 @@ async fn forward(shared: &Arc<Shared>, flows: &TaskTracker, client: SocketAddr, 
             Some(flow) => {
                 // A new flow's first datagram carries the PROXY v2 header when the
                 // listener sends one (the spec's UDP form, §2.2).
-                if let (true, Ok(local)) = (
-                    shared.listener.current().settings.send_proxy,
-                    shared.socket.local_addr(),
-                ) {
+                let sends = shared.listener.current().settings.send_proxy;
+                if let Some(Ok(local)) = sends.then(|| shared.socket.local_addr()) {
                     with_header =
                         proxy_protocol::encode(Version::V2, client, local, Transport::Datagram);
                     with_header.extend_from_slice(datagram);
