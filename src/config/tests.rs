@@ -20,14 +20,14 @@ algorithm = "least-conn"
 backends = ["127.0.0.1:9001", { addr = "[::1]:9002", weight = 3 }]
 "#;
 
-fn err(text: &str) -> String {
+pub(super) fn err(text: &str) -> String {
     match parse(text, "f.toml") {
         Ok(c) => panic!("expected an error, got {c:?}"),
         Err(e) => e.to_string(),
     }
 }
 
-fn assert_err(text: &str, position: &str, needle: &str) {
+pub(super) fn assert_err(text: &str, position: &str, needle: &str) {
     let e = err(text);
     assert!(
         e.starts_with(&format!("f.toml:{position}: ")),

@@ -1,5 +1,6 @@
 //! HTTP listener config: routes, splits, header rules and their errors.
 
+use super::super::tests::{assert_err, err};
 use super::super::{parse, Protocol};
 use fulcrum_l7::route::{HostMatch, PathMatch, Target};
 
@@ -36,22 +37,6 @@ algorithm = "hash"
 hash_key = "header:x-user"
 backends = ["127.0.0.1:9002"]
 "#;
-
-fn err(text: &str) -> String {
-    match parse(text, "f.toml") {
-        Ok(c) => panic!("expected an error, got {c:?}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn assert_err(text: &str, position: &str, needle: &str) {
-    let e = err(text);
-    assert!(
-        e.starts_with(&format!("f.toml:{position}: ")),
-        "wrong position: {e}"
-    );
-    assert!(e.contains(needle), "{e:?} lacks {needle:?}");
-}
 
 #[test]
 fn http_listener_validates() {
