@@ -102,7 +102,7 @@ pub struct PoolArgs {
     #[arg(long)]
     pub no_access_log: bool,
 
-    /// Serve /metrics and /status on this address, e.g. 127.0.0.1:9090.
+    /// Serve the status page (/), /metrics and /status on this address, e.g. 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
 }
@@ -356,7 +356,11 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
 }
 
 fn parse_hash_key(s: &str) -> Result<HashKey, String> {
-    s.parse()
+    match s.parse()? {
+        // The flag-only modes have no tls (passthrough) listener.
+        HashKey::Sni => Err("`sni` needs a tls listener, from a config file".to_owned()),
+        key => Ok(key),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
