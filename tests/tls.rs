@@ -321,17 +321,7 @@ impl Download {
             .enable_all()
             .build()
             .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::pem::PemObject::pem_file_iter(ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = common::tls::client_config(ca);
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
         let stream = rt.block_on(async {

@@ -93,6 +93,20 @@ pub struct Seen {
     pub answer: String,
 }
 
+/// A rustls client config trusting the CA certificates in `ca`.
+pub fn client_config(ca: &Path) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// Connects with rustls, trusting `ca`, sending `sni` (none when `None`), and
 /// asks for `alpn`; then sends a plain GET when the server chose HTTP/1.1.
 pub fn handshake(addr: SocketAddr, ca: &Path, sni: Option<&str>, alpn: &[&[u8]]) -> Seen {
@@ -100,16 +114,7 @@ pub fn handshake(addr: SocketAddr, ca: &Path, sni: Option<&str>, alpn: &[&[u8]])
         .enable_all()
         .build()
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = client_config(ca);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // rustls sends no SNI for an IP address: the server must fall back to its
     // default certificate, which then has to name 127.0.0.1.
