@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fulcrum_l4::histogram::Histogram;
+use fulcrum_l4::tcp::Acceptor;
 use fulcrum_l4::Pool;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -162,44 +163,22 @@ pub async fn serve(
     shutdown: CancellationToken,
     sessions: TaskTracker,
 ) -> io::Result<()> {
-    let socket = TcpListener::from_std(socket)?;
+    let mut socket = Acceptor::new(socket)?;
     let mut stop = pin!(shutdown.cancelled());
-    let mut backoff = BACKOFF_START;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = &mut stop => return Ok(()),
-            accepted = socket.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = BACKOFF_START;
-                listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                let (listener, tracker) = (Arc::clone(&listener), sessions.clone());
-                sessions.spawn(connection(
-                    stream,
-                    peer,
-                    listener,
-                    tracker,
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) if fulcrum_l4::tcp::out_of_resources(&e) => {
-                tracing::warn!(listener = %listener.name(), error = %e, pause_ms = backoff.as_millis() as u64, "accept failed: out of resources; pausing");
-                tokio::select! {
-                    biased;
-                    () = &mut stop => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            Err(e) => tracing::debug!(listener = %listener.name(), error = %e, "accept failed"),
-        }
+    let name = listener.name();
+    while let Some((stream, peer)) = socket.accept(stop.as_mut(), &name).await {
+        listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let (listener, tracker) = (Arc::clone(&listener), sessions.clone());
+        sessions.spawn(connection(
+            stream,
+            peer,
+            listener,
+            tracker,
+            shutdown.clone(),
+        ));
     }
+    Ok(())
 }
-
-const BACKOFF_START: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it closes, or until shutdown lets its
 /// current request finish. On an https listener the TLS handshake comes first,

@@ -19,7 +19,7 @@ use crate::pool::Pool;
 use crate::proxy_protocol;
 use crate::sni::SniRoutes;
 
-pub use listener::{out_of_resources, serve};
+pub use listener::{serve, Acceptor};
 pub use relay::{relay, RelayError, Relayed};
 pub use socket::{bind, connect, BindError};
 
