@@ -239,7 +239,8 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEADER_SIZE);
+        .max_buf_size(MAX_HEADER_SIZE)
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

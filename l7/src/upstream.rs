@@ -289,6 +289,7 @@ pub async fn connect(
         }
     };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;

@@ -34,6 +34,22 @@ fn hop_by_hop_and_connection_named_headers_go() {
 }
 
 #[test]
+fn hop_by_hop_headers_go_without_connection_too() {
+    let mut h = map(&[
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("x-kept", "yes"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["x-kept"], "yes");
+    let mut untouched = map(&[("host", "a"), ("x-kept", "yes")]);
+    strip_hop_by_hop(&mut untouched);
+    assert_eq!(untouched.len(), 2);
+}
+
+#[test]
 fn untrusted_chain_is_replaced() {
     let mut h = map(&[
         ("x-forwarded-for", "6.6.6.6"),
