@@ -147,20 +147,34 @@ http_suite() {
     done
   done
   echo "== $title (wrk -t1 -c$CONNS)"
-  printf '  %-8s %10s %14s %9s\n' proxy req/s "proxy µs/req" "p99 ms"
+  # "core %" is how busy the proxy's own core was (req/s x CPU per request); where
+  # it stays well under 100 the load core (wrk and the backends) set the pace, and
+  # "core req/s" (1 s / CPU per request) is what the proxy core alone could carry.
+  printf '  %-8s %10s %14s %9s %7s %10s\n' proxy req/s "proxy µs/req" "p99 ms" "core %" "core req/s"
+  declare -A CAP
   for p in $PROXIES; do
+    local r c busy=- cap=-
     # shellcheck disable=SC2086
-    printf '  %-8s %10s %14s %9s\n' "$p" "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(median ${P99[$p]})"
+    r=$(median ${RPS[$p]}); c=$(median ${CPU[$p]})
+    if [ "$p" != direct ]; then
+      busy=$(python3 -c "print(f'{$r * $c / 1e4:.0f}')")
+      cap=$(python3 -c "print(f'{1e6 / max($c, 0.1):.0f}')")
+      CAP[$p]=$cap
+    fi
+    # shellcheck disable=SC2086
+    printf '  %-8s %10s %14s %9s %7s %10s\n' "$p" "$r" "$c" "$(median ${P99[$p]})" "$busy" "$cap"
   done
-  local line="" p99s=""
+  local line="" caps="" p99s=""
   for p in $PROXIES; do
     # shellcheck disable=SC2086
     p99s="$p99s $p $(median ${P99[$p]}),"
     [ "$p" = fulcrum ] && continue
     # shellcheck disable=SC2086
-    line="$line fulcrum/$p req/s $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[$p]})") "
+    line="$line fulcrum/$p $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[$p]})") "
+    [ "$p" = direct ] || caps="$caps fulcrum/$p $(ratio "${CAP[fulcrum]}" "${CAP[$p]}") "
   done
-  echo " $line"
+  echo "  req/s:$line"
+  echo "  core req/s:$caps"
   echo "  p99 ms:${p99s%,}"
   echo
 }
@@ -266,7 +280,10 @@ echo "  fulcrum/haproxy $(ratio "$f" "$h")  fulcrum/nginx $(ratio "$f" "$n")  fu
 echo
 
 # --- HTTP through L4: wrk keep-alive and Connection: close ------------------------------
-PROXIES="fulcrum quiet haproxy nginx"
+# "direct" is wrk straight to one nginx backend: the most the load core gives any
+# proxy, since wrk and nginx do the same work per request with or without one.
+HTTP[direct]=$P_WEB1
+PROXIES="direct fulcrum quiet haproxy nginx"
 http_suite "HTTP keep-alive through L4"
 http_suite "New connections (Connection: close)" -H "Connection: close"
 
@@ -290,13 +307,12 @@ def settle():
         same = same + 1 if now == last else 0
         last = now
     return last
-# Warm up allocator pools with one round first, so the delta is per-connection cost.
-for _ in range(2):
-    before = settle()
-    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
-    after = settle()
-    for c in conns: c.close()
-    time.sleep(1)
+# One round: a second one would mostly reuse what the first freed and show
+# the allocator's caching, not what a connection costs.
+before = settle()
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+after = settle()
+for c in conns: c.close()
 print(f"{(after - before) * 1024 / n:.0f}")
 PY
 )

@@ -52,45 +52,58 @@ pub struct Relayed {
 
 /// Relays until both directions are closed, an error occurs, or nothing moved for
 /// `idle`.
-pub async fn relay(client: &TcpStream, backend: &TcpStream, idle: Duration) -> Relayed {
-    let mut up = Half::default();
-    let mut down = Half::default();
-    let mut last_active = Instant::now();
-    let mut timer = pin!(tokio::time::sleep(idle));
-    let end = poll_fn(|cx| {
-        let moved = up.bytes + down.bytes;
-        let up_done = match up.poll(cx, client, backend, down.done) {
-            Poll::Ready(Ok(())) => true,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Up))),
-            Poll::Pending => false,
-        };
-        let down_done = match down.poll(cx, backend, client, up_done) {
-            Poll::Ready(Ok(())) => true,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Down))),
-            Poll::Pending => false,
-        };
-        if up_done && down_done {
-            return Poll::Ready(Ok(()));
-        }
-        if up.bytes + down.bytes != moved {
-            // The timer is only moved when it fires: one clock read per wake-up
-            // that moved bytes, no timer-wheel work per message.
-            last_active = Instant::now();
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            let deadline = last_active + idle;
-            if deadline <= Instant::now() {
-                return Poll::Ready(Err(RelayError::Idle(idle)));
+///
+/// A plain fn returning an `async move` block: an `async fn` would keep `idle` and
+/// the two references twice in the state of every relaying connection.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+pub fn relay<'a>(
+    client: &'a TcpStream,
+    backend: &'a TcpStream,
+    idle: Duration,
+) -> impl Future<Output = Relayed> + Send + 'a {
+    async move {
+        let mut up = Half::default();
+        let mut down = Half::default();
+        let mut last_active = Instant::now();
+        let mut timer = pin!(tokio::time::sleep(idle));
+        let end = poll_fn(|cx| {
+            let moved = up.bytes + down.bytes;
+            let up_done = match up.poll(cx, client, backend, down.done) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Up))),
+                Poll::Pending => false,
+            };
+            let down_done = match down.poll(cx, backend, client, up_done) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into_error(Direction::Down))),
+                Poll::Pending => false,
+            };
+            if up_done && down_done {
+                return Poll::Ready(Ok(()));
             }
-            timer.as_mut().reset(deadline);
+            if up.bytes + down.bytes != moved {
+                // The timer is only moved when it fires: one clock read per wake-up
+                // that moved bytes, no timer-wheel work per message.
+                last_active = Instant::now();
+            }
+            while timer.as_mut().poll(cx).is_ready() {
+                let deadline = last_active + idle;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(Err(RelayError::Idle(idle)));
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        Relayed {
+            client_to_backend: up.bytes,
+            backend_to_client: down.bytes,
+            end,
         }
-        Poll::Pending
-    })
-    .await;
-    Relayed {
-        client_to_backend: up.bytes,
-        backend_to_client: down.bytes,
-        end,
     }
 }
 
