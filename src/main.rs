@@ -5,16 +5,15 @@ mod admin;
 mod cli;
 mod config;
 mod dns;
+mod logging;
 mod server;
 mod systemd;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -23,7 +22,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any thread starts: it edits the environment.
     let activated = systemd::Activated::from_env();
-    if let Err(e) = init_logging(&cli) {
+    if let Err(e) = logging::init(&cli) {
         eprintln!("fulcrum: {e}");
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
@@ -78,25 +77,4 @@ fn main() -> ExitCode {
 fn flag_error(mode: &str, e: &str) -> ExitCode {
     eprintln!("fulcrum {mode}: {e}");
     ExitCode::from(EXIT_BAD_CONFIG)
-}
-
-/// Logs go to stderr, one write(2) per line (measured against a batching writer
-/// thread on the proxy's core: no cheaper, and nothing is lost on a crash).
-fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(&cli.log_level)
-            .map_err(|e| anyhow::anyhow!("invalid --log-level `{}`: {e}", cli.log_level))?,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match cli.log_format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    }
-    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

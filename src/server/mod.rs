@@ -14,6 +14,7 @@ use fulcrum_l4::health;
 use fulcrum_l4::Pool;
 use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +25,7 @@ use listeners::{bind, update, Added, Shared, Target, Upstreams};
 use crate::admin::{Admin, ListenerView, View};
 use crate::config::{self, Config, ListenerConfig, Protocol};
 use crate::dns::Dns;
+use crate::logging;
 use crate::systemd;
 
 /// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
@@ -185,6 +187,8 @@ impl Server {
         for w in 0..workers.max(1) {
             let runtime = Builder::new_current_thread()
                 .enable_all()
+                // Log lines of one turn of the loop go out together before it sleeps.
+                .on_thread_park(logging::flush)
                 .build()
                 .context("cannot start a worker event loop")?;
             handles.push(runtime.handle().clone());
@@ -192,7 +196,22 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("fulcrum-w{w}"))
                 .spawn(move || {
-                    runtime.block_on(stop.cancelled());
+                    logging::batch_this_thread();
+                    runtime.block_on(async {
+                        // A loop too busy to sleep still writes its lines this often.
+                        let mut every = tokio::time::interval(logging::FLUSH_EVERY);
+                        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        let flushing = async {
+                            loop {
+                                every.tick().await;
+                                logging::flush();
+                            }
+                        };
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = flushing => {}
+                        }
+                    });
                     // Dropping the runtime closes whatever sessions outlived the drain.
                     drop(runtime);
                 })
