@@ -2,7 +2,8 @@
 # The L7 suite of scripts/bench.sh (sourced by it; uses its helpers and settings).
 #
 # wrk keep-alive against two nginx backends: direct to one backend, through
-# fulcrum (protocol = "http", access log on; "quiet" is the same with it off),
+# fulcrum (protocol = "http", access log off as in the others; "logging" is the same
+# with it on),
 # through HAProxy (mode http,
 # http-reuse always) and through NGINX (proxy_pass, upstream keepalive). Each proxy
 # keeps its upstream connections alive, so this measures HTTP parsing, routing and
@@ -87,7 +88,8 @@ CONF
     wait_port "$port"
   done
 
-  PROXIES="direct fulcrum quiet haproxy nginx"
+  headline_quiet
+  PROXIES="direct fulcrum logging haproxy nginx"
   http_suite "HTTP keep-alive through L7 proxies"
   stop_all
 }

@@ -53,6 +53,7 @@ protocol = "https"
 bind = "127.0.0.1:${HTTPS[fulcrum]}"
 pool = "web"
 tls = [{ cert = "$WORK/site.pem", key = "$WORK/site.key" }]
+access_log = false   # as HAProxy here, which logs nothing
 
 [[listener]]
 name = "pass"

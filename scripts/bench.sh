@@ -96,6 +96,16 @@ CONF
   taskset -c "$LOAD_CPU" nginx -c "$WORK/web-$1.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!)
 }
 
+# The row named "fulcrum" runs with its access log off, as HAProxy and NGINX do in
+# these configs, so the ratios compare like with like; "logging" is the same build
+# with its access log on (fulcrum's default). Call after start_quiet and before
+# the runs.
+headline_quiet() {
+  HTTP[logging]=${HTTP[fulcrum]}; PID_logging=$PID_fulcrum
+  HTTP[fulcrum]=${HTTP[quiet]}; PID_fulcrum=$PID_quiet
+  unset 'HTTP[quiet]'
+}
+
 # Starts a copy of fulcrum config $1 with the listener on port $2 moved to $3,
 # the bulk listener dropped, and every access log off ("quiet", pid PID_quiet).
 start_quiet() {
@@ -211,7 +221,7 @@ backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
 taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level info 2>"$WORK/fulcrum.err" &
 PID_fulcrum=$!; PIDS+=($PID_fulcrum)
-# "quiet": the same fulcrum with its access log off, to measure what logging costs.
+# "quiet": the same fulcrum with its access log off (see headline_quiet).
 HTTP[quiet]=$(free_port)
 start_quiet "$WORK/fulcrum.toml" "${HTTP[fulcrum]}" "${HTTP[quiet]}"
 
@@ -283,7 +293,8 @@ echo
 # "direct" is wrk straight to one nginx backend: the most the load core gives any
 # proxy, since wrk and nginx do the same work per request with or without one.
 HTTP[direct]=$P_WEB1
-PROXIES="direct fulcrum quiet haproxy nginx"
+headline_quiet
+PROXIES="direct fulcrum logging haproxy nginx"
 http_suite "HTTP keep-alive through L4"
 http_suite "New connections (Connection: close)" -H "Connection: close"
 

@@ -1,11 +1,13 @@
 //! The HTTP listener: its settings and routes (swapped whole on reload), the accept
 //! loop, and one hyper connection (HTTP/1.1, or h2c with prior knowledge) per client.
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -250,9 +252,25 @@ where
         service_fn(move |req| proxy::handle(req, Arc::clone(&conn)))
     };
     let mut served = pin!(builder.serve_connection_with_upgrades(io, service));
-    let ended = tokio::select! {
-        ended = served.as_mut() => ended,
-        () = shutdown.cancelled() => {
+    let mut cancelled = pin!(shutdown.cancelled());
+    // The shutdown signal is polled once, to register this task's waker (which
+    // stays the same for the task's life), and again only once the token says it
+    // fired: re-polling it on every wake-up of the connection took a lock each
+    // time, a few wake-ups per request.
+    let mut registered = false;
+    let stopping = poll_fn(|cx| {
+        if !registered || shutdown.is_cancelled() {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            registered = true;
+        }
+        served.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    let ended = match stopping {
+        Some(ended) => ended,
+        None => {
             served.as_mut().graceful_shutdown();
             served.await
         }

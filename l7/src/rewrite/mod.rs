@@ -3,6 +3,7 @@
 //! operator's add/remove lists applied.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -90,6 +91,10 @@ pub struct Client {
     ip: HeaderValue,
     /// `for=...` as Forwarded carries it (RFC 7239 §6: IPv6 bracketed and quoted).
     node: String,
+    /// The Forwarded element of the connection's first request, by the proto and
+    /// host it had: the requests after it on a keep-alive connection nearly always name
+    /// the same one.
+    element: OnceLock<(&'static str, Option<HeaderValue>, HeaderValue)>,
 }
 
 impl Client {
@@ -103,7 +108,30 @@ impl Client {
             ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             node,
+            element: OnceLock::new(),
         }
+    }
+
+    /// `for=...;proto=...;host=...` for a request from this client.
+    fn element(&self, proto: &'static str, host: Option<&HeaderValue>) -> Option<HeaderValue> {
+        if let Some((for_proto, for_host, value)) = self.element.get() {
+            if *for_proto == proto && for_host.as_ref() == host {
+                return Some(value.clone());
+            }
+        }
+        let mut element = String::with_capacity(64);
+        element.push_str(&self.node);
+        element.push_str(";proto=");
+        element.push_str(proto);
+        // A host that is not a plain token would need quoting; it is left out.
+        let host = host.filter(|h| h.as_bytes().iter().all(|&b| is_token_byte(b)));
+        if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+            element.push_str(";host=");
+            element.push_str(host);
+        }
+        let value = HeaderValue::from_maybe_shared(Bytes::from(element)).ok()?;
+        let _ = self.element.set((proto, host.cloned(), value.clone()));
+        Some(value)
     }
 }
 
@@ -125,17 +153,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// chain is kept and the client appended to it (the client is a proxy we trust);
 /// without, whatever the client sent is replaced, so it cannot forge a source.
 pub fn forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, trust: bool) {
-    let host = origin
-        .host
-        .filter(|h| h.as_bytes().iter().all(|&b| is_token_byte(b)));
-    let mut element = String::with_capacity(64);
-    element.push_str(&origin.client.node);
-    element.push_str(";proto=");
-    element.push_str(origin.proto);
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        element.push_str(";host=");
-        element.push_str(host);
-    }
+    let element = origin.client.element(origin.proto, origin.host);
     let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -156,11 +174,18 @@ pub fn forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, trust: bool) {
             headers.insert(X_FORWARDED_FOR, origin.client.ip.clone());
         }
     }
-    let fwd = match earlier(headers, &header::FORWARDED) {
-        Some(before) => format!("{before}, {element}"),
-        None => element,
-    };
-    set(headers, header::FORWARDED, fwd);
+    match (earlier(headers, &header::FORWARDED), element) {
+        (Some(before), Some(element)) => {
+            let element = element.to_str().unwrap_or_default();
+            set(headers, header::FORWARDED, format!("{before}, {element}"));
+        }
+        (None, Some(element)) => {
+            headers.insert(header::FORWARDED, element);
+        }
+        (_, None) => {
+            headers.remove(header::FORWARDED);
+        }
+    }
     let keep = |headers: &HeaderMap, name: &HeaderName| trust && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.proto));

@@ -110,3 +110,37 @@ fn operator_lists_apply() {
     assert_eq!(h.len(), 1);
     assert_eq!(h["x-via"], "fulcrum");
 }
+
+#[test]
+fn each_request_on_a_connection_gets_its_own_host() {
+    // The element is kept per connection; a request naming another host (or
+    // another proto) must not get the first one's.
+    let client = Client::new("[2001:db8::1]:5000".parse().unwrap());
+    let (a, b) = (
+        HeaderValue::from_static("a.example"),
+        HeaderValue::from_static("b.example"),
+    );
+    for (host, proto) in [(&a, "http"), (&b, "http"), (&a, "http"), (&a, "https")] {
+        let mut h = HeaderMap::new();
+        let origin = Origin {
+            client: &client,
+            proto,
+            host: Some(host),
+        };
+        forwarded(&mut h, &origin, false);
+        let want = format!(
+            "for=\"[2001:db8::1]\";proto={proto};host={}",
+            host.to_str().unwrap()
+        );
+        assert_eq!(h["forwarded"], want.as_str());
+    }
+    let mut h = HeaderMap::new();
+    let no_host = Origin {
+        client: &client,
+        proto: "http",
+        host: None,
+    };
+    forwarded(&mut h, &no_host, false);
+    assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+    assert!(!h.contains_key("x-forwarded-host"));
+}
