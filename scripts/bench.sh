@@ -166,7 +166,9 @@ http_suite() {
     local r c busy=- cap=-
     # shellcheck disable=SC2086
     r=$(median ${RPS[$p]}); c=$(median ${CPU[$p]})
-    if [ "$p" != direct ]; then
+    if [ "$p" = direct ]; then
+      c=-
+    else
       busy=$(python3 -c "print(f'{$r * $c / 1e4:.0f}')")
       cap=$(python3 -c "print(f'{1e6 / max($c, 0.1):.0f}')")
       CAP[$p]=$cap
