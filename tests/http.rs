@@ -515,3 +515,49 @@ fn oversized_heads_get_431() {
     }
     assert_eq!(web.hits(), 0);
 }
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections() {
+    // The drain and header-read timeouts are far beyond the test's patience: the
+    // exit must come from the idle connection being closed at shutdown, not from
+    // either timeout.
+    let web = HttpBackend::start("web");
+    let config = format!(
+        "drain_timeout = \"5m\"\n{}",
+        http_config(
+            "pool = \"web\"\nheader_read_timeout = \"5m\"",
+            "",
+            &[pool("web", &web)]
+        )
+    );
+    let mut f = Fulcrum::run(&config);
+    let mut idle = connect(f.addr("web"));
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(idle.read(&mut byte).unwrap(), 1, "closed mid-response");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    idle.read_exact(&mut body).unwrap();
+
+    f.signal(rustix::process::Signal::TERM);
+    f.next_line("shutting down");
+    // The keep-alive connection, idle between requests, is closed...
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // ...and with nothing else live, fulcrum drains and exits at once.
+    let status = f.wait();
+    assert!(status.success(), "{status:?}; log:\n{}", f.log());
+    assert!(f.log().contains("drained"), "{}", f.log());
+}

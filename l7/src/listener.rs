@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -253,17 +253,17 @@ where
     };
     let mut served = pin!(builder.serve_connection_with_upgrades(io, service));
     let mut cancelled = pin!(shutdown.cancelled());
-    // The shutdown signal is polled once, to register this task's waker (which
-    // stays the same for the task's life), and again only once the token says it
-    // fired: re-polling it on every wake-up of the connection took a lock each
-    // time, a few wake-ups per request.
-    let mut registered = false;
+    // The shutdown signal is polled to register a waker, and again only when the
+    // token says it fired or the waker changed: re-polling it on every wake-up of
+    // the connection took a lock each time, a few wake-ups per request.
+    let mut registered: Option<Waker> = None;
     let stopping = poll_fn(|cx| {
-        if !registered || shutdown.is_cancelled() {
+        let current = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if !current || shutdown.is_cancelled() {
             if cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            registered = true;
+            registered = Some(cx.waker().clone());
         }
         served.as_mut().poll(cx).map(Some)
     })
