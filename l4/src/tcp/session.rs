@@ -276,14 +276,12 @@ mod tests {
     use crate::tcp::{Listener, Settings};
 
     #[tokio::test]
-    async fn the_task_of_a_session_stays_small() {
+    async fn the_task_of_a_session_stays_small() -> std::io::Result<()> {
         // Each live connection holds its session's task (this future plus about
         // 100 bytes of tokio's, rounded up to 128): the bulk of the memory of an
         // idle proxied connection. 896 bytes a task at this size; keep it there.
-        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(server.local_addr().unwrap())
-            .await
-            .unwrap();
+        let server = TcpListener::bind("127.0.0.1:0").await?;
+        let client = TcpStream::connect(server.local_addr()?).await?;
         let settings = Settings {
             name: "t".into(),
             connect_timeout: crate::tcp::DEFAULT_CONNECT_TIMEOUT,
@@ -297,7 +295,7 @@ mod tests {
         };
         let pool = Arc::new(Pool::new("p", Algorithm::RoundRobin, &[]));
         let listener = Arc::new(Listener::new(settings, pool, None));
-        let peer = client.local_addr().unwrap();
+        let peer = client.local_addr()?;
         let session = super::run(
             client,
             peer,
@@ -309,5 +307,6 @@ mod tests {
         // Unoptimized builds keep a few more locals in the future.
         let limit = if cfg!(debug_assertions) { 792 } else { 776 };
         assert!(size <= limit, "a session's future grew to {size} bytes");
+        Ok(())
     }
 }
