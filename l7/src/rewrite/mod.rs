@@ -64,12 +64,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // HOP_BY_HOP[0] is `Connection`: the names it lists go too.
     if present & 1 != 0 {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = connection_options(headers)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .filter(|name| !HOP_BY_HOP.contains(name))
             .collect();
         for name in named {
@@ -223,12 +219,17 @@ fn is_token_byte(b: u8) -> bool {
 /// Whether a request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && connection_options(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The options every `Connection` line lists (RFC 9110 §7.6.1), trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 #[cfg(test)]
