@@ -7,7 +7,21 @@
 # through HAProxy (mode http,
 # http-reuse always) and through NGINX (proxy_pass, upstream keepalive). Each proxy
 # keeps its upstream connections alive, so this measures HTTP parsing, routing and
-# header rewriting, not connection set-up.
+# header rewriting, not connection set-up. HAProxy and NGINX are told to add the
+# four forwarding headers fulcrum adds by default (X-Forwarded-For, -Proto, -Host
+# and Forwarded), so every proxy does the same work and every backend parses the
+# same request.
+
+# HAProxy 2.6 lines adding the forwarding headers fulcrum adds by default, for
+# scheme $1 (2.6 has no "option forwarded": Forwarded is set by hand).
+haproxy_forwarding() {
+  cat <<CONF
+  option forwardfor
+  http-request set-header X-Forwarded-Proto $1
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded "for=%[src];proto=$1;host=%[req.hdr(host)]"
+CONF
+}
 
 suite_http() {
   local P_WEB1 P_WEB2 name
@@ -50,6 +64,7 @@ frontend web
   bind 127.0.0.1:${HTTP[haproxy]}
   default_backend web
 backend web
+$(haproxy_forwarding http)
   balance roundrobin
   server w1 127.0.0.1:$P_WEB1
   server w2 127.0.0.1:$P_WEB2
@@ -77,6 +92,10 @@ http {
       proxy_pass http://web;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\$http_host";
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
     }
   }
 }

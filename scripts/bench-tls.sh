@@ -4,7 +4,8 @@
 # One ECDSA P-256 certificate for "localhost", made with openssl for the run.
 # - HTTPS termination: wrk keep-alive and Connection: close (a full handshake per
 #   request) through fulcrum (protocol = "https") and HAProxy (bind ... ssl crt,
-#   mode http, http-reuse always) in front of the two nginx backends;
+#   mode http, http-reuse always, adding fulcrum's forwarding headers as in the
+#   L7 suite) in front of the two nginx backends;
 # - TLS passthrough: wrk downloading a 64 MiB file over HTTPS from an nginx TLS
 #   backend through fulcrum (protocol = "tls", routed by SNI) and HAProxy (mode tcp,
 #   req.ssl_sni), and direct.
@@ -93,6 +94,7 @@ frontend https
 backend web
   mode http
   http-reuse always
+$(haproxy_forwarding https)
   balance roundrobin
   server w1 127.0.0.1:$P_WEB1
   server w2 127.0.0.1:$P_WEB2

@@ -68,6 +68,8 @@ wait_port() {
   echo "bench.sh: nothing listening on port $1" >&2; exit 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Busy and total ticks of CPU $1 so far (from /proc/stat: user to steal; guest time is inside user).
+core_ticks() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
@@ -123,16 +125,20 @@ PY
 }
 
 # One wrk run against proxy $1 (port ${HTTP[$1]}, pid $PID_$1; "direct" has no
-# proxy pid); prints "rps cpu_us_per_request p99_ms".
+# proxy pid); prints "rps cpu_us_per_request p99_ms load_core_busy_%".
 wrk_run() {
   local proxy=$1; shift
-  local pid_var="PID_$proxy" before=0 after=0 out
+  local pid_var="PID_$proxy" before=0 after=0 out load0 load1
   [ "$proxy" = direct ] || before=$(cpu_ticks "${!pid_var}")
+  load0=$(core_ticks "$LOAD_CPU")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$proxy]}/")
+  load1=$(core_ticks "$LOAD_CPU")
   [ "$proxy" = direct ] || after=$(cpu_ticks "${!pid_var}")
-  python3 - "$out" "$before" "$after" "$TICK" <<'PY'
+  python3 - "$out" "$before" "$after" "$TICK" "$load0" "$load1" <<'PY'
 import re, sys
 out, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+(busy0, all0), (busy1, all1) = (map(int, a.split()) for a in sys.argv[5:7])
+load = 100 * (busy1 - busy0) / max(all1 - all0, 1)
 reqs = int(re.search(r"(\d+) requests in", out).group(1))
 secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))
 p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
@@ -141,7 +147,7 @@ bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if bad:
     print(f"wrk: {bad.group(1)} non-2xx responses", file=sys.stderr)
 cpu_us = (after - before) / tick * 1e6 / max(reqs, 1)
-print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f}")
+print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f} {load:.0f}")
 PY
 }
 
@@ -149,18 +155,20 @@ PY
 # then medians and ratios. $1 is the title; the rest goes to wrk.
 http_suite() {
   local title=$1; shift
-  declare -A RPS CPU P99
+  declare -A RPS CPU P99 LOAD
   for _ in $(seq "$ROUNDS"); do
     for p in $PROXIES; do
-      read -r rps cpu p99 < <(wrk_run "$p" "$@")
+      read -r rps cpu p99 load < <(wrk_run "$p" "$@")
       RPS[$p]="${RPS[$p]:-} $rps"; CPU[$p]="${CPU[$p]:-} $cpu"; P99[$p]="${P99[$p]:-} $p99"
+      LOAD[$p]="${LOAD[$p]:-} $load"
     done
   done
   echo "== $title (wrk -t1 -c$CONNS)"
-  # "core %" is how busy the proxy's own core was (req/s x CPU per request); where
-  # it stays well under 100 the load core (wrk and the backends) set the pace, and
-  # "core req/s" (1 s / CPU per request) is what the proxy core alone could carry.
-  printf '  %-8s %10s %14s %9s %7s %10s\n' proxy req/s "proxy µs/req" "p99 ms" "core %" "core req/s"
+  # "core %" is how busy the proxy's own core was (req/s x CPU per request) and
+  # "load %" how busy the load core (wrk and the backends) was: where load % is
+  # near 100 and core % well under it, the load core set the pace for every row,
+  # and "core req/s" (1 s / CPU per request) is what the proxy core alone could carry.
+  printf '  %-8s %10s %14s %9s %7s %7s %10s\n' proxy req/s "proxy µs/req" "p99 ms" "core %" "load %" "core req/s"
   declare -A CAP
   for p in $PROXIES; do
     local r c busy=- cap=-
@@ -174,7 +182,7 @@ http_suite() {
       CAP[$p]=$cap
     fi
     # shellcheck disable=SC2086
-    printf '  %-8s %10s %14s %9s %7s %10s\n' "$p" "$r" "$c" "$(median ${P99[$p]})" "$busy" "$cap"
+    printf '  %-8s %10s %14s %9s %7s %7s %10s\n' "$p" "$r" "$c" "$(median ${P99[$p]})" "$busy" "$(median ${LOAD[$p]} | cut -d. -f1)" "$cap"
   done
   local line="" caps="" p99s=""
   for p in $PROXIES; do
