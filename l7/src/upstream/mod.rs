@@ -26,10 +26,13 @@ use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 
 use crate::tls::UpstreamTls;
+use quiet::Quiet;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+mod quiet;
 
 /// A handle that sends requests over one upstream connection.
 pub type Sender = SendRequest<Incoming>;
@@ -137,6 +140,8 @@ fn pool_key(addr: SocketAddr, tls: Option<&UpstreamTls>) -> PoolKey {
 pub struct Link {
     sender: Sender,
     conn: Driver,
+    /// The waker the connection is polled with.
+    quiet: Quiet,
 }
 
 /// Who moves a connection's I/O along.
@@ -149,50 +154,69 @@ enum Driver {
     Ended,
 }
 
-impl Link {
+impl Driver {
     /// Moves the connection's I/O along; false once it has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Driver::Here(conn) = &mut self.conn else {
-            return matches!(self.conn, Driver::Spawned);
+        let Driver::Here(conn) = self else {
+            return matches!(self, Driver::Spawned);
         };
         match Pin::new(&mut **conn).poll(cx) {
             Poll::Pending => return true,
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => tracing::debug!(error = %e, "upstream connection ended"),
         }
-        self.conn = Driver::Ended;
+        *self = Driver::Ended;
         false
     }
+}
 
+impl Link {
     /// Sends `req`; the request comes back in the error when it was not sent.
     pub async fn send(
         &mut self,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        let Link {
+            sender,
+            conn,
+            quiet,
+        } = self;
+        // Handing the request over wakes the connection; the poll below serves it.
+        let response = quiet.hushed(|| sender.try_send_request(req));
+        let mut response = std::pin::pin!(response);
         poll_fn(|cx| {
-            if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            if self.drive(cx) {
-                Poll::Pending
-            } else {
-                // The connection ended: the response future resolves now.
-                response.as_mut().poll(cx)
-            }
+            quiet.poll(cx, |cx| {
+                if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                let alive = conn.drive(cx);
+                match response.as_mut().poll(cx) {
+                    Poll::Pending if alive => Poll::Pending,
+                    // The connection ended: the response future resolves now.
+                    Poll::Pending => response.as_mut().poll(cx),
+                    ready => ready,
+                }
+            })
         })
         .await
     }
 
     /// Whether the connection is still open and ready for a request.
     async fn ready(&mut self) -> bool {
+        let Link {
+            sender,
+            conn,
+            quiet,
+        } = self;
         poll_fn(|cx| {
-            let alive = self.drive(cx);
-            match self.sender.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(alive && r.is_ok()),
-                Poll::Pending if alive => Poll::Pending,
-                Poll::Pending => Poll::Ready(false),
-            }
+            quiet.poll(cx, |cx| {
+                let alive = conn.drive(cx);
+                match sender.poll_ready(cx) {
+                    Poll::Ready(r) => Poll::Ready(alive && r.is_ok()),
+                    Poll::Pending if alive => Poll::Pending,
+                    Poll::Pending => Poll::Ready(false),
+                }
+            })
         })
         .await
     }
@@ -297,6 +321,7 @@ pub async fn connect(
         return Ok(Link {
             sender,
             conn: Driver::Here(Box::new(conn)),
+            quiet: Quiet::default(),
         });
     }
     tokio::spawn(async move {
@@ -307,6 +332,7 @@ pub async fn connect(
     Ok(Link {
         sender,
         conn: Driver::Spawned,
+        quiet: Quiet::default(),
     })
 }
 
@@ -370,18 +396,27 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(link) = &mut self.link {
-            // Read whatever the backend sent into the body before polling it.
-            link.drive(cx);
-        }
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = match &mut this.link {
+            // The body first (asking for data wakes the connection), then the
+            // connection (which reads what the backend sent into it), then the
+            // body again, all in one turn.
+            Some(Link { conn, quiet, .. }) => quiet.poll(cx, |cx| {
+                if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+                    return Poll::Ready(frame);
+                }
+                conn.drive(cx);
+                Pin::new(&mut this.inner).poll_frame(cx)
+            }),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         match &polled {
             // The server stops polling once a body of known length is written, so
             // the last frame releases the connection, not the `None` after it.
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(None) => this.release(),
             // The connection is in an unknown state: let it close.
-            Poll::Ready(Some(Err(_))) => self.link = None,
+            Poll::Ready(Some(Err(_))) => this.link = None,
             _ => {}
         }
         polled
