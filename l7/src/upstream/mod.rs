@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 use fulcrum_l4::pool::ActiveGuard;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -230,7 +231,10 @@ struct Idle {
 thread_local! {
     // Each worker runs one single-threaded event loop, so a per-thread pool needs no
     // lock and keeps a connection on the worker whose event loop drives it.
-    static IDLE: RefCell<HashMap<PoolKey, Vec<Idle>>> = RefCell::new(HashMap::new());
+    // Looked up on every request: foldhash, not SipHash (the keys are our own
+    // backends' addresses, nothing a client chooses).
+    static IDLE: RefCell<HashMap<PoolKey, Vec<Idle>, FixedState>> =
+        RefCell::new(HashMap::with_hasher(FixedState::default()));
     static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
