@@ -100,6 +100,43 @@ fn half_close_still_gets_the_reply() {
 }
 
 #[test]
+fn a_reply_that_comes_with_the_backends_fin_arrives_whole() {
+    // The backend's reply and its FIN reach fulcrum together (sent with MSG_MORE,
+    // then shutdown), so fulcrum holds the last bytes back for its own FIN: that
+    // FIN must follow, whether the reply fits one read or spans several. The
+    // client never half-closes, and reads to end of stream within its patience.
+    let backend = Backend::start(|mut s| {
+        let mut size = [0u8; 8];
+        if s.read_exact(&mut size).is_err() {
+            return;
+        }
+        let reply = vec![b'r'; u64::from_be_bytes(size) as usize];
+        let mut sent = 0;
+        while sent < reply.len() {
+            match rustix::net::send(&s, &reply[sent..], rustix::net::SendFlags::MORE) {
+                Ok(n) => sent += n,
+                Err(_) => return,
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        let mut sink = [0; 64];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let f = Fulcrum::run(&config(&[quoted(backend.addr)], "round-robin", ""));
+    for size in [5u64, 3000, 16 * 1024, 40_000, 300_000] {
+        for _ in 0..5 {
+            let mut c = connect(f.addr("l"));
+            c.write_all(&size.to_be_bytes()).expect("ask");
+            let mut reply = Vec::new();
+            c.read_to_end(&mut reply)
+                .unwrap_or_else(|e| panic!("{size}-byte reply: {e} after {} bytes", reply.len()));
+            assert_eq!(reply.len() as u64, size);
+            assert!(reply.iter().all(|&b| b == b'r'));
+        }
+    }
+}
+
+#[test]
 fn refused_backend_moves_to_the_next() {
     let dead = dead_addr();
     let live = Backend::named("b");
