@@ -65,7 +65,11 @@ wait_port() {
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
     sleep 0.05
   done
-  echo "bench.sh: nothing listening on port $1" >&2; exit 1
+  echo "bench.sh: nothing listening on port $1; the servers said:" >&2
+  for log in "$WORK"/*.err; do
+    [ -s "$log" ] && { echo "--- $(basename "$log")" >&2; tail -n 5 "$log" >&2; }
+  done
+  exit 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Busy and total ticks of CPU $1 so far (from /proc/stat: user to steal; guest time is inside user).
