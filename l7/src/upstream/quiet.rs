@@ -158,6 +158,22 @@ mod tests {
     }
 
     #[test]
+    fn a_wake_while_hushed_is_left_to_the_poll_that_follows() {
+        let quiet = Quiet::default();
+        let (count, waker) = task();
+        let mut held = None;
+        let _: Poll<()> = quiet.poll(&mut Context::from_waker(&waker), |inner| {
+            held = Some(inner.waker().clone());
+            Poll::Pending
+        });
+        quiet.hushed(|| held.as_ref().map(Waker::wake_by_ref));
+        assert_eq!(count.0.load(SeqCst), 0);
+        // Once out of the hush, a wake reaches the task again.
+        held.as_ref().map(Waker::wake_by_ref);
+        assert_eq!(count.0.load(SeqCst), 1);
+    }
+
+    #[test]
     fn endless_wakes_yield_to_the_task_after_a_few_rounds() {
         let quiet = Quiet::default();
         let (count, waker) = task();
