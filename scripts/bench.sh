@@ -59,7 +59,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range, so that no outgoing connection
+# (tens of thousands per run) can take it between this check and the server's bind;
+# never one handed out before in this run ($WORK/ports).
+free_port() {
+  python3 - "$WORK/ports" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+try:
+    given = set(open(sys.argv[1]).read().split())
+except FileNotFoundError:
+    given = set()
+for _ in range(1000):
+    port = random.randrange(10000, max(low, 10001))
+    if str(port) in given:
+        continue
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            break
+        finally:
+            s.close()
+    else:
+        open(sys.argv[1], "a").write(f"{port}\n")
+        print(port)
+        break
+PY
+}
 wait_port() {
   for _ in $(seq 200); do
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
