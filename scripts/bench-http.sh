@@ -23,6 +23,10 @@ haproxy_forwarding() {
 CONF
 }
 
+L7_IDLE_CONNS=${L7_IDLE_CONNS:-1000}
+SLOW_CONNS=${SLOW_CONNS:-200}
+SLOW_SECS=${SLOW_SECS:-8}
+
 suite_http() {
   local P_WEB1 P_WEB2 name
   P_WEB1=$(free_port); P_WEB2=$(free_port)
@@ -43,7 +47,7 @@ pool = "web"
 name = "web"
 backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
-  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-http.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-http.err" &
+  proxy_exec "$FULCRUM" run -c "$WORK/fulcrum-http.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-http.err" &
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
   HTTP[quiet]=$(free_port)
   start_quiet "$WORK/fulcrum-http.toml" "${HTTP[fulcrum]}" "${HTTP[quiet]}"
@@ -69,7 +73,7 @@ $(haproxy_forwarding http)
   server w1 127.0.0.1:$P_WEB1
   server w2 127.0.0.1:$P_WEB2
 CONF
-  taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>"$WORK/haproxy-http.err" &
+  proxy_exec haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>"$WORK/haproxy-http.err" &
   PID_haproxy=$!; PIDS+=($PID_haproxy)
 
   cat > "$WORK/nginx-http.conf" <<CONF
@@ -100,7 +104,7 @@ http {
   }
 }
 CONF
-  taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null &
+  proxy_exec nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null &
   PID_nginx=$!; PIDS+=($PID_nginx)
 
   for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
@@ -109,6 +113,21 @@ CONF
 
   headline_quiet
   PROXIES="direct fulcrum logging haproxy nginx"
-  http_suite "HTTP keep-alive through L7 proxies"
+  http_suite l7_keepalive "HTTP keep-alive through L7 proxies"
+  WRK_KEY=cps http_suite l7_close "New connections through L7 proxies (Connection: close)" -H "Connection: close"
+
+  # Memory per L7 client: idle keep-alive after a small and after a 2 MB response,
+  # and a slow reader of a large response (10 KB/s, proxy holding back the backend).
+  head -c $((2 * 1024 * 1024)) /dev/zero > "$WORK/web/2m.bin"
+  head -c $((256 * 1024 * 1024)) /dev/zero > "$WORK/web/big.bin"
+  for name in fulcrum haproxy nginx; do
+    mem_row mem_l7_idle_small "$name" after "${HTTP[$name]}" "$L7_IDLE_CONNS" /
+    mem_row mem_l7_idle_2m "$name" after "${HTTP[$name]}" "$L7_IDLE_CONNS" /2m.bin
+    mem_row mem_l7_slow_reader "$name" slow "${HTTP[$name]}" "$SLOW_CONNS" /big.bin "$SLOW_SECS"
+  done
+  table mem_l7_idle_small "Memory per idle keep-alive L7 client after a 128 B response ($L7_IDLE_CONNS clients, RSS delta)"
+  table mem_l7_idle_2m "Memory per idle keep-alive L7 client after a 2 MB response ($L7_IDLE_CONNS clients, RSS delta)"
+  table mem_l7_slow_reader "Memory per slow reader of a 256 MB L7 response ($SLOW_CONNS clients at 10 KB/s for ${SLOW_SECS}s, peak RSS delta)"
+  rm -f "$WORK/web/big.bin" "$WORK/web/2m.bin"
   stop_all
 }

@@ -6,7 +6,9 @@
 # with loss; and the RSS cost of one live flow. HAProxy has no UDP in its free
 # edition, so it is not in this suite.
 
-UDP_RATE=${UDP_RATE:-500M}
+# Faster than a budget-bound proxy can relay, so the row shows what it carries (and
+# loses) at the budget; with BUDGET=0, 500 Mbit/s as before.
+if [ "$BUDGET" = 0 ]; then UDP_RATE=${UDP_RATE:-500M}; else UDP_RATE=${UDP_RATE:-1G}; fi
 FLOWS=${FLOWS:-100000}
 
 suite_udp() {
@@ -60,7 +62,7 @@ backends = ["127.0.0.1:$P_SINK"]
 name = "iperf"
 backends = ["127.0.0.1:$P_IPERF_U"]
 CONF
-  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum-udp.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-udp.err" &
+  proxy_exec "$FULCRUM" run -c "$WORK/fulcrum-udp.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-udp.err" &
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
 
   cat > "$WORK/nginx-udp.conf" <<CONF
@@ -75,20 +77,21 @@ stream {
   server { listen 127.0.0.1:${UDPB[nginx]}; proxy_pass 127.0.0.1:$P_IPERF_U; }
 }
 CONF
-  taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx-udp.conf" -g 'daemon off; master_process off;' 2>/dev/null &
+  proxy_exec nginx -c "$WORK/nginx-udp.conf" -g 'daemon off; master_process off;' 2>/dev/null &
   PID_nginx=$!; PIDS+=($PID_nginx)
 
   for port in "$P_IPERF_U" "${UDPB[fulcrum]}" "${UDPB[nginx]}"; do wait_port "$port"; done
   for _ in $(seq 1000); do echo "fulcrum.test A"; done > "$WORK/queries.txt"
 
   # --- DNS: dnsperf, 10 client sockets ------------------------------------------------
-  declare -A QPS LOST CPU
-  local out before after pid_var
+  local out before after pid_var pid
   for _ in $(seq "$ROUNDS"); do
     for name in direct fulcrum nginx; do
-      pid_var="PID_$name"
-      [ "$name" = direct ] || before=$(cpu_ticks "${!pid_var}")
+      pid_var="PID_$name"; pid=-
+      [ "$name" = direct ] || pid=${!pid_var}
+      before=$(snap "$pid")
       out=$(taskset -c "$LOAD_CPU" dnsperf -s 127.0.0.1 -p "${DNS[$name]}" -d "$WORK/queries.txt" -l "$SECS" -c 10 2>&1)
+      after=$(snap "$pid")
       read -r qps lost completed < <(python3 -c '
 import re, sys
 out = sys.argv[1]
@@ -96,45 +99,32 @@ qps = re.search(r"Queries per second:\s+([\d.]+)", out).group(1)
 lost = re.search(r"Queries lost:\s+(\d+)", out).group(1)
 done = re.search(r"Queries completed:\s+(\d+)", out).group(1)
 print(qps, lost, done)' "$out")
-      QPS[$name]="${QPS[$name]:-} $qps"; LOST[$name]="${LOST[$name]:-} $lost"
-      if [ "$name" != direct ]; then
-        after=$(cpu_ticks "${!pid_var}")
-        CPU[$name]="${CPU[$name]:-} $(python3 -c "print(($after - $before) / $TICK * 1e6 / max($completed, 1))")"
-      fi
+      python3 "$STATS" add "$SAMPLES" dns "$name" qps "$qps"
+      python3 "$STATS" add "$SAMPLES" dns "$name" lost "$lost"
+      python3 "$STATS" cost "$SAMPLES" dns "$name" "$completed" "$TICK" "$before" "$after"
     done
   done
-  echo "== DNS through UDP (dnsperf -c10 against dnsmasq; fulcrum responses = 1, NGINX proxy_responses 1)"
-  printf '  %-8s %10s %12s %14s\n' path "queries/s" "lost (sum)" "proxy µs/query"
-  for name in direct fulcrum nginx; do
-    # shellcheck disable=SC2086
-    printf '  %-8s %10s %12s %14s\n' "$name" "$(median ${QPS[$name]})" \
-      "$(python3 -c 'import sys; print(sum(int(x) for x in sys.argv[1:]))' ${LOST[$name]})" \
-      "$( [ "$name" = direct ] && echo - || median ${CPU[$name]})"
-  done
-  # shellcheck disable=SC2086
-  echo "  fulcrum/nginx $(ratio "$(median ${QPS[fulcrum]})" "$(median ${QPS[nginx]})")  fulcrum/direct $(ratio "$(median ${QPS[fulcrum]})" "$(median ${QPS[direct]})")"
-  echo
+  table dns "DNS through UDP (dnsperf -c10 against dnsmasq; fulcrum responses = 1, NGINX proxy_responses 1; µs per query)"
 
   # --- iperf3 -u at a fixed rate --------------------------------------------------------
-  declare -A LOSS GOT
   for _ in $(seq "$ROUNDS"); do
     for name in direct fulcrum nginx; do
-      read -r loss got < <(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "${UDPB[$name]}" -u -b "$UDP_RATE" -l 1400 -t "$SECS" -J |
-        python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum"]; print(e["lost_percent"], e["bits_per_second"]/1e6)')
-      LOSS[$name]="${LOSS[$name]:-} $loss"; GOT[$name]="${GOT[$name]:-} $got"
+      pid_var="PID_$name"; pid=-
+      [ "$name" = direct ] || pid=${!pid_var}
+      before=$(snap "$pid")
+      read -r loss got mbytes < <(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "${UDPB[$name]}" -u -b "$UDP_RATE" -l 1400 -t "$SECS" -J |
+        python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum"]; got=1-e["lost_percent"]/100; print(e["lost_percent"], e["bits_per_second"]*got/1e6, e["bytes"]*got/1e6)')
+      after=$(snap "$pid")
+      python3 "$STATS" add "$SAMPLES" udp_stream "$name" mbps "$got"
+      python3 "$STATS" add "$SAMPLES" udp_stream "$name" loss "$loss"
+      python3 "$STATS" cost "$SAMPLES" udp_stream "$name" "$mbytes" "$TICK" "$before" "$after"
     done
   done
-  echo "== UDP stream (iperf3 -u -b $UDP_RATE -l 1400)"
-  printf '  %-8s %10s %10s\n' path "Mbit/s" "loss %"
-  for name in direct fulcrum nginx; do
-    # shellcheck disable=SC2086
-    printf '  %-8s %10s %10s\n' "$name" "$(median ${GOT[$name]})" "$(median ${LOSS[$name]})"
-  done
-  echo
+  table udp_stream "UDP stream (iperf3 -u -b $UDP_RATE -l 1400; Mbit/s delivered; µs per MB delivered)"
 
   # --- memory per live flow ----------------------------------------------------------
   echo "== Memory per live UDP flow (up to $FLOWS clients, one datagram each to a backend that never answers, RSS delta)"
-  python3 - "$P_FLOWS" "$FLOWS" "$PID_fulcrum" "$P_SINK" <<'PY'
+  python3 - "$P_FLOWS" "$FLOWS" "$PID_fulcrum" "$P_SINK" "$SAMPLES" <<'PY'
 import resource, socket, sys, time
 port, n, pid, sink_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -171,6 +161,7 @@ for i in range(n):
 after = settle()
 flows = fds() - base_fds
 per = (after - before) * 1024 / max(flows, 1)
+open(sys.argv[5], "a").write(f"mem_udp_flow\tfulcrum\tbytes\t{per:.0f}\n")
 print(f"  fulcrum  {per:.0f} bytes/flow over {flows} live flows (open-file limit {soft}); 100k flows = {per * 1e5 / 2**20:.0f} MiB")
 PY
   echo

@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback.
+# Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback, at an equal CPU budget.
 #
-#   scripts/bench.sh [tcp|http|tls|udp|all]     (default: all)
+#   scripts/bench.sh [--json FILE] [tcp|http|tls|udp|all]     (default: all)
+#   scripts/bench.sh compare A.json B.json                     ratios of B to A
 #
-# The proxy under test is pinned to CPU $PROXY_CPU; load generators and backends to
-# $LOAD_CPU. Each proxy runs with one worker/thread. Every figure is the median of
-# $ROUNDS rounds, run alternately so drift hits every proxy alike. Besides throughput
-# it reports the proxy's own CPU time per request (from /proc/PID/stat), since the
-# load generator shares the machine.
+# Every proxy runs pinned to CPU $PROXY_CPU inside a cgroup of its own that may use
+# $BUDGET percent of that core (all its threads and processes inside); load
+# generators and backends run on $LOAD_CPU. On a small machine this is what makes
+# req/s a measure of the proxy: without it the load core saturates first and every
+# proxy looks the same. Each row says whether its proxy was actually throttled
+# (budget-bound); BUDGET=0 runs without a budget. Each proxy runs with one
+# worker/thread. Every figure is the median of $ROUNDS rounds, run alternately so
+# drift hits every proxy alike. Besides throughput it reports the proxy's own CPU
+# time per request (from /proc/PID/stat) and the whole machine's (all cores, from
+# /proc/stat), so work pushed into other processes or softirq is counted.
 #
 # Needs (Debian): iperf3 wrk haproxy nginx-light libnginx-mod-stream dnsmasq-base
 # dnsperf python3. Installs nothing itself.
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATS="$ROOT/scripts/bench-stats.py"
+if [ "${1:-}" = compare ]; then
+  [ $# -eq 3 ] || { echo "usage: scripts/bench.sh compare A.json B.json" >&2; exit 2; }
+  exec python3 "$STATS" compare "$2" "$3"
+fi
+JSON_OUT=
+if [ "${1:-}" = --json ]; then
+  [ $# -ge 2 ] || { echo "bench.sh: --json needs a file name" >&2; exit 2; }
+  JSON_OUT=$(realpath -m "$2"); shift 2
+fi
 SUITE=${1:-all}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
@@ -20,7 +37,7 @@ CONNS=${CONNS:-50}
 IDLE_CONNS=${IDLE_CONNS:-3000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUDGET=${BUDGET:-40}
 FULCRUM=${FULCRUM:-$ROOT/target/release/fulcrum}
 
 missing=()
@@ -52,12 +69,91 @@ stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   PIDS=()
+  # A cgroup can go once its processes have; its name was its first process's pid.
+  [ -z "${CG_BASE:-}" ] || rmdir "$CG_BASE"/p* 2>/dev/null || true
 }
 cleanup() {
   stop_all
+  [ -z "${CG_BASE:-}" ] || rmdir "$CG_BASE" 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+SAMPLES=$WORK/samples.tsv
+: > "$SAMPLES"
+
+# --- The CPU budget ------------------------------------------------------------------
+# Each proxy gets a cgroup of its own under $CG_BASE allowed BUDGET% of every
+# $CG_PERIOD µs: cgroup v2 (cpu.max) where the cpu controller is on the unified
+# hierarchy, v1 (cpu.cfs_quota_us) otherwise. A short period spreads the throttling
+# finely, so latency figures show the budget and not 100 ms stalls.
+CG_PERIOD=10000
+CG_BASE=
+if [ "$BUDGET" != 0 ]; then
+  case "$BUDGET" in *[!0-9]*) echo "bench.sh: BUDGET is a percentage of one core (1-100), or 0 for none" >&2; exit 2 ;; esac
+  [ "$BUDGET" -le 100 ] || { echo "bench.sh: BUDGET is a percentage of one core (1-100), or 0 for none" >&2; exit 2; }
+  if grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    CG_VER=2; CG_MOUNT=/sys/fs/cgroup
+    grep -qw cpu "$CG_MOUNT/cgroup.subtree_control" || echo +cpu > "$CG_MOUNT/cgroup.subtree_control"
+  elif [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+    CG_VER=1; CG_MOUNT=/sys/fs/cgroup/cpu
+  else
+    echo "bench.sh: no cgroup cpu controller (v2 cpu.max or v1 cpu.cfs_quota_us); run as root, or with BUDGET=0" >&2
+    exit 2
+  fi
+  CG_BASE=$CG_MOUNT/fulcrum-bench.$$
+  mkdir "$CG_BASE" || { echo "bench.sh: cannot make a cgroup at $CG_BASE; run as root, or with BUDGET=0" >&2; exit 2; }
+  [ "$CG_VER" = 1 ] || echo +cpu > "$CG_BASE/cgroup.subtree_control"
+fi
+CG_QUOTA=$((CG_PERIOD * BUDGET / 100))
+
+# Runs "$@" on the proxy CPU inside a new cgroup with the budget. Call it in the
+# background: it execs, so $! is the proxy's pid, and every thread or process the
+# proxy starts stays in its cgroup.
+proxy_exec() {
+  if [ -n "$CG_BASE" ]; then
+    local cg="$CG_BASE/p$BASHPID"
+    mkdir "$cg"
+    if [ "$CG_VER" = 2 ]; then
+      echo "$CG_QUOTA $CG_PERIOD" > "$cg/cpu.max"
+    else
+      echo "$CG_PERIOD" > "$cg/cpu.cfs_period_us"
+      echo "$CG_QUOTA" > "$cg/cpu.cfs_quota_us"
+    fi
+    echo "$BASHPID" > "$cg/cgroup.procs"
+  fi
+  exec taskset -c "$PROXY_CPU" "$@"
+}
+# The cgroup directory pid $1 runs in.
+cg_dir() {
+  echo "$CG_MOUNT$(awk -F: -v v="$CG_VER" '(v == 2 && $1 == "0") || (v == 1 && $2 ~ /(^|,)cpu(,|$)/) { print $3 }' "/proc/$1/cgroup")"
+}
+# "periods throttled" so far of the cgroup pid $1 runs in.
+cg_stat() {
+  awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$(cg_dir "$1")/cpu.stat"
+}
+# Gives the proxies with pids $2... a budget of $1 percent (for a suite where the
+# usual budget would not bind; every proxy still gets the same).
+set_budget() {
+  [ -n "$CG_BASE" ] || return 0
+  local pct=$1 quota pid; shift
+  quota=$((CG_PERIOD * pct / 100))
+  for pid in "$@"; do
+    if [ "$CG_VER" = 2 ]; then echo "$quota $CG_PERIOD" > "$(cg_dir "$pid")/cpu.max"
+    else echo "$quota" > "$(cg_dir "$pid")/cpu.cfs_quota_us"; fi
+  done
+}
+# Busy ticks of the whole machine (all cores: user, nice, system, irq, softirq).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# "proxy_ticks periods throttled machine_busy load_busy load_all" now, for pid $1
+# ("-": no proxy); two of these around a run give its cost (bench-stats.py cost).
+snap() {
+  local ticks=0 cg="0 0"
+  if [ "$1" != - ]; then
+    ticks=$(cpu_ticks "$1")
+    [ -z "$CG_BASE" ] || cg=$(cg_stat "$1")
+  fi
+  echo "$ticks $cg $(machine_ticks) $(core_ticks "$LOAD_CPU")"
+}
 
 # A free port below the kernel's ephemeral range, so that no outgoing connection
 # (tens of thousands per run) can take it between this check and the server's bind;
@@ -104,11 +200,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 core_ticks() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.2f}")' "$@"; }
-ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}x" if b else "n/a")' "$1" "$2"; }
 
 echo "fulcrum $("$FULCRUM" --version | awk '{print $2}') | $(haproxy -v | head -1 | awk '{print "HAProxy", $3}') | $(nginx -v 2>&1 | sed 's|.*/|NGINX |') | $(dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}')"
-echo "proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU, $ROUNDS rounds of ${SECS}s, medians"
+if [ -n "$CG_BASE" ]; then budget="$BUDGET% of CPU $PROXY_CPU each (cgroup v$CG_VER, period ${CG_PERIOD} µs)"; else budget="CPU $PROXY_CPU, no budget"; fi
+echo "proxies on $budget; load on CPU $LOAD_CPU; $ROUNDS rounds of ${SECS}s, medians"
 echo
 
 # Two nginx backends serving a fixed 128-byte body on ports $1 and $2 (load CPU).
@@ -152,84 +247,35 @@ rest = "[[pool]]" + "[[pool]]".join(blocks[-1].split("[[pool]]")[1:])
 out = "".join("[[listener]]" + b.split("[[pool]]")[0].rstrip() + "\naccess_log = false\n\n" for b in keep)
 print(out + rest)
 PY
-  taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>"$WORK/quiet.err" &
+  proxy_exec "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>"$WORK/quiet.err" &
   PID_quiet=$!; PIDS+=($PID_quiet)
 }
 
-# One wrk run against proxy $1 (port ${HTTP[$1]}, pid $PID_$1; "direct" has no
-# proxy pid); prints "rps cpu_us_per_request p99_ms load_core_busy_%".
+# One wrk run for row $2 of suite $1 (port ${HTTP[$2]}, pid $PID_$2; "direct" has
+# no proxy pid); the rest goes to wrk. Records req/s (or conn/s with WRK_KEY=cps),
+# p50, p99 and the run's CPU figures.
 wrk_run() {
-  local proxy=$1; shift
-  local pid_var="PID_$proxy" before=0 after=0 out load0 load1
-  [ "$proxy" = direct ] || before=$(cpu_ticks "${!pid_var}")
-  load0=$(core_ticks "$LOAD_CPU")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$proxy]}/")
-  load1=$(core_ticks "$LOAD_CPU")
-  [ "$proxy" = direct ] || after=$(cpu_ticks "${!pid_var}")
-  python3 - "$out" "$before" "$after" "$TICK" "$load0" "$load1" <<'PY'
-import re, sys
-out, before, after, tick = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-(busy0, all0), (busy1, all1) = (map(int, a.split()) for a in sys.argv[5:7])
-load = 100 * (busy1 - busy0) / max(all1 - all0, 1)
-reqs = int(re.search(r"(\d+) requests in", out).group(1))
-secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))
-p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-if bad:
-    print(f"wrk: {bad.group(1)} non-2xx responses", file=sys.stderr)
-cpu_us = (after - before) / tick * 1e6 / max(reqs, 1)
-print(f"{reqs/secs:.0f} {cpu_us:.1f} {float(p99.group(1))*scale:.2f} {load:.0f}")
-PY
+  local suite=$1 row=$2; shift 2
+  local pid_var="PID_$row" pid=- before after out reqs
+  [ "$row" = direct ] || pid=${!pid_var}
+  before=$(snap "$pid")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$row]}/")
+  after=$(snap "$pid")
+  reqs=$(python3 "$STATS" wrk "$SAMPLES" "$suite" "$row" "$out" "${WRK_KEY:-rps}")
+  python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$reqs" "$TICK" "$before" "$after"
 }
 
 # Alternating wrk rounds against each proxy in $PROXIES (and "direct" if listed),
-# then medians and ratios. $1 is the title; the rest goes to wrk.
+# then the table of medians and ratios. $1 is the suite's key in the JSON, $2 its
+# title; the rest goes to wrk.
 http_suite() {
-  local title=$1; shift
-  declare -A RPS CPU P99 LOAD
+  local suite=$1 title=$2; shift 2
   for _ in $(seq "$ROUNDS"); do
-    for p in $PROXIES; do
-      read -r rps cpu p99 load < <(wrk_run "$p" "$@")
-      RPS[$p]="${RPS[$p]:-} $rps"; CPU[$p]="${CPU[$p]:-} $cpu"; P99[$p]="${P99[$p]:-} $p99"
-      LOAD[$p]="${LOAD[$p]:-} $load"
-    done
+    for p in $PROXIES; do wrk_run "$suite" "$p" "$@"; done
   done
-  echo "== $title (wrk -t1 -c$CONNS)"
-  # "core %" is how busy the proxy's own core was (req/s x CPU per request) and
-  # "load %" how busy the load core (wrk and the backends) was: where load % is
-  # near 100 and core % well under it, the load core set the pace for every row,
-  # and "core req/s" (1 s / CPU per request) is what the proxy core alone could carry.
-  printf '  %-8s %10s %14s %9s %7s %7s %10s\n' proxy req/s "proxy µs/req" "p99 ms" "core %" "load %" "core req/s"
-  declare -A CAP
-  for p in $PROXIES; do
-    local r c busy=- cap=-
-    # shellcheck disable=SC2086
-    r=$(median ${RPS[$p]}); c=$(median ${CPU[$p]})
-    if [ "$p" = direct ]; then
-      c=-
-    else
-      busy=$(python3 -c "print(f'{$r * $c / 1e4:.0f}')")
-      cap=$(python3 -c "print(f'{1e6 / max($c, 0.1):.0f}')")
-      CAP[$p]=$cap
-    fi
-    # shellcheck disable=SC2086
-    printf '  %-8s %10s %14s %9s %7s %7s %10s\n' "$p" "$r" "$c" "$(median ${P99[$p]})" "$busy" "$(median ${LOAD[$p]} | cut -d. -f1)" "$cap"
-  done
-  local line="" caps="" p99s=""
-  for p in $PROXIES; do
-    # shellcheck disable=SC2086
-    p99s="$p99s $p $(median ${P99[$p]}),"
-    [ "$p" = fulcrum ] && continue
-    # shellcheck disable=SC2086
-    line="$line fulcrum/$p $(ratio "$(median ${RPS[fulcrum]})" "$(median ${RPS[$p]})") "
-    [ "$p" = direct ] || caps="$caps fulcrum/$p $(ratio "${CAP[fulcrum]}" "${CAP[$p]}") "
-  done
-  echo "  req/s:$line"
-  echo "  core req/s:$caps"
-  echo "  p99 ms:${p99s%,}"
-  echo
+  table "$suite" "$title (wrk -t1 -c$CONNS; µs per request)"
 }
+table() { python3 "$STATS" table "$SAMPLES" "$1" "$2" "$BUDGET"; }
 
 suite_tcp() {
 P_IPERF=$(free_port); P_WEB1=$(free_port); P_WEB2=$(free_port)
@@ -261,7 +307,7 @@ backends = ["127.0.0.1:$P_IPERF"]
 name = "web"
 backends = ["127.0.0.1:$P_WEB1", "127.0.0.1:$P_WEB2"]
 CONF
-taskset -c "$PROXY_CPU" "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level info 2>"$WORK/fulcrum.err" &
+proxy_exec "$FULCRUM" run -c "$WORK/fulcrum.toml" --workers 1 --log-level info 2>"$WORK/fulcrum.err" &
 PID_fulcrum=$!; PIDS+=($PID_fulcrum)
 # "quiet": the same fulcrum with its access log off (see headline_quiet).
 HTTP[quiet]=$(free_port)
@@ -289,7 +335,7 @@ backend web
   server w1 127.0.0.1:$P_WEB1
   server w2 127.0.0.1:$P_WEB2
 CONF
-taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>"$WORK/haproxy.err" &
+proxy_exec haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>"$WORK/haproxy.err" &
 PID_haproxy=$!; PIDS+=($PID_haproxy)
 
 cat > "$WORK/nginx.conf" <<CONF
@@ -305,7 +351,7 @@ stream {
   server { listen 127.0.0.1:${HTTP[nginx]} backlog=4096; proxy_pass web; }
 }
 CONF
-taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off; master_process off;' 2>/dev/null &
+proxy_exec nginx -c "$WORK/nginx.conf" -g 'daemon off; master_process off;' 2>/dev/null &
 PID_nginx=$!; PIDS+=($PID_nginx)
 
 for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${BULK[haproxy]}" "${HTTP[haproxy]}" "${BULK[nginx]}" "${HTTP[nginx]}"; do
@@ -313,23 +359,10 @@ for port in "$P_IPERF" "$P_WEB1" "$P_WEB2" "${BULK[fulcrum]}" "${HTTP[fulcrum]}"
 done
 
 # --- TCP bulk: iperf3, one stream ------------------------------------------------------
-declare -A GBPS
 for _ in $(seq "$ROUNDS"); do
-  for p in direct fulcrum haproxy nginx; do
-    bps=$(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "${BULK[$p]}" -t "$SECS" -J |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
-    GBPS[$p]="${GBPS[$p]:-} $bps"
-  done
+  for p in direct fulcrum haproxy nginx; do bulk_run tcp_bulk "$p" "${BULK[$p]}"; done
 done
-echo "== TCP bulk (iperf3 -P1), Gbit/s"
-for p in direct fulcrum haproxy nginx; do
-  # shellcheck disable=SC2086
-  printf '  %-8s %8s\n' "$p" "$(median ${GBPS[$p]})"
-done
-# shellcheck disable=SC2086
-f=$(median ${GBPS[fulcrum]}); h=$(median ${GBPS[haproxy]}); n=$(median ${GBPS[nginx]}); d=$(median ${GBPS[direct]})
-echo "  fulcrum/haproxy $(ratio "$f" "$h")  fulcrum/nginx $(ratio "$f" "$n")  fulcrum/direct $(ratio "$f" "$d")"
-echo
+table tcp_bulk "TCP bulk (iperf3 -P1; µs per MB)"
 
 # --- HTTP through L4: wrk keep-alive and Connection: close ------------------------------
 # "direct" is wrk straight to one nginx backend: the most the load core gives any
@@ -337,42 +370,34 @@ echo
 HTTP[direct]=$P_WEB1
 headline_quiet
 PROXIES="direct fulcrum logging haproxy nginx"
-http_suite "HTTP keep-alive through L4"
-http_suite "New connections (Connection: close)" -H "Connection: close"
+http_suite l4_keepalive "HTTP keep-alive through L4"
+WRK_KEY=cps http_suite l4_close "New connections through L4 (Connection: close)" -H "Connection: close"
 
 # --- Memory per idle proxied connection ------------------------------------------------
-echo "== Memory per idle proxied connection ($IDLE_CONNS connections, RSS delta)"
 for p in fulcrum haproxy nginx; do
-  pid_var="PID_$p"
-  kb=$(python3 - "${HTTP[$p]}" "$IDLE_CONNS" "${!pid_var}" <<'PY'
-import socket, sys, time
-port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def rss():
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1])
-def settle():
-    # RSS stops moving once the proxy has set up every connection.
-    last, same = rss(), 0
-    while same < 5:
-        time.sleep(0.1)
-        now = rss()
-        same = same + 1 if now == last else 0
-        last = now
-    return last
-# One round: a second one would mostly reuse what the first freed and show
-# the allocator's caching, not what a connection costs.
-before = settle()
-conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
-after = settle()
-for c in conns: c.close()
-print(f"{(after - before) * 1024 / n:.0f}")
-PY
-)
-  printf '  %-8s %8s bytes/conn\n' "$p" "$kb"
+  mem_row mem_l4_idle "$p" idle "${HTTP[$p]}" "$IDLE_CONNS"
 done
-echo
+table mem_l4_idle "Memory per idle proxied connection ($IDLE_CONNS connections, RSS delta)"
 stop_all
+}
+
+# One iperf3 -P1 run of $SECS seconds for row $2 of suite $1 through port $3:
+# Gbit/s and the CPU per megabyte moved.
+bulk_run() {
+  local suite=$1 row=$2 port=$3 pid_var="PID_$2" pid=- before after out
+  [ "$row" = direct ] || pid=${!pid_var}
+  before=$(snap "$pid")
+  out=$(taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$port" -t "$SECS" -J)
+  after=$(snap "$pid")
+  read -r gbps mbytes < <(python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"]/1e9, e["bytes"]/1e6)' <<<"$out")
+  python3 "$STATS" add "$SAMPLES" "$suite" "$row" gbps "$gbps"
+  python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$mbytes" "$TICK" "$before" "$after"
+}
+
+# Memory row $2 of suite $1: bench-mem.py MODE PORT PID ARGS... ($3 on).
+mem_row() {
+  local suite=$1 row=$2 mode=$3 port=$4 pid_var="PID_$2"; shift 4
+  python3 "$STATS" add "$SAMPLES" "$suite" "$row" bytes "$(python3 "$ROOT/scripts/bench-mem.py" "$mode" "$port" "${!pid_var}" "$@")"
 }
 
 # shellcheck source=scripts/bench-udp.sh
@@ -389,3 +414,7 @@ case "$SUITE" in
   tls) suite_tls ;;
   all) suite_tcp; suite_http; suite_tls; suite_udp ;;
 esac
+if [ -n "$JSON_OUT" ]; then
+  python3 "$STATS" json "$SAMPLES" "$JSON_OUT"
+  echo "figures written to $JSON_OUT (compare two with: scripts/bench.sh compare A.json B.json)"
+fi

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Memory per connection for scripts/bench.sh: prints the proxy's RSS growth per client.
+
+  bench-mem.py idle PORT PID N             N connections that never send anything
+  bench-mem.py after PORT PID N PATH       N keep-alive clients idle after one GET PATH
+  bench-mem.py slow PORT PID N PATH SECS   N clients reading GET PATH at 10 KB/s
+
+One cold round each: a second round would mostly reuse what the first freed and show
+the allocator's caching, not what a connection costs.
+"""
+import socket
+import sys
+import time
+
+
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit(f"bench-mem.py: no VmRSS for pid {pid}")
+
+
+def settle(pid):
+    # RSS stops moving once the proxy has set up every connection.
+    last, same = rss(pid), 0
+    while same < 5:
+        time.sleep(0.1)
+        now = rss(pid)
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+def request(path):
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+
+
+def read_response(sock):
+    """Reads one whole Content-Length response; returns its body length."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("bench-mem.py: the proxy closed before a response head")
+        buf += chunk
+    head, body = buf.split(b"\r\n\r\n", 1)
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None:
+        raise SystemExit("bench-mem.py: the response has no Content-Length")
+    got = len(body)
+    while got < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise SystemExit("bench-mem.py: the response ended early")
+        got += len(chunk)
+    return length
+
+
+def idle(port, pid, n):
+    before = settle(pid)
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    after = settle(pid)
+    return (after - before) / n, conns
+
+
+def after(port, pid, n, path):
+    before = settle(pid)
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request(path))
+        read_response(s)
+        conns.append(s)
+    grown = settle(pid)
+    return (grown - before) / n, conns
+
+
+def slow(port, pid, n, path, secs):
+    """Each client reads 1 KB every 100 ms (10 KB/s) with a small receive buffer,
+    so the proxy, not the client's kernel, has to hold back the backend."""
+    before = settle(pid)
+    conns = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.connect(("127.0.0.1", port))
+        s.sendall(request(path))
+        conns.append(s)
+    end = time.monotonic() + secs
+    peak = before
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        for s in conns:
+            try:
+                s.recv(1024, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        peak = max(peak, rss(pid))
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    return (peak - before) / n, conns
+
+
+def main(argv):
+    mode, port, pid, n = argv[1], int(argv[2]), argv[3], int(argv[4])
+    if mode == "idle":
+        per, conns = idle(port, pid, n)
+    elif mode == "after":
+        per, conns = after(port, pid, n, argv[5])
+    elif mode == "slow":
+        per, conns = slow(port, pid, n, argv[5], float(argv[6]))
+    else:
+        raise SystemExit(f"bench-mem.py: unknown mode {mode}")
+    for c in conns:
+        c.close()
+    print(f"{max(per, 0):.0f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
