@@ -10,12 +10,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
-use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
+use fulcrum_l4::{Algorithm, HashKey};
 use fulcrum_l7::tls::CertFiles;
 
 use crate::config::{
-    self, Config, HttpOptions, ListenerConfig, PoolConfig, Protocol, TcpOptions, UdpOptions,
-    MAX_WEIGHT,
+    self, BackendEntry, Config, HttpOptions, ListenerConfig, PoolConfig, Protocol, TcpOptions,
+    UdpOptions, MAX_WEIGHT,
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/fulcrum/fulcrum.toml";
@@ -27,9 +27,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    pub log_level: String,
+    /// Log level (RUST_LOG, when set, overrides it).
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info, value_name = "LEVEL")]
+    pub log_level: LogLevel,
 
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -37,8 +37,31 @@ pub struct Cli {
 
     /// Worker threads, each with its own event loop and SO_REUSEPORT listeners
     /// [default: number of cores].
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<NonZeroU32>,
+}
+
+/// The least severe log lines written. Anything else is refused (exit 2) with the
+/// list of these, rather than read as a filter that turns logging off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,7 +105,8 @@ pub enum Command {
 /// The pool half of the flag-only modes.
 #[derive(Debug, Args)]
 pub struct PoolArgs {
-    /// A backend, IP:PORT with an optional weight (IP:PORT,weight=N); repeat for more.
+    /// A backend, IP:PORT or HOST:PORT with an optional weight (ADDR,weight=N);
+    /// repeat for more. Host names are resolved at start and every 30s.
     #[arg(long = "backend", value_name = "ADDR[,weight=N]", required = true)]
     pub backends: Vec<BackendArg>,
 
@@ -136,13 +160,27 @@ impl PoolArgs {
             pools: vec![PoolConfig {
                 name: name.to_owned(),
                 algorithm,
-                backends: self.backends.iter().map(|b| b.0).collect(),
+                backends: self
+                    .backends
+                    .iter()
+                    .filter_map(|b| match &b.0 {
+                        BackendEntry::Static(spec) => Some(*spec),
+                        BackendEntry::Dns(_) => None,
+                    })
+                    .collect(),
                 policy: Policy::default(),
                 health: None,
                 sticky_cookie: None,
                 request_key: None,
                 tls: None,
-                dns: Vec::new(),
+                dns: self
+                    .backends
+                    .iter()
+                    .filter_map(|b| match &b.0 {
+                        BackendEntry::Dns(dns) => Some(dns.clone()),
+                        BackendEntry::Static(_) => None,
+                    })
+                    .collect(),
             }],
         })
     }
@@ -151,7 +189,7 @@ impl PoolArgs {
 #[derive(Debug, Args)]
 pub struct TcpArgs {
     /// Address to accept clients on, e.g. 0.0.0.0:8080.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -197,7 +235,7 @@ impl TcpArgs {
 #[derive(Debug, Args)]
 pub struct UdpArgs {
     /// Address to take datagrams on, e.g. 0.0.0.0:53.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -232,7 +270,7 @@ impl UdpArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Address to accept clients on, e.g. 0.0.0.0:8080.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -254,6 +292,10 @@ pub struct HttpArgs {
     /// Answer 504 when the backend's response headers take longer than this.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub request_timeout: Duration,
+
+    /// Close a keep-alive connection to a backend once it is idle this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub upstream_idle_timeout: Duration,
 
     /// Pin each client to a backend with this cookie.
     #[arg(long, value_name = "NAME")]
@@ -296,6 +338,7 @@ impl HttpArgs {
             retries: self.retries,
             header_read_timeout: nonzero(self.header_read_timeout, "--header-read-timeout")?,
             request_timeout: nonzero(self.request_timeout, "--request-timeout")?,
+            upstream_idle_timeout: nonzero(self.upstream_idle_timeout, "--upstream-idle-timeout")?,
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
@@ -322,9 +365,10 @@ fn nonzero(d: Duration, flag: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// `--backend IP:PORT[,weight=N]`.
-#[derive(Debug, Clone, Copy)]
-pub struct BackendArg(pub BackendSpec);
+/// `--backend IP:PORT[,weight=N]` or `HOST:PORT[,weight=N]` (resolved, and
+/// re-resolved, as in a config file).
+#[derive(Debug, Clone)]
+pub struct BackendArg(pub BackendEntry);
 
 impl FromStr for BackendArg {
     type Err = String;
@@ -332,9 +376,6 @@ impl FromStr for BackendArg {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split(',');
         let addr = parts.next().unwrap_or_default();
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| format!("`{addr}` is not IP:PORT"))?;
         let mut weight = NonZeroU32::MIN;
         for part in parts {
             let value = part
@@ -346,7 +387,32 @@ impl FromStr for BackendArg {
                 .filter(|w| w.get() <= MAX_WEIGHT)
                 .ok_or_else(|| format!("weight must be 1..={MAX_WEIGHT}, got `{value}`"))?;
         }
-        Ok(BackendArg(BackendSpec { addr, weight }))
+        config::backend_entry(addr, weight, None).map(BackendArg)
+    }
+}
+
+/// `--listen IP:PORT`, with a message that says what to write.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let hint = if s.starts_with(':') {
+            format!("; to listen on every address write 0.0.0.0{s} (or [::]{s})")
+        } else if !s.contains(':') {
+            format!("; add a port, e.g. {s}:8080")
+        } else {
+            String::new()
+        };
+        format!("`{s}` is not IP:PORT (e.g. 0.0.0.0:8080, 127.0.0.1:8080 or [::1]:8080){hint}")
+    })
+}
+
+/// `--workers N`, N ≥ 1.
+fn parse_workers(s: &str) -> Result<NonZeroU32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1 (the number of worker threads)".to_owned()),
+        Ok(n) => NonZeroU32::new(n).ok_or_else(|| "must be at least 1".to_owned()),
+        Err(_) => Err(format!(
+            "`{s}` is not a number of worker threads (1 or more)"
+        )),
     }
 }
 
@@ -405,10 +471,29 @@ mod tests {
     #[test]
     fn backend_flag_takes_a_weight() {
         let b: Result<BackendArg, _> = "127.0.0.1:80,weight=5".parse();
-        assert_eq!(b.map(|b| b.0.weight.get()), Ok(5));
+        assert!(matches!(b, Ok(BackendArg(BackendEntry::Static(s))) if s.weight.get() == 5));
         assert!("127.0.0.1:80,weight=0".parse::<BackendArg>().is_err());
         assert!("127.0.0.1:80,wait=2".parse::<BackendArg>().is_err());
         assert!("localhost".parse::<BackendArg>().is_err());
+        // Host names, as in a config file.
+        let b: Result<BackendArg, _> = "App.Internal:8080,weight=2".parse();
+        assert!(
+            matches!(&b, Ok(BackendArg(BackendEntry::Dns(d))) if d.host == "app.internal" && d.port == 8080 && d.weight.get() == 2),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn bad_listen_and_workers_say_what_to_write() {
+        let e = parse_listen(":18090").expect_err("no address");
+        assert!(e.contains("0.0.0.0:18090"), "{e}");
+        let e = parse_listen("127.0.0.1").expect_err("no port");
+        assert!(e.contains("127.0.0.1:8080"), "{e}");
+        assert!(parse_listen("[::1]:80").is_ok());
+        let e = parse_workers("0").expect_err("zero");
+        assert!(e.contains("at least 1"), "{e}");
+        assert!(parse_workers("x").is_err());
+        assert_eq!(parse_workers("4").map(NonZeroU32::get), Ok(4));
     }
 
     #[test]

@@ -20,8 +20,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub fn init(cli: &Cli) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(&cli.log_level)
-            .map_err(|e| anyhow::anyhow!("invalid --log-level `{}`: {e}", cli.log_level))?,
+        _ => EnvFilter::try_new(cli.log_level.as_str())?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -314,3 +314,97 @@ fn html_page_renders_in_headless_chromium() {
     );
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn status_names_the_default_pool_and_metrics_have_help_in_a_stable_order() {
+    let web = common::http::HttpBackend::start("web");
+    let (a, b, c) = (
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    );
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"h\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\n\n\
+         [[listener]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\npool = \"tcp\"\n\n\
+         [[listener]]\nname = \"u\"\nprotocol = \"udp\"\nbind = \"127.0.0.1:0\"\npool = \"tcp\"\n\n\
+         [[pool]]\nname = \"web\"\nbackends = [\"{}\"]\n\n\
+         [[pool]]\nname = \"tcp\"\nbackends = [\"{}\", \"{}\", \"{}\"]\n",
+        web.addr, a.addr, b.addr, c.addr
+    );
+    let f = Fulcrum::run(&text);
+    common::http::get(f.addr("h"), "/", &[]);
+    for _ in 0..3 {
+        drop(hello(f.addr("t")));
+    }
+    let (code, body) = get(f.addr("admin"), "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let h = status["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["name"] == "h")
+        .expect("listener h");
+    assert_eq!(h["pool"], "web", "{body}");
+
+    // Every family has HELP and TYPE; two scrapes list the same series in the
+    // same order (values aside).
+    let shape = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| match l.starts_with('#') {
+                true => l.to_owned(),
+                false => l
+                    .rsplit_once(' ')
+                    .map_or(l, |(series, _)| series)
+                    .to_owned(),
+            })
+            .collect()
+    };
+    let (_, first) = get(f.addr("admin"), "/metrics");
+    let mut previous = shape(&first);
+    for _ in 0..5 {
+        let (_, again) = get(f.addr("admin"), "/metrics");
+        let now = shape(&again);
+        assert_eq!(
+            now, previous,
+            "the order of /metrics changed between scrapes"
+        );
+        previous = now;
+    }
+    let families: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() > 10, "{first}");
+    for family in &families {
+        assert!(
+            first.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP line"
+        );
+    }
+    for line in first
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+            .unwrap_or(name);
+        assert!(families.contains(&family), "{name} has no TYPE line");
+    }
+    // Backends in pool order, as the config lists them.
+    let order: Vec<usize> = [a.addr, b.addr, c.addr]
+        .iter()
+        .map(|addr| {
+            first
+                .find(&format!(
+                    "fulcrum_backend_up{{pool=\"tcp\",backend=\"{addr}\"}}"
+                ))
+                .expect("backend series")
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{first}");
+}

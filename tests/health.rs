@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -20,6 +20,8 @@ struct Killable {
     addr: SocketAddr,
     name: &'static str,
     stop: Arc<AtomicBool>,
+    /// Connections accepted (health checks and proxied ones alike).
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Killable {
@@ -33,10 +35,13 @@ impl Killable {
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
         thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
                         let _ = s.write_all(name.as_bytes());
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -47,7 +52,12 @@ impl Killable {
             }
             // Dropping the listener closes the port: connects are refused.
         });
-        Killable { addr, name, stop }
+        Killable {
+            addr,
+            name,
+            stop,
+            accepted,
+        }
     }
 
     fn kill(&self) {
@@ -231,4 +241,53 @@ fn connect_failures_in_a_row_eject_a_backend() {
     // Two failures ejected it; after that no connection tried it again.
     let failures = f.log().matches("backend connect failed").count();
     assert_eq!(failures, 2, "{}", f.log());
+}
+
+#[test]
+fn a_backend_down_by_checks_returns_only_after_rise_passes_even_if_ejected() {
+    let a = Killable::start("a");
+    let b = Killable::start("b");
+    let mut f = Fulcrum::run(
+        &health_config(
+            &[a.addr, b.addr],
+            "eject_after = 1\neject_time = \"1h\"",
+            "",
+        )
+        .replace("rise = 2", "rise = 4")
+        .replace("interval = \"100ms\"", "interval = \"300ms\""),
+    );
+    a.kill();
+    // A failed connect ejects `a` (round robin tries it within two connections, long
+    // before two checks fail; the retry serves the client from `b`)...
+    for _ in 0..4 {
+        assert_eq!(hello(f.addr("l")).1, 'b');
+    }
+    let ejected = f.next_line("backend ejected");
+    assert!(ejected.contains(&a.addr.to_string()), "{ejected}");
+    // ...and the checks mark it down.
+    let down = f.next_line("backend down");
+    assert!(down.contains(&a.addr.to_string()), "{down}");
+    let a = a.restart();
+    // Until 4 checks in a row pass, no client reaches `a`: the first one that does
+    // finds at least 4 check connections accepted before its own.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`a` never came back\n{}",
+            f.log()
+        );
+        let (_c, name) = hello(f.addr("l"));
+        if name == 'a' {
+            let before = a.accepted.load(Ordering::SeqCst) - 1;
+            assert!(
+                before >= 4,
+                "a client reached `a` after only {before} checks\n{}",
+                f.log()
+            );
+            break;
+        }
+    }
+    let up = f.saw("backend up");
+    assert!(up.contains("successes=4"), "{up}");
 }

@@ -214,3 +214,55 @@ fn connections_to_a_removed_backend_are_cut_after_the_drain_timeout() {
     let _ = held.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn a_backend_added_back_before_its_drain_ends_keeps_its_connections() {
+    let (a, b, c) = (
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    );
+    let with = |list: &[&Backend]| format!("drain_timeout = \"300ms\"\n{}", pool_of(list));
+    let mut f = Fulcrum::run(&with(&[&a, &c]));
+    // One held connection to each of `a` and `c` (round robin alternates).
+    let (mut held_a, mut held_c) = (None, None);
+    while held_a.is_none() || held_c.is_none() {
+        let (conn, name) = hello(f.addr("l"));
+        match name {
+            'a' => held_a = Some(conn),
+            _ => held_c = Some(conn),
+        }
+    }
+    // Both leave the config (their drain starts); `a` comes back at once.
+    assert!(f.reload(&with(&[&b])).contains("reloaded"));
+    assert!(f.reload(&with(&[&a, &b])).contains("reloaded"));
+    f.saw("backend back before its drain ended");
+    // `c`'s drain ends with a cut; `a`'s was cancelled and its connection stays.
+    let cut = f.saw("connection cut");
+    assert!(cut.contains(&c.addr.to_string()), "{cut}");
+    let mut rest = Vec::new();
+    let _ = held_c.take().expect("held c").read_to_end(&mut rest);
+    let held_a = held_a.take().expect("held a");
+    held_a
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    match (&held_a).read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!(
+            "the connection to the re-added backend ended: {other:?}\n{}",
+            f.log()
+        ),
+    }
+    assert!(
+        !f.log()
+            .lines()
+            .any(|l| l.contains("connection cut") && l.contains(&a.addr.to_string())),
+        "{}",
+        f.log()
+    );
+}

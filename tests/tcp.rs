@@ -381,3 +381,88 @@ fn access_log_can_be_turned_off() {
     assert!(f.wait().success());
     assert!(!f.log().contains("tcp connection ended"), "{}", f.log());
 }
+
+/// Runs `fulcrum MODE --listen ADDR ...` expecting it to refuse at once: returns
+/// its exit code and what it printed.
+fn refused_start(mode: &str, listen: SocketAddr, backend: SocketAddr) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(bin())
+        .args([
+            mode,
+            "--listen",
+            &listen.to_string(),
+            "--backend",
+            &backend.to_string(),
+            "--workers",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a second fulcrum");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    (status.and_then(|s| s.code()), err)
+}
+
+#[test]
+fn a_second_process_cannot_share_a_served_port() {
+    let a = Backend::named("a");
+    for mode in ["tcp", "udp"] {
+        let first = Fulcrum::spawn(
+            &[
+                mode,
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                &a.addr.to_string(),
+                "--workers",
+                "2",
+            ],
+            1,
+        );
+        let (code, err) = refused_start(mode, first.addr(mode), a.addr);
+        assert_eq!(
+            code,
+            Some(1),
+            "{mode}: the second fulcrum did not exit 1: {err}"
+        );
+        assert!(err.contains("in use"), "{mode}: {err}");
+    }
+}
+
+#[test]
+fn flag_mode_takes_host_names() {
+    let a = Backend::named("a");
+    let host = format!("localhost:{}", a.addr.port());
+    let f = Fulcrum::spawn(
+        &[
+            "tcp",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            &host,
+            "--workers",
+            "1",
+        ],
+        1,
+    );
+    // localhost may also resolve to ::1, where nothing listens: the retry moves on.
+    for _ in 0..4 {
+        assert_eq!(hello(f.addr("tcp")).1, 'a');
+    }
+}

@@ -1,6 +1,8 @@
 //! Fuzzes the UDP flow table with arbitrary operation sequences and checks its
-//! invariants: never more flows than the cap, every value handed back exactly once,
-//! expiry never returns a flow that was active within the idle time.
+//! invariants: never more active (or lingering) flows than the cap, every value
+//! handed back exactly once, a refused insert only when both are full, a reply
+//! always addressed to the client its flow was opened for, and expiry never
+//! returning a flow that was active within the idle time.
 #![no_main]
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut table: FlowTable<u32> = FlowTable::new(limits);
     let mut live: HashMap<u32, SocketAddr> = HashMap::new();
-    let mut ids: Vec<FlowId> = Vec::new();
+    let mut ids: Vec<(FlowId, SocketAddr)> = Vec::new();
     let mut next_value = 0u32;
     let mut now = 0u64;
     let out = |value: u32, live: &mut HashMap<u32, SocketAddr>| {
@@ -31,24 +33,33 @@ fuzz_target!(|data: &[u8]| {
             0 => now += u64::from(arg),
             1 => {
                 if table.touch_client(client, now).is_none() {
-                    let (id, evicted) = table.insert(client, next_value, now);
-                    if let Some(e) = evicted {
-                        out(e.value, &mut live);
+                    let full = table.is_full();
+                    match table.insert(client, next_value, now) {
+                        Ok(id) => {
+                            assert!(!full, "a flow was let in past a full table");
+                            live.insert(next_value, client);
+                            ids.push((id, client));
+                        }
+                        Err(value) => {
+                            assert!(full, "a flow was refused with room to spare");
+                            assert_eq!(value, next_value);
+                        }
                     }
-                    live.insert(next_value, client);
-                    ids.push(id);
                     next_value += 1;
                 }
             }
             2 => {
-                if let Some(&id) = ids.get(usize::from(arg) % ids.len().max(1)) {
-                    if let Some((_, Some(e))) = table.reply(id, now) {
-                        out(e.value, &mut live);
+                if let Some(&(id, opened_for)) = ids.get(usize::from(arg) % ids.len().max(1)) {
+                    if let Some((client, ended)) = table.reply(id, now) {
+                        assert_eq!(client, opened_for, "a reply went to another client");
+                        if let Some(e) = ended {
+                            out(e.value, &mut live);
+                        }
                     }
                 }
             }
             3 => {
-                if let Some(&id) = ids.get(usize::from(arg) % ids.len().max(1)) {
+                if let Some(&(id, _)) = ids.get(usize::from(arg) % ids.len().max(1)) {
                     if let Some(e) = table.remove(id) {
                         out(e.value, &mut live);
                     }
@@ -67,7 +78,8 @@ fuzz_target!(|data: &[u8]| {
                 now = now.saturating_sub(u64::from(arg));
             }
         }
-        assert!(table.len() <= limits.max_flows);
+        assert!(table.active() <= limits.max_flows);
+        assert!(table.lingering() <= limits.max_flows);
         assert_eq!(table.len(), live.len());
     }
     for e in table.expire(u64::MAX) {

@@ -8,6 +8,7 @@ pub mod route;
 pub mod sticky;
 pub mod tls;
 pub mod upstream;
+mod vet;
 
 pub use listener::{
     serve, Listener, Settings, Stats, Upstream, DEFAULT_HEADER_READ_TIMEOUT,

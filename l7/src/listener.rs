@@ -211,15 +211,22 @@ async fn connection(
         sessions,
     });
     let Some(tls) = &current.settings.tls else {
-        return serve_http(TokioIo::new(stream), conn, shutdown).await;
+        return serve_http(TokioIo::new(stream), conn, shutdown, Speaks::Either).await;
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
     let handshake = tokio::time::timeout(
         current.settings.header_read_timeout,
-        acceptor.accept(stream),
+        tls_accept(stream, tls),
     );
     match handshake.await {
-        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), conn, shutdown).await,
+        Ok(Ok(stream)) => {
+            // ALPN decides, not the first bytes: after `h2` a bad preface is an
+            // HTTP/2 connection error (GOAWAY), not an HTTP/1.1 400.
+            let speaks = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Speaks::H2,
+                _ => Speaks::H1,
+            };
+            serve_http(TokioIo::new(stream), conn, shutdown, speaks).await
+        }
         Ok(Err(e)) => {
             tracing::debug!(listener = %current.settings.name, client = %conn.peer, error = %e, "tls handshake failed")
         }
@@ -229,13 +236,51 @@ async fn connection(
     }
 }
 
-async fn serve_http<I>(io: I, conn: Arc<proxy::Conn>, shutdown: CancellationToken)
+/// The TLS handshake. A client offering ALPN protocols but none fulcrum speaks
+/// (`curl --http1.0` offers only `http/1.0`) is served HTTP/1.x without ALPN, as
+/// HAProxy and NGINX do, rather than refused with a fatal alert.
+async fn tls_accept(
+    stream: TcpStream,
+    tls: &Arc<rustls::ServerConfig>,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let speaks_one = hello.alpn().is_none_or(|mut offered| {
+        offered.any(|p| tls.alpn_protocols.iter().any(|ours| ours.as_slice() == p))
+    });
+    let config = match speaks_one {
+        true => Arc::clone(tls),
+        false => {
+            let mut plain = (**tls).clone();
+            plain.alpn_protocols.clear();
+            Arc::new(plain)
+        }
+    };
+    start.into_stream(config).await
+}
+
+/// Which HTTP a client connection is served: chosen by ALPN over TLS, by the
+/// first bytes in the clear (HTTP/2 prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    Either,
+    H1,
+    H2,
+}
+
+async fn serve_http<I>(io: I, conn: Arc<proxy::Conn>, shutdown: CancellationToken, speaks: Speaks)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer: SocketAddr = conn.peer;
     let settings = &conn.listener.current().settings;
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match speaks {
+        Speaks::Either => builder,
+        Speaks::H1 => builder.http1_only(),
+        Speaks::H2 => builder.http2_only(),
+    };
     builder
         .http1()
         .timer(TokioTimer::new())

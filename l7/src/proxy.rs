@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use fulcrum_l4::balance::rng::Rng;
 use fulcrum_l4::balance::Context;
+use fulcrum_l4::net::{count_local_error, local_shortage};
 use fulcrum_l4::Backend;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -18,11 +19,12 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::listener::{Current, Listener, Settings, Upstream};
+use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
 use crate::sticky::{cookie, set_cookie};
 use crate::upstream::{self, Link, ProxyBody, UpstreamBody};
+use crate::vet::{self, Refused};
 
 /// One client connection, as its requests see it.
 #[derive(Debug)]
@@ -42,30 +44,85 @@ enum Refusal {
     NoRoute,
     #[error("no backend available in pool `{0}`")]
     NoBackend(String),
-    #[error("backend failed: {0}")]
-    Backend(#[source] hyper::Error),
+    #[error("backend {0} failed: {1}")]
+    Backend(SocketAddr, #[source] hyper::Error),
     #[error("no response within the request timeout")]
     Timeout,
+    /// The request itself cannot be forwarded as it is.
+    #[error("refused: {}", .0.why)]
+    Bad(Refused),
+    /// The client's body broke off or was malformed while it was being sent on:
+    /// the client's fault, never the backend's.
+    #[error("client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
 }
+
+/// nginx's code for a client that went away before its response: never sent,
+/// only logged and counted.
+const CLIENT_CLOSED: u16 = 499;
 
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Backend(_) => StatusCode::BAD_GATEWAY,
+            Refusal::Backend(..) => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Bad(r) => r.status,
+            Refusal::ClientBody(e) if client_went_away(e) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Refusal::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
-    fn body(&self) -> &'static str {
+    fn body(&self) -> String {
         match self {
-            Refusal::NoRoute => "404 not found: no route for this request\n",
-            Refusal::NoBackend(_) => "503 service unavailable: no backend could take the request\n",
-            Refusal::Backend(_) => "502 bad gateway: the backend failed\n",
-            Refusal::Timeout => "504 gateway timeout: the backend did not answer in time\n",
+            Refusal::NoRoute => "404 not found: no route for this request\n".to_owned(),
+            Refusal::NoBackend(_) => {
+                "503 service unavailable: no backend could take the request\n".to_owned()
+            }
+            Refusal::Backend(..) => "502 bad gateway: the backend failed\n".to_owned(),
+            Refusal::Timeout => {
+                "504 gateway timeout: the backend did not answer in time\n".to_owned()
+            }
+            Refusal::Bad(r) => format!("{} {}\n", r.status, r.why),
+            Refusal::ClientBody(_) => "400 bad request: malformed request body\n".to_owned(),
         }
     }
+
+    /// A failure of fulcrum or a backend (logged at warn), not of the client.
+    fn is_server_side(&self) -> bool {
+        matches!(
+            self,
+            Refusal::NoBackend(_) | Refusal::Backend(..) | Refusal::Timeout
+        )
+    }
+}
+
+/// Whether a client body error means the client closed mid-body (rather than
+/// sending something malformed).
+fn client_went_away(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(inner) = s.downcast_ref::<hyper::Error>() {
+            if inner.is_incomplete_message() || inner.is_closed() || inner.is_canceled() {
+                return true;
+            }
+        }
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        }) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Serves one request; never fails (every failure is an HTTP answer).
@@ -85,8 +142,10 @@ pub(crate) async fn handle(
     let (response, backend) = match outcome {
         Ok(answered) => answered,
         Err(refusal) => {
-            if !matches!(refusal, Refusal::NoRoute) {
+            if refusal.is_server_side() {
                 tracing::warn!(listener = %settings.name, client = %conn.peer, error = %refusal, "request failed");
+            } else if !matches!(refusal, Refusal::NoRoute) {
+                tracing::debug!(listener = %settings.name, client = %conn.peer, error = %refusal, "request refused");
             }
             let mut response = Response::new(ProxyBody::text(refusal.body()));
             *response.status_mut() = refusal.status();
@@ -130,12 +189,15 @@ async fn forward(
     let version = req.version();
     let (mut parts, body) = req.into_parts();
 
-    // The host the client asked for: the authority of an absolute or HTTP/2 URI,
-    // else the Host header (a cheap clone of the received bytes).
-    let host: Option<HeaderValue> = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    };
+    // HTTP/1 stops at MAX_HEADERS while parsing; HTTP/2 heads are checked here.
+    if parts.headers.len() > MAX_HEADERS {
+        return Err(Refusal::Bad(Refused {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            why: "too many header fields",
+        }));
+    }
+    // The one host the request is routed by and forwarded with (see `vet`).
+    let host: Option<HeaderValue> = vet::authority(&mut parts).map_err(Refusal::Bad)?;
     let info = RequestInfo {
         host: host.as_ref().and_then(|h| h.to_str().ok()).map(host_name),
         path: parts.uri.path(),
@@ -154,9 +216,6 @@ async fn forward(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, to);
-    }
-    if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), &host) {
-        parts.headers.insert(header::HOST, h.clone());
     }
     let origin = Origin {
         client: &conn.client,
@@ -198,13 +257,22 @@ async fn forward(
         }
         let active = backend.track();
         let addr = backend.addr();
+        if host.is_none() {
+            // An HTTP/1.0 request without Host goes on as HTTP/1.1, which needs
+            // one (RFC 9112 §3.2): the backend's own address.
+            if let Ok(value) = HeaderValue::from_str(&addr.to_string()) {
+                request.headers_mut().insert(header::HOST, value);
+            }
+        }
         let (response, link) = match send(request, backend, upstream, settings, upgrade).await {
             Ok(sent) => sent,
             Err(Unsent(back)) => {
                 request = *back;
                 continue;
             }
-            Err(Failed(e)) => return Err(Refusal::Backend(e)),
+            // The request body is the client's: its failure is not the backend's.
+            Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
+            Err(Failed(e)) => return Err(Refusal::Backend(addr, e)),
         };
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -264,7 +332,7 @@ async fn send(
     let (addr, pool, tls) = (backend.addr(), &upstream.pool, upstream.tls.as_ref());
     let mut req = req;
     if !upgrade {
-        if let Some(mut link) = upstream::checkout(addr, tls, settings.upstream).await {
+        if let Some(mut link) = upstream::checkout(addr, tls).await {
             match link.send(req).await {
                 Ok(response) => return Ok((response, link)),
                 // A keep-alive connection the backend closed: try a new one.
@@ -275,6 +343,11 @@ async fn send(
     let started = Instant::now();
     let mut link = match upstream::connect(addr, settings.connect_timeout, tls, upgrade).await {
         Ok(link) => link,
+        Err(e) if local_shortage(&e) => {
+            count_local_error();
+            tracing::warn!(listener = %settings.name, backend = %addr, error = %e, "cannot connect to a backend: out of local resources (not the backend's fault)");
+            return Err(Unsent(Box::new(req)));
+        }
         Err(e) => {
             pool.record_connect_error(backend);
             tracing::warn!(listener = %settings.name, backend = %addr, error = %e, "backend connect failed");

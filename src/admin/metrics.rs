@@ -1,6 +1,8 @@
-//! `/metrics`: fulcrum's live counters in Prometheus text format. They are copied
-//! into the exporter's registry when scraped, so the data path pays nothing; the
-//! histograms (kept as atomics by l4/l7) are written out directly.
+//! `/metrics`: fulcrum's live counters in the Prometheus text format (0.0.4),
+//! written straight from the atomics l4/l7 keep, so the data path pays nothing.
+//! Each family is written once with its HELP and TYPE lines, families in the order
+//! of [`names::ALL`] and series in config order (pools, then their backends; then
+//! listeners), so two scrapes list the same series in the same order.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,115 +12,175 @@ use fulcrum_l4::udp;
 
 use super::{names, Admin, ListenerView};
 
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric family: its name, kind and HELP text.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+/// The series of each family, gathered in whatever order the view is walked and
+/// written out family by family.
+struct Text {
+    series: Vec<String>,
+}
+
+impl Text {
+    fn new() -> Self {
+        Text {
+            series: vec![String::new(); names::ALL.len()],
+        }
+    }
+
+    fn body(&mut self, family: Family) -> &mut String {
+        let i = names::ALL
+            .iter()
+            .position(|f| f.name == family.name)
+            .unwrap_or(0);
+        &mut self.series[i]
+    }
+
+    fn sample(&mut self, family: Family, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels = render(labels);
+        let _ = writeln!(self.body(family), "{}{labels} {value}", family.name);
+    }
+
+    /// One histogram series: cumulative buckets, sum and count.
+    fn histogram(&mut self, family: Family, labels: &[(&str, &str)], h: &Snapshot) {
+        let inner = render(labels);
+        let inner = inner.trim_start_matches('{').trim_end_matches('}');
+        let sep = if inner.is_empty() { "" } else { "," };
+        let name = family.name;
+        let out = self.body(family);
+        for (bound, n) in BOUNDS.iter().zip(h.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{inner}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{{inner}}} {}", h.count);
+    }
+
+    fn finish(self) -> String {
+        let mut out = String::new();
+        for (family, body) in names::ALL.iter().zip(self.series) {
+            if body.is_empty() {
+                continue;
+            }
+            let kind = match family.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} {kind}", family.name);
+            out.push_str(&body);
+        }
+        out
+    }
+}
+
+/// `{k="v",...}`, or nothing without labels.
+fn render(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
 impl Admin {
     pub(super) fn metrics(&self) -> String {
         let view = self.view.load();
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut histograms = String::new();
-        metrics::with_local_recorder(&self.recorder, || {
-            for pool in &view.pools {
-                for b in pool.backends() {
-                    let labels = [
-                        ("pool", pool.name().to_owned()),
-                        ("backend", b.addr().to_string()),
-                    ];
-                    let gauge = |name: &'static str, v: f64| metrics::gauge!(name, &labels).set(v);
-                    gauge(names::BACKEND_UP, f64::from(u8::from(b.is_up())));
-                    gauge(names::BACKEND_HEALTHY, f64::from(u8::from(b.is_healthy())));
-                    gauge(names::BACKEND_ACTIVE, f64::from(b.active()));
-                    let (sent, received) = b.bytes();
-                    for (name, value) in [
-                        (names::BACKEND_CONNECTIONS, b.total()),
-                        (names::BACKEND_CONNECT_ERRORS, b.connect_errors()),
-                        (names::BACKEND_EJECTIONS, u64::from(b.ejections())),
-                        (names::BACKEND_SENT_BYTES, sent),
-                        (names::BACKEND_RECEIVED_BYTES, received),
+        let mut text = Text::new();
+        for pool in &view.pools {
+            for b in pool.backends() {
+                let addr = b.addr().to_string();
+                let labels = [("pool", pool.name()), ("backend", addr.as_str())];
+                text.sample(names::BACKEND_UP, &labels, u8::from(b.is_up()));
+                text.sample(names::BACKEND_HEALTHY, &labels, u8::from(b.is_healthy()));
+                text.sample(names::BACKEND_ACTIVE, &labels, b.active());
+                let (sent, received) = b.bytes();
+                for (family, value) in [
+                    (names::BACKEND_CONNECTIONS, b.total()),
+                    (names::BACKEND_CONNECT_ERRORS, b.connect_errors()),
+                    (names::BACKEND_EJECTIONS, u64::from(b.ejections())),
+                    (names::BACKEND_SENT_BYTES, sent),
+                    (names::BACKEND_RECEIVED_BYTES, received),
+                ] {
+                    text.sample(family, &labels, value);
+                }
+                text.histogram(names::BACKEND_CONNECT_SECONDS, &labels, &b.connect_time());
+            }
+        }
+        for listener in &view.listeners {
+            match listener {
+                ListenerView::Tcp(l, _) => {
+                    let name = l.name();
+                    let labels = [("listener", &*name)];
+                    for (family, value) in [
+                        (names::LISTENER_ACCEPTED, &l.stats.accepted),
+                        (
+                            names::LISTENER_REFUSED_PER_CLIENT,
+                            &l.stats.refused_per_client,
+                        ),
+                        (names::LISTENER_PAUSED_AT_LIMIT, &l.stats.paused_at_limit),
+                        (names::LISTENER_RETRIES, &l.stats.retries),
                     ] {
-                        metrics::counter!(name, &labels).absolute(value);
+                        text.sample(family, &labels, count(value));
                     }
-                    let labels =
-                        format!("pool=\"{}\",backend=\"{}\"", escape(pool.name()), b.addr());
-                    histogram(
-                        &mut histograms,
-                        names::BACKEND_CONNECT_SECONDS,
-                        &labels,
-                        &b.connect_time(),
-                    );
                 }
-            }
-            for listener in &view.listeners {
-                match listener {
-                    ListenerView::Tcp(l, _) => {
-                        let labels = [("listener", l.name().to_string())];
-                        for (name, value) in [
-                            (names::TCP_ACCEPTED, &l.stats.accepted),
-                            (names::TCP_REFUSED_PER_CLIENT, &l.stats.refused_per_client),
-                            (names::TCP_PAUSED_AT_LIMIT, &l.stats.paused_at_limit),
-                            (names::LISTENER_RETRIES, &l.stats.retries),
-                        ] {
-                            metrics::counter!(name, &labels).absolute(count(value));
-                        }
+                ListenerView::Http(l, _) => {
+                    let name = l.name();
+                    let labels = [("listener", &*name)];
+                    text.sample(names::LISTENER_ACCEPTED, &labels, count(&l.stats.accepted));
+                    text.sample(names::LISTENER_RETRIES, &labels, count(&l.stats.retries));
+                    for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                        .into_iter()
+                        .zip(&l.stats.responses)
+                    {
+                        let labels = [("listener", &*name), ("class", class)];
+                        text.sample(names::HTTP_RESPONSES, &labels, count(n));
                     }
-                    ListenerView::Http(l, _) => {
-                        let name = l.name().to_string();
-                        let labels = [("listener", name.clone())];
-                        metrics::counter!(names::HTTP_ACCEPTED, &labels)
-                            .absolute(count(&l.stats.accepted));
-                        metrics::counter!(names::LISTENER_RETRIES, &labels)
-                            .absolute(count(&l.stats.retries));
-                        for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
-                            .into_iter()
-                            .zip(&l.stats.responses)
-                        {
-                            metrics::counter!(names::HTTP_RESPONSES, "listener" => name.clone(), "class" => class)
-                                .absolute(count(n));
-                        }
-                        let labels = format!("listener=\"{}\"", escape(&name));
-                        histogram(
-                            &mut histograms,
-                            names::HTTP_REQUEST_SECONDS,
-                            &labels,
-                            &l.stats.latency.snapshot(),
-                        );
-                    }
-                    ListenerView::Udp(l, _) => {
-                        let labels = [("listener", l.name().to_string())];
-                        let s = &l.stats;
-                        for (name, value) in [
-                            (names::UDP_FLOWS_CREATED, &s.flows_created),
-                            (names::UDP_FLOWS_EVICTED, &s.flows_evicted),
-                            (names::UDP_FLOWS_EXPIRED, &s.flows_expired),
-                            (names::UDP_DATAGRAMS_IN, &s.datagrams_in),
-                            (names::UDP_DATAGRAMS_OUT, &s.datagrams_out),
-                            (names::UDP_BYTES_IN, &s.bytes_in),
-                            (names::UDP_BYTES_OUT, &s.bytes_out),
-                        ] {
-                            metrics::counter!(name, &labels).absolute(udp::Stats::get(value));
-                        }
-                        metrics::gauge!(names::UDP_FLOWS_ACTIVE, &labels)
-                            .set(l.active_flows() as f64);
+                    let snapshot = l.stats.latency.snapshot();
+                    text.histogram(names::HTTP_REQUEST_SECONDS, &labels, &snapshot);
+                }
+                ListenerView::Udp(l, _) => {
+                    let name = l.name();
+                    let labels = [("listener", &*name)];
+                    let s = &l.stats;
+                    text.sample(names::UDP_FLOWS_ACTIVE, &labels, l.active_flows());
+                    for (family, value) in [
+                        (names::UDP_FLOWS_CREATED, &s.flows_created),
+                        (names::UDP_FLOWS_EXPIRED, &s.flows_expired),
+                        (names::UDP_FLOWS_EVICTED, &s.flows_evicted),
+                        (names::UDP_FLOWS_REFUSED, &s.flows_refused),
+                        (names::UDP_DATAGRAMS_IN, &s.datagrams_in),
+                        (names::UDP_DATAGRAMS_OUT, &s.datagrams_out),
+                        (names::UDP_DATAGRAMS_DROPPED, &s.dropped),
+                        (names::UDP_BYTES_IN, &s.bytes_in),
+                        (names::UDP_BYTES_OUT, &s.bytes_out),
+                    ] {
+                        text.sample(family, &labels, udp::Stats::get(value));
                     }
                 }
             }
-        });
-        let mut text = self.handle.render();
-        text.push_str(&histograms);
-        text
+        }
+        text.sample(names::LOCAL_ERRORS, &[], fulcrum_l4::net::local_errors());
+        text.finish()
     }
-}
-
-/// Writes one histogram series (with its TYPE line the first time) in the
-/// Prometheus text format.
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Snapshot) {
-    if !out.contains(&format!("# TYPE {name} ")) {
-        let _ = writeln!(out, "# TYPE {name} histogram");
-    }
-    for (bound, n) in BOUNDS.iter().zip(h.cumulative) {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
 }
 
 /// A label value as the text format wants it: `\`, `"` and newlines escaped.

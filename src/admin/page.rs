@@ -63,6 +63,13 @@ fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
                 }
             }
             ListenerView::Http(l, addr) => {
+                // The pool for requests no route matches (its default), if any.
+                let current = l.current();
+                let pool = current
+                    .router
+                    .fallback()
+                    .and_then(|t| t.pools().next())
+                    .map(|u| u.pool.name().to_owned());
                 let requests = l
                     .stats
                     .responses
@@ -71,13 +78,13 @@ fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
                     .sum();
                 ListenerRow {
                     name: l.name().to_string(),
-                    protocol: if l.current().settings.tls.is_some() {
+                    protocol: if current.settings.tls.is_some() {
                         "https"
                     } else {
                         "http"
                     },
                     addr: addr.to_string(),
-                    pool: None,
+                    pool,
                     connections: l.stats.accepted.load(Ordering::Relaxed),
                     extra: Some(("requests", requests)),
                 }

@@ -59,6 +59,7 @@ pub struct FileListener {
     pub access_log: Option<S<bool>>,
     pub header_read_timeout: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
+    pub upstream_idle_timeout: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub client_ca: Option<S<String>>,

@@ -57,6 +57,10 @@ pub(super) fn options(
             Some(d) => nonzero_duration(d, "request_timeout")?,
             None => DEFAULT_REQUEST_TIMEOUT,
         },
+        upstream_idle_timeout: match &l.upstream_idle_timeout {
+            Some(d) => nonzero_duration(d, "upstream_idle_timeout")?,
+            None => fulcrum_l7::upstream::DEFAULT_IDLE_TIMEOUT,
+        },
         routes,
         rewrite: match &l.headers {
             Some(h) => rewrite(h.get_ref())?,

@@ -3,9 +3,12 @@
 
 pub mod duration;
 mod file;
+mod hint;
 mod http;
 mod pool;
 mod validate;
+
+pub use pool::{backend_entry, Entry as BackendEntry};
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -91,6 +94,8 @@ pub struct HttpOptions {
     pub retries: u32,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long an idle keep-alive connection to a backend is kept.
+    pub upstream_idle_timeout: Duration,
     /// Routes naming pools by name, in config order.
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
@@ -188,10 +193,23 @@ impl std::error::Error for ConfigError {}
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         origin: origin.clone(),
         position: None,
         message: format!("cannot read config: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let text = String::from_utf8_lossy(&bytes[..valid]);
+        ConfigError {
+            origin: origin.clone(),
+            position: Some(line_col(&text, valid)),
+            message: format!(
+                "byte 0x{:02X} is not UTF-8: TOML files are UTF-8 text; save the file as UTF-8",
+                bytes.get(valid).copied().unwrap_or_default()
+            ),
+        }
     })?;
     parse(&text, &origin)
 }
@@ -205,7 +223,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     };
     let raw: file::FileConfig = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        at(offset, e.message().trim_end().replace('\n', "; "))
+        at(offset, hint::explain(text, offset, e.message()))
     })?;
     // Files the config names (certificates) are relative to the config's folder.
     let base = Path::new(origin).parent().unwrap_or(Path::new(""));
@@ -259,11 +277,12 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
                 Protocol::Http(h) => format!(
-                    "connect {}, retries {}, header read {}, request {}, {} route(s){}",
+                    "connect {}, retries {}, header read {}, request {}, upstream idle {}, {} route(s){}",
                     duration::display(h.connect_timeout),
                     h.retries,
                     duration::display(h.header_read_timeout),
                     duration::display(h.request_timeout),
+                    duration::display(h.upstream_idle_timeout),
                     h.routes.len(),
                     if h.trust_forwarded {
                         ", trusts X-Forwarded-For"
@@ -331,12 +350,17 @@ impl Config {
                 .sticky_cookie
                 .as_ref()
                 .map_or(String::new(), |c| format!(", sticky cookie {c}"));
+            // The same count as the header: addresses and DNS names, each one entry.
+            let by_name = match p.dns.len() {
+                0 => String::new(),
+                n => format!(" ({n} by DNS name)"),
+            };
             let _ = writeln!(
                 out,
-                "pool {:<16} {:<12} {} backend(s){sticky}",
+                "pool {:<16} {:<12} {} backend(s){by_name}{sticky}",
                 p.name,
                 algorithm,
-                p.backends.len()
+                p.backends.len() + p.dns.len()
             );
             let policy = &p.policy;
             let eject = match policy.eject_after {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::time::Duration;
 
 use fulcrum_l4::health::{self, Check, Probe};
 use fulcrum_l4::pool::Policy;
@@ -246,7 +247,8 @@ fn parse_status_range(text: &str) -> std::result::Result<std::ops::RangeInclusiv
 }
 
 /// A backend entry: an address, or a DNS name to resolve.
-enum Entry {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
     Static(BackendSpec),
     Dns(DnsBackend),
 }
@@ -274,25 +276,29 @@ fn validate_backend(b: &Spanned<FileBackend>) -> Result<Entry> {
         }
         None => None,
     };
+    backend_entry(addr, weight, every).map_err(|e| invalid(b, e))
+}
+
+/// A backend given as `IP:PORT` or `HOST:PORT` (the config file and the flag-only
+/// modes alike); `every` is how often a host name is resolved again.
+pub fn backend_entry(
+    addr: &str,
+    weight: NonZeroU32,
+    every: Option<Duration>,
+) -> std::result::Result<Entry, String> {
     if let Ok(addr) = addr.parse::<SocketAddr>() {
         if addr.port() == 0 {
-            return Err(invalid(b, format!("backend address `{addr}` needs a port")));
+            return Err(format!("backend address `{addr}` needs a port"));
         }
         if every.is_some() {
-            return Err(invalid(
-                b,
-                format!(
-                    "`resolve` applies to backends given by DNS name, and `{addr}` is an address"
-                ),
+            return Err(format!(
+                "`resolve` applies to backends given by DNS name, and `{addr}` is an address"
             ));
         }
         return Ok(Entry::Static(BackendSpec { addr, weight }));
     }
     let bad = || {
-        invalid(
-            b,
-            format!("invalid backend address `{addr}` (expected IP:PORT or HOST:PORT)"),
-        )
+        format!("invalid backend address `{addr}` (expected IP:PORT or HOST:PORT, e.g. 10.0.0.1:80 or app.internal:80)")
     };
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?;

@@ -205,6 +205,11 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.upstream_idle_timeout),
+            "upstream_idle_timeout",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.trust_forwarded),
             "trust_forwarded",
         ),

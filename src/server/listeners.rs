@@ -224,7 +224,10 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         rewrite: h.rewrite.clone(),
         trust_forwarded: h.trust_forwarded,
         access_log: l.access_log,
-        upstream: Default::default(),
+        upstream: fulcrum_l7::upstream::Limits {
+            idle_timeout: h.upstream_idle_timeout,
+            ..Default::default()
+        },
         tls: h.tls.clone(),
         accept_proxy: l.accept_proxy_protocol,
     }

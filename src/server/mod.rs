@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use fulcrum_l4::health;
-use fulcrum_l4::Pool;
+use fulcrum_l4::{Backend, Pool};
 use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::MissedTickBehavior;
@@ -146,6 +146,16 @@ struct Server {
     admin_bind: Option<SocketAddr>,
     /// Sockets from systemd socket activation not yet claimed by a listener.
     activated: systemd::Activated,
+    /// Backends removed by a reload whose connections are draining, by pool name
+    /// and address, until they are cut.
+    draining: HashMap<(String, SocketAddr), Draining>,
+}
+
+/// A removed backend whose connections end when its drain time is over.
+struct Draining {
+    backend: Backend,
+    /// Cancels the cut (the backend is back in the config).
+    cancel: CancellationToken,
 }
 
 /// What identifies a listener across reloads: its protocol and configured bind
@@ -231,6 +241,7 @@ impl Server {
             admin: None,
             admin_bind: None,
             activated: systemd::Activated::default(),
+            draining: HashMap::new(),
         })
     }
 
@@ -277,6 +288,16 @@ impl Server {
                 if let Some(old) = self.pools.get(&p.name) {
                     pool = pool.inherit(old);
                     log_carried(&pool);
+                }
+                // A backend an earlier reload removed, back before its drain ended:
+                // its connections stay, and count against it again.
+                let addrs: Vec<SocketAddr> = pool.backends().iter().map(Backend::addr).collect();
+                for addr in addrs {
+                    if let Some(draining) = self.draining.remove(&(p.name.clone(), addr)) {
+                        draining.cancel.cancel();
+                        pool = pool.adopt(&draining.backend);
+                        tracing::info!(pool = %p.name, backend = %addr, "backend back before its drain ended; its connections are kept");
+                    }
                 }
                 (p.name.clone(), Arc::new(pool))
             })
@@ -330,12 +351,24 @@ impl Server {
         }
         // Connections to backends the new pools no longer have may finish within the
         // drain timeout; then they are cut.
+        // A later reload that brings a backend back cancels its cut.
+        self.draining.retain(|_, d| !d.backend.is_retired());
         for (name, old) in &self.pools {
             for backend in old.removed_in(pools.get(name).map(Arc::as_ref)) {
                 let (backend, drain) = (backend.clone(), config.drain_timeout);
+                let cancel = CancellationToken::new();
+                self.draining.insert(
+                    (name.clone(), backend.addr()),
+                    Draining {
+                        backend: backend.clone(),
+                        cancel: cancel.clone(),
+                    },
+                );
                 tokio::spawn(async move {
-                    tokio::time::sleep(drain).await;
-                    backend.retire();
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(drain) => backend.retire(),
+                    }
                 });
             }
         }
@@ -350,18 +383,24 @@ impl Server {
         }
         self.pools = pools;
         if let Some(admin) = &self.admin {
-            admin.set_view(View {
-                listeners: self
-                    .listeners
-                    .values()
-                    .map(|r| match &r.listener {
-                        Shared::Tcp(l) => ListenerView::Tcp(Arc::clone(l), r.addr),
-                        Shared::Udp(l) => ListenerView::Udp(Arc::clone(l), r.addr),
-                        Shared::Http(l) => ListenerView::Http(Arc::clone(l), r.addr),
-                    })
-                    .collect(),
-                pools: self.pools.values().cloned().collect(),
-            });
+            // In config order, so /metrics and /status list them the same way on
+            // every scrape and after every reload.
+            let listeners = config
+                .listeners
+                .iter()
+                .filter_map(|l| self.listeners.get(&Key::of(l)))
+                .map(|r| match &r.listener {
+                    Shared::Tcp(l) => ListenerView::Tcp(Arc::clone(l), r.addr),
+                    Shared::Udp(l) => ListenerView::Udp(Arc::clone(l), r.addr),
+                    Shared::Http(l) => ListenerView::Http(Arc::clone(l), r.addr),
+                })
+                .collect();
+            let pools = config
+                .pools
+                .iter()
+                .filter_map(|p| self.pools.get(&p.name).cloned())
+                .collect();
+            admin.set_view(View { listeners, pools });
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::rng::Rng;
+use crate::net::{count_local_error, local_shortage};
 use crate::pool::{Backend, Pool};
 use crate::proxy_protocol::Version;
 
@@ -92,6 +93,11 @@ impl Verdicts {
         None
     }
 
+    /// The state the checks hold now.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
     /// Probe results in a row that disagree with the current state.
     pub fn streak(&self) -> u32 {
         self.streak
@@ -132,11 +138,22 @@ async fn watch(pool: &Pool, index: usize, check: &Check, rng: &Rng) {
     loop {
         tokio::time::sleep(jittered(check.interval, rng)).await;
         let result = probe(backend.addr(), check).await;
+        if let Err(probe::Failure::Io(e)) = &result {
+            if local_shortage(e) {
+                // fulcrum could not even open a socket: that says nothing about
+                // the backend, so the probe does not count either way.
+                count_local_error();
+                tracing::warn!(pool = pool.name(), backend = %backend.addr(), error = %e, "health check skipped: out of local resources");
+                continue;
+            }
+        }
         if let Some(healthy) = verdicts.observe(result.is_ok(), check.rise, check.fall) {
             report(pool, backend, healthy, &result, check);
         }
-        // A passing check also ends a passive ejection, even without a flip.
-        if result.is_ok() && backend.is_ejected() {
+        // A passing check also ends a passive ejection, even without a flip, but
+        // only of a backend the checks hold up: one they marked down comes back
+        // after `rise` passes in a row, as any other.
+        if result.is_ok() && verdicts.healthy() && backend.is_ejected() {
             pool.set_healthy(backend, true);
             tracing::info!(pool = pool.name(), backend = %backend.addr(), "backend passed its check; ejection ended");
         }

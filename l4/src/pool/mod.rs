@@ -140,6 +140,11 @@ impl Backend {
         }
     }
 
+    /// Whether the backend's remaining connections were ended by [`Backend::retire`].
+    pub fn is_retired(&self) -> bool {
+        *self.stats.retired.borrow()
+    }
+
     /// Ends the backend's remaining connections.
     pub fn retire(&self) {
         self.stats.retired.send_replace(true);
@@ -315,6 +320,22 @@ impl Pool {
             match previous.backends.iter().find(|b| b.addr == backend.addr) {
                 Some(old) => backend.stats = Arc::clone(&old.stats),
                 None => backend.came_up(now),
+            }
+        }
+        self
+    }
+
+    /// Takes over the live state of `draining`, a backend a reload removed whose
+    /// connections are still draining, when this pool has it again: the connections
+    /// count against it as before. The caller cancels the pending cut.
+    pub fn adopt(mut self, draining: &Backend) -> Self {
+        if draining.is_retired() {
+            // Its connections are already cut; a fresh start.
+            return self;
+        }
+        for backend in &mut self.backends {
+            if backend.addr == draining.addr {
+                backend.stats = Arc::clone(&draining.stats);
             }
         }
         self

@@ -42,6 +42,18 @@ pub enum RelayError {
     Idle(Duration),
 }
 
+impl RelayError {
+    /// The word access logs use for how the connection ended, in the vocabulary
+    /// shared with UDP flows: `idle`, `client-error`, `backend-error`.
+    pub fn end(&self) -> &'static str {
+        match self {
+            RelayError::Client(_) => "client-error",
+            RelayError::Backend(_) => "backend-error",
+            RelayError::Idle(_) => "idle",
+        }
+    }
+}
+
 /// What a relay moved, and how it ended.
 #[derive(Debug)]
 pub struct Relayed {

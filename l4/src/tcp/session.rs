@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::limits::ClientSlot;
 use super::{connect, relay, Current, Listener, HELLO_TIMEOUT};
 use crate::balance::{fnv1a, Context};
+use crate::net::{count_local_error, local_shortage};
 use crate::pool::{ActiveGuard, Backend};
 use crate::proxy_protocol::{self, Transport};
 use crate::sni::{self, Peek, MAX_PEEK};
@@ -55,6 +56,7 @@ pub(crate) fn run(
                     listener = %listener.settings.name,
                     client = %peer,
                     backend = %opened.backend.addr(),
+                    end = %"cut",
                     "connection cut: its backend was removed by a reload and the drain time is over"
                 );
                 return;
@@ -66,9 +68,11 @@ pub(crate) fn run(
             relayed.backend_to_client,
         );
         if settings.access_log {
-            let end = match &relayed.end {
-                Ok(()) => "closed".to_owned(),
-                Err(e) => e.to_string(),
+            // `end` is one lower-case word (closed, idle, client-error,
+            // backend-error); `error` says more when there is more to say.
+            let (end, error) = match &relayed.end {
+                Ok(()) => ("closed", None),
+                Err(e) => (e.end(), Some(e)),
             };
             tracing::info!(
                 listener = %settings.name,
@@ -78,6 +82,7 @@ pub(crate) fn run(
                 bytes_out = relayed.backend_to_client,
                 ms = started.elapsed().as_millis() as u64,
                 end = %end,
+                error = error.map(tracing::field::display),
                 "tcp connection ended"
             );
         }
@@ -189,6 +194,19 @@ async fn open<'a>(
         let connect_start = Instant::now();
         let upstream = match connect(backend.addr(), settings.connect_timeout).await {
             Ok(upstream) => upstream,
+            Err(e) if local_shortage(&e) => {
+                // Ours, not the backend's: no ejection, no connect error, and no
+                // point trying another backend with the same shortage.
+                count_local_error();
+                tracing::warn!(
+                    listener = %settings.name,
+                    client = %peer,
+                    backend = %backend.addr(),
+                    error = %e,
+                    "cannot connect to a backend: out of local resources (not the backend's fault); closing"
+                );
+                return None;
+            }
             Err(e) => {
                 pool.record_connect_error(backend);
                 tracing::warn!(

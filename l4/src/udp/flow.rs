@@ -1,6 +1,14 @@
 //! The UDP flow table as a pure core: client address -> flow, with idle expiry,
 //! a reply limit and a size cap that evicts the least recently active flow.
 //!
+//! An evicted flow leaves the client lookup (the client's next datagram starts a new
+//! flow) but lingers until it idles out or gets its replies: its upstream socket
+//! stays open and late replies still reach its own client. Closing it at once would
+//! free its local port for the kernel to hand to the next flow to the same backend,
+//! which would then receive, and relay to another client, replies meant for this
+//! one. Lingering flows are capped at `max_flows` too; when both are full a new flow
+//! is refused rather than a lingering one cut.
+//!
 //! No I/O and no clock: time comes in as an argument (ns on any monotonic scale),
 //! so it is unit-tested and fuzzed as is. Each flow carries an opaque value `T`
 //! (the shell keeps its upstream socket there); whatever leaves the table is handed
@@ -25,7 +33,8 @@ pub struct Limits {
     /// as NGINX's `proxy_responses`: with 1, a DNS flow ends when every query it
     /// carried is answered.
     pub responses: u32,
-    /// At most this many flows; a new one evicts the least recently active.
+    /// At most this many active flows; a new one evicts the least recently active,
+    /// which lingers (at most this many more) until its replies are in or it idles.
     pub max_flows: usize,
 }
 
@@ -46,8 +55,27 @@ pub struct Ended<T> {
 pub enum EndReason {
     Idle,
     Responses,
+    /// Evicted from a full table, then idled out while lingering.
     Evicted,
     Removed,
+}
+
+impl EndReason {
+    /// The word access logs use, in the vocabulary TCP and HTTP logs share.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::Responses => "responses",
+            EndReason::Evicted => "evicted",
+            EndReason::Removed => "upstream-error",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 const NIL: u32 = u32::MAX;
@@ -62,10 +90,29 @@ struct Node<T> {
     requests: u64,
     replies: u64,
     generation: u32,
-    /// Neighbours in recency order (older, newer).
+    /// Which list the node is on: `ACTIVE` or `LINGERING`.
+    list: usize,
+    /// Neighbours in recency order on that list (older, newer).
     prev: u32,
     next: u32,
 }
+
+const ACTIVE: usize = 0;
+const LINGERING: usize = 1;
+
+/// A recency-ordered list of nodes.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    oldest: u32,
+    newest: u32,
+    len: usize,
+}
+
+const EMPTY: List = List {
+    oldest: NIL,
+    newest: NIL,
+    len: 0,
+};
 
 #[derive(Debug)]
 pub struct FlowTable<T> {
@@ -73,9 +120,8 @@ pub struct FlowTable<T> {
     by_client: HashMap<SocketAddr, u32>,
     nodes: Vec<Node<T>>,
     free: Vec<u32>,
-    /// Least and most recently active flows.
-    oldest: u32,
-    newest: u32,
+    /// Active flows (found by client) and lingering ones (evicted, awaiting replies).
+    lists: [List; 2],
 }
 
 impl<T> FlowTable<T> {
@@ -85,17 +131,27 @@ impl<T> FlowTable<T> {
             by_client: HashMap::new(),
             nodes: Vec::new(),
             free: Vec::new(),
-            oldest: NIL,
-            newest: NIL,
+            lists: [EMPTY; 2],
         }
     }
 
+    /// Flows holding a value: active and lingering.
     pub fn len(&self) -> usize {
-        self.by_client.len()
+        self.lists[ACTIVE].len + self.lists[LINGERING].len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_client.is_empty()
+        self.len() == 0
+    }
+
+    /// Flows a client's datagram can find (at most `max_flows`).
+    pub fn active(&self) -> usize {
+        self.lists[ACTIVE].len
+    }
+
+    /// Evicted flows kept open for their late replies (at most `max_flows`).
+    pub fn lingering(&self) -> usize {
+        self.lists[LINGERING].len
     }
 
     /// Changes the limits (on reload). A lower `max_flows` takes effect as new flows
@@ -106,7 +162,7 @@ impl<T> FlowTable<T> {
 
     fn clamped(limits: Limits) -> Limits {
         Limits {
-            max_flows: limits.max_flows.clamp(1, NIL as usize - 1),
+            max_flows: limits.max_flows.clamp(1, (NIL as usize - 1) / 2),
             ..limits
         }
     }
@@ -124,17 +180,26 @@ impl<T> FlowTable<T> {
         node.value.as_ref().map(|v| (id, v))
     }
 
+    /// Whether a new flow would be refused now: the table is full and so is the
+    /// room for evicted flows to linger.
+    pub fn is_full(&self) -> bool {
+        self.active() >= self.limits.max_flows && self.lingering() >= self.limits.max_flows
+    }
+
     /// Starts a flow for `client` (which must have none) with its first datagram.
-    /// When the table is full the least recently active flow is evicted and returned.
-    pub fn insert(&mut self, client: SocketAddr, value: T, now: u64) -> (FlowId, Option<Ended<T>>) {
-        let evicted = if self.len() >= self.limits.max_flows {
-            self.end(self.oldest, EndReason::Evicted)
-        } else {
-            None
-        };
+    /// When the table is full the least recently active flow is evicted: it lingers
+    /// for its late replies. When there is no room to linger either, the new flow is
+    /// refused and its value handed back.
+    pub fn insert(&mut self, client: SocketAddr, value: T, now: u64) -> Result<FlowId, T> {
         if let Some(old) = self.by_client.get(&client).copied() {
-            // Callers check first; replacing keeps the table consistent anyway.
-            let _ = self.end(old, EndReason::Removed);
+            // Callers check first; the client's datagrams belong to the new flow.
+            self.linger(old);
+        }
+        while self.active() >= self.limits.max_flows {
+            if self.lingering() >= self.limits.max_flows {
+                return Err(value);
+            }
+            self.linger(self.lists[ACTIVE].oldest);
         }
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -156,23 +221,23 @@ impl<T> FlowTable<T> {
                     requests: 1,
                     replies: 0,
                     generation: 0,
+                    list: ACTIVE,
                     prev: NIL,
                     next: NIL,
                 });
                 (self.nodes.len() - 1) as u32
             }
         };
-        self.push_newest(slot);
+        self.push_newest(ACTIVE, slot);
         self.by_client.insert(client, slot);
-        let id = FlowId {
+        Ok(FlowId {
             slot,
             generation: self.nodes[slot as usize].generation,
-        };
-        (id, evicted)
+        })
     }
 
-    /// Counts a reply on `id`. Returns the client to send it to, and the flow if that
-    /// reply completed it; `None` for a stale id.
+    /// Counts a reply on `id` (active or lingering). Returns the client to send it
+    /// to, and the flow if that reply completed it; `None` for a stale id.
     pub fn reply(&mut self, id: FlowId, now: u64) -> Option<(SocketAddr, Option<Ended<T>>)> {
         let slot = self.live(id)?;
         self.bump(slot, now);
@@ -206,20 +271,25 @@ impl<T> FlowTable<T> {
     /// Ends every flow idle for `idle_ns` by `now`, oldest first.
     pub fn expire(&mut self, now: u64) -> Vec<Ended<T>> {
         let mut ended = Vec::new();
-        while self.oldest != NIL {
-            let node = &self.nodes[self.oldest as usize];
-            if now.saturating_sub(node.last) < self.limits.idle_ns {
-                break;
+        for (list, why) in [(ACTIVE, EndReason::Idle), (LINGERING, EndReason::Evicted)] {
+            while self.lists[list].oldest != NIL {
+                let oldest = self.lists[list].oldest;
+                if now.saturating_sub(self.nodes[oldest as usize].last) < self.limits.idle_ns {
+                    break;
+                }
+                ended.extend(self.end(oldest, why));
             }
-            ended.extend(self.end(self.oldest, EndReason::Idle));
         }
         ended
     }
 
     /// When the next flow would go idle, if any.
     pub fn next_expiry(&self) -> Option<u64> {
-        let node = self.nodes.get(self.oldest as usize)?;
-        Some(node.last.saturating_add(self.limits.idle_ns))
+        self.lists
+            .iter()
+            .filter_map(|list| self.nodes.get(list.oldest as usize))
+            .map(|node| node.last.saturating_add(self.limits.idle_ns))
+            .min()
     }
 
     fn live(&self, id: FlowId) -> Option<u32> {
@@ -227,14 +297,35 @@ impl<T> FlowTable<T> {
         (node.generation == id.generation && node.value.is_some()).then_some(id.slot)
     }
 
+    /// Takes an active flow out of the client lookup and onto the lingering list.
+    fn linger(&mut self, slot: u32) {
+        let Some(node) = self.nodes.get(slot as usize) else {
+            return;
+        };
+        if node.list != ACTIVE || node.value.is_none() {
+            return;
+        }
+        let client = node.client;
+        self.unlink(slot);
+        self.by_client.remove(&client);
+        self.push_newest(LINGERING, slot);
+    }
+
     fn end(&mut self, slot: u32, why: EndReason) -> Option<Ended<T>> {
         let node = self.nodes.get_mut(slot as usize)?;
         let value = node.value.take()?;
         node.generation = node.generation.wrapping_add(1);
-        let (client, requests, replies, started) =
-            (node.client, node.requests, node.replies, node.started);
+        let (client, requests, replies, started, list) = (
+            node.client,
+            node.requests,
+            node.replies,
+            node.started,
+            node.list,
+        );
         self.unlink(slot);
-        self.by_client.remove(&client);
+        if list == ACTIVE {
+            self.by_client.remove(&client);
+        }
         self.free.push(slot);
         Some(Ended {
             client,
@@ -250,39 +341,44 @@ impl<T> FlowTable<T> {
         let node = &mut self.nodes[slot as usize];
         // Time never runs backwards in here, whatever the caller passes.
         node.last = node.last.max(now);
-        if self.newest != slot {
+        let list = node.list;
+        if self.lists[list].newest != slot {
             self.unlink(slot);
-            self.push_newest(slot);
+            self.push_newest(list, slot);
         }
     }
 
-    fn push_newest(&mut self, slot: u32) {
+    fn push_newest(&mut self, list: usize, slot: u32) {
+        let newest = self.lists[list].newest;
         let node = &mut self.nodes[slot as usize];
-        node.prev = self.newest;
+        node.list = list;
+        node.prev = newest;
         node.next = NIL;
-        if self.newest != NIL {
-            self.nodes[self.newest as usize].next = slot;
+        if newest != NIL {
+            self.nodes[newest as usize].next = slot;
         } else {
-            self.oldest = slot;
+            self.lists[list].oldest = slot;
         }
-        self.newest = slot;
+        self.lists[list].newest = slot;
+        self.lists[list].len += 1;
     }
 
     fn unlink(&mut self, slot: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let node = &self.nodes[slot as usize];
-            (node.prev, node.next)
+            (node.prev, node.next, node.list)
         };
         if prev != NIL {
             self.nodes[prev as usize].next = next;
         } else {
-            self.oldest = next;
+            self.lists[list].oldest = next;
         }
         if next != NIL {
             self.nodes[next as usize].prev = prev;
         } else {
-            self.newest = prev;
+            self.lists[list].newest = prev;
         }
+        self.lists[list].len -= 1;
         let node = &mut self.nodes[slot as usize];
         node.prev = NIL;
         node.next = NIL;

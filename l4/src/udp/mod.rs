@@ -32,7 +32,9 @@ pub struct Settings {
     pub flow_idle_timeout: Duration,
     /// End a flow once each of its datagrams got this many replies (0 = never; 1 suits DNS).
     pub responses: u32,
-    /// Most live flows per worker; the least recently active is evicted beyond.
+    /// Most active flows per worker; the least recently active is evicted beyond
+    /// and lingers for its late replies (up to as many again), then new flows are
+    /// refused.
     pub max_flows: usize,
     /// One info line per flow when it ends.
     pub access_log: bool,
@@ -52,8 +54,11 @@ pub struct Stats {
     pub datagrams_out: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// Datagrams dropped (no backend, or a socket error).
+    /// Datagrams dropped (no backend, a full flow table, or a socket error).
     pub dropped: AtomicU64,
+    /// New flows refused because the table and the room for evicted flows to
+    /// linger were both full.
+    pub flows_refused: AtomicU64,
 }
 
 impl Stats {

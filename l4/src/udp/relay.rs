@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::flow::{EndReason, Ended, FlowId, FlowTable, Limits};
 use super::{upstream, Listener, Stats};
 use crate::balance::Context;
+use crate::net::{count_local_error, local_shortage};
 use crate::pool::{ActiveGuard, Pool};
 use crate::proxy_protocol::{self, Transport, Version};
 
@@ -126,7 +127,7 @@ impl Shared {
                 bytes_in = ended.value.bytes_in.load(Ordering::Relaxed),
                 bytes_out = ended.value.bytes_out.load(Ordering::Relaxed),
                 ms = self.now().saturating_sub(ended.started) / 1_000_000,
-                why = ?ended.why,
+                end = %ended.why,
                 "udp flow ended"
             );
         }
@@ -273,6 +274,13 @@ fn open(
         client: Some(client),
         key: None,
     };
+    if shared.table().is_full() {
+        // Every slot is taken and every evicted flow still lingers for its replies:
+        // cutting one would let its port, and its late replies, go to this client.
+        Stats::add(&listener.stats.flows_refused, 1);
+        tracing::debug!(listener = %name, client = %client, "udp flow table full; dropping datagram");
+        return None;
+    }
     for backend in pool.candidates(&ctx) {
         let spare = shared
             .spare()
@@ -288,6 +296,11 @@ fn open(
             Ok,
         ) {
             Ok(socket) => socket,
+            Err(e) if local_shortage(&e) => {
+                count_local_error();
+                tracing::warn!(listener = %name, backend = %backend.addr(), error = %e, "cannot open an upstream udp socket: out of local resources (not the backend's fault); dropping datagram");
+                return None;
+            }
             Err(e) => {
                 pool.record_connect_error(backend);
                 tracing::warn!(listener = %name, backend = %backend.addr(), error = %e, "cannot open upstream udp socket");
@@ -308,11 +321,13 @@ fn open(
             bytes_out: AtomicU64::new(0),
             _active: active,
         };
-        let (id, evicted) = shared.table().insert(client, io, now);
+        // The worker's flows are only inserted here, one datagram at a time, so
+        // the room checked above is still there.
+        let Ok(id) = shared.table().insert(client, io, now) else {
+            Stats::add(&listener.stats.flows_refused, 1);
+            return None;
+        };
         Stats::add(&listener.stats.flows_created, 1);
-        if let Some(e) = evicted {
-            shared.ended(e);
-        }
         let _ = id_tx.send(id);
         return Some((id, socket));
     }

@@ -145,7 +145,10 @@ pub fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    // The server's cipher suite order (strongest first, as the provider lists
+    // them), not whatever the client prefers.
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     config.ticketer =
         rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| invalid(&files[0].cert, e))?;

@@ -43,8 +43,8 @@ pub const DEFAULT_MAX_IDLE: usize = 64;
 /// How long an idle upstream connection is kept; below common backend keep-alive
 /// timeouts (nginx 75 s, Apache 5 s is the exception) so fulcrum closes first.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often idle connections of every backend are checked for expiry.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The sweeper of idle connections wakes at most this often.
+const SWEEP_GRAIN: Duration = Duration::from_secs(1);
 
 /// Bounds on the idle connections kept for one backend.
 #[derive(Debug, Clone, Copy)]
@@ -225,7 +225,8 @@ impl Link {
 
 struct Idle {
     link: Link,
-    since: Instant,
+    /// When it is closed if still idle.
+    expires: Instant,
 }
 
 thread_local! {
@@ -235,18 +236,20 @@ thread_local! {
     // backends' addresses, nothing a client chooses).
     static IDLE: RefCell<HashMap<PoolKey, Vec<Idle>, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
-    static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether this worker's sweeper task runs (while any connection is idle).
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// An idle connection to `addr` that is ready for a request, if there is one.
-pub async fn checkout(addr: SocketAddr, tls: Option<&UpstreamTls>, limits: Limits) -> Option<Link> {
+pub async fn checkout(addr: SocketAddr, tls: Option<&UpstreamTls>) -> Option<Link> {
     let key = pool_key(addr, tls);
     loop {
         let mut link = IDLE.with_borrow_mut(|idle| {
             let list = idle.get_mut(&key)?;
             // Newest first: the warmest connection, the least likely to be closed.
+            let now = Instant::now();
             while let Some(c) = list.pop() {
-                if c.since.elapsed() < limits.idle_timeout {
+                if c.expires > now {
                     return Some(c.link);
                 }
             }
@@ -264,23 +267,42 @@ fn give_back(key: PoolKey, link: Link, limits: Limits) {
     if !matches!(link.conn, Driver::Here(_)) || link.sender.is_closed() || limits.max_idle == 0 {
         return;
     }
-    let now = Instant::now();
+    let expires = Instant::now() + limits.idle_timeout;
     IDLE.with_borrow_mut(|idle| {
-        // Idle connections are not polled, so expiry is looked for here.
-        let due = LAST_SWEEP.get().is_none_or(|at| now - at >= SWEEP_EVERY);
-        if due {
-            LAST_SWEEP.set(Some(now));
-            idle.retain(|_, list| {
-                list.retain(|c| now - c.since < limits.idle_timeout);
-                !list.is_empty()
-            });
-        }
         let list = idle.entry(key).or_default();
         if list.len() >= limits.max_idle {
             list.remove(0);
         }
-        list.push(Idle { link, since: now });
+        list.push(Idle { link, expires });
     });
+    if !SWEEPING.replace(true) {
+        // Idle connections are not polled: without a sweeper, one that no request
+        // takes again would stay open as long as the backend allows.
+        match tokio::runtime::Handle::try_current() {
+            Ok(worker) => drop(worker.spawn(sweep())),
+            Err(_) => SWEEPING.set(false),
+        }
+    }
+}
+
+/// Closes this worker's idle connections as they expire; ends once none is left.
+async fn sweep() {
+    loop {
+        let next = IDLE.with_borrow_mut(|idle| {
+            let now = Instant::now();
+            idle.retain(|_, list| {
+                list.retain(|c| c.expires > now);
+                !list.is_empty()
+            });
+            idle.values().flatten().map(|c| c.expires).min()
+        });
+        let Some(next) = next else {
+            SWEEPING.set(false);
+            return;
+        };
+        // Expiry within a second is close enough, and wakes the worker less.
+        tokio::time::sleep_until(next.max(Instant::now() + SWEEP_GRAIN)).await;
+    }
 }
 
 /// Opens a new HTTP/1.1 connection to `addr`, over TLS when the pool says so
@@ -443,8 +465,8 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn text(text: &'static str) -> Self {
-        ProxyBody::Local(Full::new(Bytes::from_static(text.as_bytes())))
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Local(Full::new(text.into()))
     }
 }
 

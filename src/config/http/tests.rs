@@ -76,7 +76,7 @@ fn routes_only_listener_needs_no_pool() {
     let c = parse(&text, "f.toml").unwrap();
     assert_eq!(c.listeners[0].pool, None);
     let none = text.replace("[[listener.route]]", "[[xlistener.route]]");
-    assert!(err(&none).contains("unknown field") || err(&none).contains("needs a `pool`"));
+    assert!(err(&none).contains("unknown key") || err(&none).contains("needs a `pool`"));
 }
 
 #[test]

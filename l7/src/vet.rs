@@ -1,0 +1,184 @@
+//! What a request head must pass before it is routed, and the one authority it is
+//! routed and forwarded by: whatever the client sent, routing and the backend see
+//! the same host (RFC 9112 §3.2 and §3.2.2, RFC 9113 §8.3.1), and a message whose
+//! framing fulcrum cannot forward unchanged is refused, not rewritten.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::Authority;
+use http::{Method, StatusCode, Version};
+
+/// A request fulcrum answers itself: the status and why, for the body and log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub why: &'static str,
+}
+
+const fn refuse(status: StatusCode, why: &'static str) -> Refused {
+    Refused { status, why }
+}
+
+/// Checks the head of `parts` and settles its authority: the request target's
+/// authority when it has one (absolute form, or HTTP/2 `:authority`), which then
+/// replaces any Host header; else the one Host header. Returns `None` only for a
+/// request that may lack both (HTTP/1.0, HTTP/2 without `:authority`).
+pub fn authority(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>, Refused> {
+    if parts.method == Method::CONNECT {
+        // A tunnel to wherever the client names is not what a reverse proxy does.
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here",
+        ));
+    }
+    framing(&parts.headers)?;
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "more than one Host header"));
+    }
+    if let Some(target) = parts.uri.authority() {
+        let value = valid_authority(target.as_str().as_bytes())?;
+        // RFC 9112 §3.2.2: the target's authority wins over Host; RFC 9113 §8.3.1:
+        // the :authority is what an intermediary forwards as Host.
+        parts.headers.insert(header::HOST, value.clone());
+        return Ok(Some(value));
+    }
+    match host {
+        Some(h) => valid_authority(h.as_bytes()).map(Some),
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+        None if parts.version == Version::HTTP_11 => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "HTTP/1.1 request without a Host header",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `uri-host [ ":" port ]`, nothing else: no userinfo, no path, not empty.
+fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, Refused> {
+    let bad = || {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid host in Host or the request target",
+        )
+    };
+    if bytes.is_empty() || bytes.contains(&b'@') {
+        return Err(bad());
+    }
+    let authority = Authority::try_from(bytes).map_err(|_| bad())?;
+    if authority.host().is_empty() {
+        return Err(bad());
+    }
+    HeaderValue::from_bytes(bytes).map_err(|_| bad())
+}
+
+/// Transfer codings fulcrum can forward: `chunked` alone, never beside a
+/// Content-Length (RFC 9112 §6.1, §6.3).
+fn framing(headers: &HeaderMap) -> Result<(), Refused> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_none() {
+        return Ok(());
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        // §6.3: a sign of smuggling; refused rather than one length picked.
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "both Transfer-Encoding and Content-Length",
+        ));
+    }
+    let mut chunked = 0;
+    for value in codings {
+        let Ok(text) = value.to_str() else {
+            return Err(refuse(StatusCode::BAD_REQUEST, "invalid Transfer-Encoding"));
+        };
+        for coding in text.split(',').map(str::trim) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else {
+                // §6.1: a coding the server does not understand is answered 501;
+                // dropping it would forward a body the backend cannot read.
+                return Err(refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "transfer codings other than chunked are not supported",
+                ));
+            }
+        }
+    }
+    if chunked != 1 {
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid Transfer-Encoding"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(build: http::request::Builder) -> http::request::Parts {
+        build.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn the_target_authority_replaces_host() {
+        let mut p = parts(
+            Request::get("http://public.test/x")
+                .header("host", "admin.test")
+                .version(Version::HTTP_11),
+        );
+        assert_eq!(
+            authority(&mut p),
+            Ok(Some(HeaderValue::from_static("public.test")))
+        );
+        assert_eq!(p.headers.get_all("host").iter().count(), 1);
+        assert_eq!(p.headers["host"], "public.test");
+    }
+
+    #[test]
+    fn refuses_what_has_no_single_authority() {
+        let two = parts(Request::get("/").header("host", "a").header("host", "b"));
+        let none = parts(Request::get("/").version(Version::HTTP_11));
+        let userinfo = parts(Request::get("/").header("host", "u@a"));
+        let empty = parts(Request::get("/").header("host", ""));
+        for mut p in [two, none, userinfo, empty] {
+            assert_eq!(
+                authority(&mut p).map_err(|r| r.status),
+                Err(StatusCode::BAD_REQUEST)
+            );
+        }
+        let mut old = parts(Request::get("/").version(Version::HTTP_10));
+        assert_eq!(authority(&mut old), Ok(None));
+    }
+
+    #[test]
+    fn refuses_framing_it_cannot_forward_and_connect() {
+        let status = |b: http::request::Builder| {
+            authority(&mut parts(b.header("host", "a"))).map_err(|r| r.status)
+        };
+        assert_eq!(
+            status(Request::post("/").header("transfer-encoding", "gzip, chunked")),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+        assert_eq!(
+            status(
+                Request::post("/")
+                    .header("transfer-encoding", "chunked")
+                    .header("content-length", "5")
+            ),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(Request::post("/").header("transfer-encoding", "chunked, chunked")),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(Request::post("/").header("transfer-encoding", "identity, chunked")),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+        assert!(status(Request::post("/").header("transfer-encoding", "Chunked")).is_ok());
+        assert_eq!(
+            status(Request::builder().method("CONNECT").uri("a:443")),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+    }
+}
