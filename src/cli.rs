@@ -293,6 +293,14 @@ pub struct HttpArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub request_timeout: Duration,
 
+    /// Answer 408 and close when a request body sends nothing for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub body_read_timeout: Duration,
+
+    /// Request body bytes read before a backend is chosen (e.g. 64KiB; 0 = none).
+    #[arg(long, value_name = "SIZE", value_parser = config::size::parse, default_value = "64KiB")]
+    pub request_buffer: usize,
+
     /// Close a keep-alive connection to a backend once it is idle this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub upstream_idle_timeout: Duration,
@@ -339,6 +347,8 @@ impl HttpArgs {
             header_read_timeout: nonzero(self.header_read_timeout, "--header-read-timeout")?,
             request_timeout: nonzero(self.request_timeout, "--request-timeout")?,
             upstream_idle_timeout: nonzero(self.upstream_idle_timeout, "--upstream-idle-timeout")?,
+            body_read_timeout: nonzero(self.body_read_timeout, "--body-read-timeout")?,
+            request_buffer: self.request_buffer,
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,

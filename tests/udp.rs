@@ -390,7 +390,7 @@ fn access_log_has_one_line_per_flow() {
         "datagrams_out=1",
         "bytes_in=5",
         "bytes_out=5",
-        "why=Responses",
+        "end=responses",
     ] {
         assert!(line.contains(field), "{field} missing: {line}");
     }

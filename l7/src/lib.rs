@@ -1,6 +1,7 @@
 //! fulcrum's Layer 7 (HTTP) mode: routing, header rewriting, splits and sticky
 //! sessions over the l4 pools and balancers, served with hyper.
 
+mod body;
 mod listener;
 mod proxy;
 pub mod rewrite;
@@ -11,6 +12,6 @@ pub mod upstream;
 mod vet;
 
 pub use listener::{
-    serve, Listener, Settings, Stats, Upstream, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
+    serve, Listener, Settings, Stats, Upstream, DEFAULT_BODY_READ_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_BUFFER, DEFAULT_REQUEST_TIMEOUT,
 };

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use crate::body::{self, BodyError, RequestBody};
 use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
@@ -55,6 +56,9 @@ enum Refusal {
     /// the client's fault, never the backend's.
     #[error("client's request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
+    /// The client sent no more of its body for `body_read_timeout`.
+    #[error("no request body progress for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// nginx's code for a client that went away before its response: never sent,
@@ -73,6 +77,7 @@ impl Refusal {
                 StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
             }
             Refusal::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -88,6 +93,9 @@ impl Refusal {
             }
             Refusal::Bad(r) => format!("{} {}\n", r.status, r.why),
             Refusal::ClientBody(_) => "400 bad request: malformed request body\n".to_owned(),
+            Refusal::Stalled(_) => {
+                "408 request timeout: the request body stopped arriving\n".to_owned()
+            }
         }
     }
 
@@ -98,11 +106,20 @@ impl Refusal {
             Refusal::NoBackend(_) | Refusal::Backend(..) | Refusal::Timeout
         )
     }
+
+    /// Whether the connection cannot carry another request after this answer:
+    /// the client's body was left half read.
+    fn closes(&self) -> bool {
+        matches!(self, Refusal::ClientBody(_) | Refusal::Stalled(_))
+    }
 }
 
 /// Whether a client body error means the client closed mid-body (rather than
 /// sending something malformed).
 fn client_went_away(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        return true;
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(inner) = s.downcast_ref::<hyper::Error>() {
@@ -153,6 +170,11 @@ pub(crate) async fn handle(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
+            if refusal.closes() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             (response, None)
         }
     };
@@ -205,6 +227,14 @@ async fn forward(
         headers: &parts.headers,
     };
     let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
+    // A small body is read before a backend is chosen: a client trickling it
+    // holds no backend connection meanwhile.
+    let body = RequestBody::read_ahead(body, settings.request_buffer, settings.body_read_timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::Stalled(t) => Refusal::Stalled(t),
+            BodyError::Client(e) => Refusal::ClientBody(e),
+        })?;
     let upstream = choose_upstream(target, &parts.headers).ok_or(Refusal::NoRoute)?;
     let pinned = pinned_backend(upstream, &parts.headers);
 
@@ -271,6 +301,9 @@ async fn forward(
                 continue;
             }
             // The request body is the client's: its failure is not the backend's.
+            Err(Failed(e)) if body::stalled(&e) => {
+                return Err(Refusal::Stalled(settings.body_read_timeout))
+            }
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
             Err(Failed(e)) => return Err(Refusal::Backend(addr, e)),
         };
@@ -313,7 +346,7 @@ async fn forward(
 
 enum SendError {
     /// The request was not sent, and comes back for the next backend.
-    Unsent(Box<Request<Incoming>>),
+    Unsent(Box<Request<RequestBody>>),
     /// The backend failed after the request reached it.
     Failed(hyper::Error),
 }
@@ -323,7 +356,7 @@ use SendError::{Failed, Unsent};
 /// idle (or the pooled one turns out closed before the request left). Upgrade
 /// requests always get a connection of their own.
 async fn send(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     backend: &Backend,
     upstream: &Upstream,
     settings: &Settings,
@@ -362,7 +395,7 @@ async fn send(
 }
 
 /// The request back from a send that failed before it left; `Failed` otherwise.
-fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, SendError> {
+fn unsent(mut e: TrySendError<Request<RequestBody>>) -> Result<Request<RequestBody>, SendError> {
     e.take_message().ok_or_else(|| Failed(e.into_error()))
 }
 

@@ -60,6 +60,8 @@ pub struct FileListener {
     pub header_read_timeout: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
     pub upstream_idle_timeout: Option<S<String>>,
+    pub body_read_timeout: Option<S<String>>,
+    pub request_buffer: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub client_ca: Option<S<String>>,

@@ -57,6 +57,15 @@ pub(super) fn options(
             Some(d) => nonzero_duration(d, "request_timeout")?,
             None => DEFAULT_REQUEST_TIMEOUT,
         },
+        body_read_timeout: match &l.body_read_timeout {
+            Some(d) => nonzero_duration(d, "body_read_timeout")?,
+            None => fulcrum_l7::DEFAULT_BODY_READ_TIMEOUT,
+        },
+        request_buffer: match &l.request_buffer {
+            Some(s) => super::size::parse(s.get_ref())
+                .map_err(|e| invalid(s, format!("`request_buffer`: {e}")))?,
+            None => fulcrum_l7::DEFAULT_REQUEST_BUFFER,
+        },
         upstream_idle_timeout: match &l.upstream_idle_timeout {
             Some(d) => nonzero_duration(d, "upstream_idle_timeout")?,
             None => fulcrum_l7::upstream::DEFAULT_IDLE_TIMEOUT,

@@ -6,6 +6,7 @@ mod file;
 mod hint;
 mod http;
 mod pool;
+pub mod size;
 mod validate;
 
 pub use pool::{backend_entry, Entry as BackendEntry};
@@ -96,6 +97,10 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// How long an idle keep-alive connection to a backend is kept.
     pub upstream_idle_timeout: Duration,
+    /// A request body that stops for this long ends with 408.
+    pub body_read_timeout: Duration,
+    /// Request body bytes read before a backend is chosen.
+    pub request_buffer: usize,
     /// Routes naming pools by name, in config order.
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
@@ -277,11 +282,13 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
                 Protocol::Http(h) => format!(
-                    "connect {}, retries {}, header read {}, request {}, upstream idle {}, {} route(s){}",
+                    "connect {}, retries {}, header read {}, request {}, body read {}, request buffer {}, upstream idle {}, {} route(s){}",
                     duration::display(h.connect_timeout),
                     h.retries,
                     duration::display(h.header_read_timeout),
                     duration::display(h.request_timeout),
+                    duration::display(h.body_read_timeout),
+                    size::display(h.request_buffer),
                     duration::display(h.upstream_idle_timeout),
                     h.routes.len(),
                     if h.trust_forwarded {

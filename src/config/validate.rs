@@ -210,6 +210,16 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.body_read_timeout),
+            "body_read_timeout",
+        ),
+        (
+            &["http", "https"][..],
+            span_of(&l.request_buffer),
+            "request_buffer",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.trust_forwarded),
             "trust_forwarded",
         ),

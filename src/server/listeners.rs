@@ -221,6 +221,8 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         retries: h.retries,
         header_read_timeout: h.header_read_timeout,
         request_timeout: h.request_timeout,
+        body_read_timeout: h.body_read_timeout,
+        request_buffer: h.request_buffer,
         rewrite: h.rewrite.clone(),
         trust_forwarded: h.trust_forwarded,
         access_log: l.access_log,

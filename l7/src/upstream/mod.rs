@@ -26,6 +26,7 @@ use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 
+use crate::body::RequestBody;
 use crate::tls::UpstreamTls;
 use quiet::Quiet;
 use rustls_pki_types::ServerName;
@@ -36,13 +37,15 @@ use tokio::time::Instant;
 mod quiet;
 
 /// A handle that sends requests over one upstream connection.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
 
 /// Idle connections kept per backend (per worker) when the operator gives none.
 pub const DEFAULT_MAX_IDLE: usize = 64;
 /// How long an idle upstream connection is kept; below common backend keep-alive
 /// timeouts (nginx 75 s, Apache 5 s is the exception) so fulcrum closes first.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes read from a backend at once; also the largest response head.
+pub const UPSTREAM_BUFFER: usize = 16 * 1024;
 /// The sweeper of idle connections wakes at most this often.
 const SWEEP_GRAIN: Duration = Duration::from_secs(1);
 
@@ -149,7 +152,7 @@ pub struct Link {
 #[derive(Debug)]
 enum Driver {
     /// Whoever waits on the link polls this.
-    Here(Box<Connection<TokioIo<Stream>, Incoming>>),
+    Here(Box<Connection<TokioIo<Stream>, RequestBody>>),
     /// A task of its own (connections for Upgrade requests, never pooled).
     Spawned,
     Ended,
@@ -175,8 +178,8 @@ impl Link {
     /// Sends `req`; the request comes back in the error when it was not sent.
     pub async fn send(
         &mut self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
         let Link {
             sender,
             conn,
@@ -340,6 +343,10 @@ pub async fn connect(
     };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .writev(false)
+        // Reads from a fast backend stop at this much (a slow client holds at
+        // most about twice it: the chunk being written, and the next read), and a
+        // response head must fit in it (NGINX's proxy_buffer_size is 4-8 KiB).
+        .max_buf_size(UPSTREAM_BUFFER)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;

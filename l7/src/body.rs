@@ -1,0 +1,173 @@
+//! A request body on its way to a backend: up to `request_buffer` bytes are read
+//! before a backend is chosen (so a client trickling a small body never holds a
+//! backend connection, as NGINX buffers request bodies), then the rest streams as
+//! it comes. Every wait for more is bounded by `body_read_timeout`: a client that
+//! stops sending gets 408 and is closed.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client sent nothing more for `body_read_timeout`.
+    Stalled(Duration),
+    /// The client's body was malformed or broke off.
+    Client(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Stalled(t) => write!(f, "no request body progress for {t:?}"),
+            BodyError::Client(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Stalled(_) => None,
+            BodyError::Client(e) => Some(e),
+        }
+    }
+}
+
+/// What a backend is sent as the request body.
+#[derive(Debug)]
+pub struct RequestBody {
+    /// Read ahead, sent first.
+    ahead: Option<Bytes>,
+    /// The rest, still with the client; `None` once it ended.
+    rest: Option<Incoming>,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    /// Reads up to `limit` bytes of `body` (each wait bounded by `stall`), and
+    /// returns the body to send: what was read, then whatever follows.
+    pub async fn read_ahead(
+        mut body: Incoming,
+        limit: usize,
+        stall: Duration,
+    ) -> Result<Self, BodyError> {
+        let mut ahead = BytesMut::new();
+        let mut rest = Some(body);
+        while ahead.len() < limit {
+            let Some(incoming) = rest.as_mut() else { break };
+            if incoming.is_end_stream() {
+                rest = None;
+                break;
+            }
+            let frame =
+                tokio::time::timeout(stall, poll_fn(|cx| Pin::new(&mut *incoming).poll_frame(cx)))
+                    .await
+                    .map_err(|_| BodyError::Stalled(stall))?;
+            match frame {
+                None => rest = None,
+                Some(Ok(frame)) => {
+                    // Trailers are not forwarded over HTTP/1.1 yet; data is.
+                    if let Ok(data) = frame.into_data() {
+                        ahead.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(BodyError::Client(e)),
+            }
+        }
+        body = match rest {
+            Some(body) => body,
+            None => {
+                return Ok(RequestBody {
+                    ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
+                    rest: None,
+                    stall,
+                    timer: None,
+                })
+            }
+        };
+        Ok(RequestBody {
+            ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
+            rest: Some(body),
+            stall,
+            timer: None,
+        })
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(data) = this.ahead.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(rest) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                if frame.is_none() {
+                    this.rest = None;
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::Client)))
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + stall))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(stall)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ahead = self.ahead.as_ref().map_or(0, |b| b.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(ahead),
+            Some(rest) => {
+                let hint = rest.size_hint();
+                let mut total = SizeHint::new();
+                total.set_lower(hint.lower() + ahead);
+                if let Some(upper) = hint.upper() {
+                    total.set_upper(upper + ahead);
+                }
+                total
+            }
+        }
+    }
+}
+
+/// Whether a failed send was a request body that stalled (408).
+pub fn stalled(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if matches!(s.downcast_ref::<BodyError>(), Some(BodyError::Stalled(_))) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
