@@ -23,6 +23,22 @@ haproxy_forwarding() {
 CONF
 }
 
+# Stops the L7 proxy row $1 (fulcrum is its quiet instance here) and starts it
+# again on the same port and config, in a cgroup of its own.
+restart_l7() {
+  local pid_var="PID_$1"
+  kill "${!pid_var}" 2>/dev/null || true
+  wait "${!pid_var}" 2>/dev/null || true
+  case "$1" in
+    fulcrum) proxy_exec "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>>"$WORK/quiet.err" & ;;
+    haproxy) proxy_exec haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>>"$WORK/haproxy-http.err" & ;;
+    nginx) proxy_exec nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null & ;;
+  esac
+  printf -v "$pid_var" '%s' "$!"
+  PIDS+=($!)
+  wait_port "${HTTP[$1]}"
+}
+
 L7_IDLE_CONNS=${L7_IDLE_CONNS:-1000}
 SLOW_CONNS=${SLOW_CONNS:-200}
 SLOW_SECS=${SLOW_SECS:-8}
@@ -120,9 +136,14 @@ CONF
   # and a slow reader of a large response (10 KB/s, proxy holding back the backend).
   head -c $((2 * 1024 * 1024)) /dev/zero > "$WORK/web/2m.bin"
   head -c $((256 * 1024 * 1024)) /dev/zero > "$WORK/web/big.bin"
+  # Each row in a fresh process: memory freed by an earlier row would otherwise be
+  # reused and the later row would look cheaper than it is.
   for name in fulcrum haproxy nginx; do
+    restart_l7 "$name"
     mem_row mem_l7_idle_small "$name" after "${HTTP[$name]}" "$L7_IDLE_CONNS" /
+    restart_l7 "$name"
     mem_row mem_l7_idle_2m "$name" after "${HTTP[$name]}" "$L7_IDLE_CONNS" /2m.bin
+    restart_l7 "$name"
     mem_row mem_l7_slow_reader "$name" slow "${HTTP[$name]}" "$SLOW_CONNS" /big.bin "$SLOW_SECS"
   done
   table mem_l7_idle_small "Memory per idle keep-alive L7 client after a 128 B response ($L7_IDLE_CONNS clients, RSS delta)"
