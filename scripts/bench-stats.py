@@ -160,6 +160,20 @@ def compare(a_path, b_path):
                 print(f"  {row:<8} " + ", ".join(cells))
     for suite in sorted(set(a) ^ set(b)):
         print(f"  (suite {suite} is only in {'A' if suite in a else 'B'})")
+    # The figures that matter across runs: fulcrum's ratio to each other proxy.
+    print("== fulcrum's ratios in A and in B (B/A - 1: the run-to-run spread)")
+    for suite in sorted(set(a) & set(b)):
+        for other in ("haproxy", "nginx"):
+            ratios = []
+            for run in (a, b):
+                rows = run[suite]
+                key = next((k for k in MAIN if k in rows.get("fulcrum", {})), None)
+                if key is None or other not in rows or not rows[other].get(key):
+                    break
+                ratios.append(rows["fulcrum"][key] / rows[other][key])
+            if len(ratios) == 2 and ratios[0]:
+                spread = ratios[1] / ratios[0] - 1
+                print(f"  {suite:<20} fulcrum/{other:<8} {ratios[0]:.2f}x -> {ratios[1]:.2f}x ({spread:+.1%})")
 
 
 def main(argv):

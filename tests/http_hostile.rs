@@ -302,3 +302,66 @@ fn a_body_that_stops_arriving_gets_408() {
     }
     assert!(backend.taken().is_empty());
 }
+
+#[test]
+fn chunked_trailers_are_carried_both_ways() {
+    // A backend that answers chunked, with a trailer it declares.
+    let backend = common::Backend::start(|mut s| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(5).any(|w| w == b"0\r\n\r\n") && !got.ends_with(b"\r\n\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            // The request's own trailer section ends with an empty line.
+            if find(&got, b"x-checksum: abc\r\n\r\n").is_some() {
+                break;
+            }
+        }
+        let request = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        let saw = if request.contains("\r\n0\r\nx-checksum: abc\r\n\r\n") {
+            "yes"
+        } else {
+            "no"
+        };
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-status\r\n\r\n3\r\n{saw}\r\n0\r\nx-status: done\r\n\r\n"
+        );
+        let _ = s.read(&mut buf);
+    });
+    let f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        backend.addr
+    ));
+    let mut c = TcpStream::connect(f.addr("web")).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nTrailer: x-checksum\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find(&got, b"x-status: done\r\n\r\n").is_none() {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("\r\nyes\r\n"),
+        "the request's trailer did not reach the backend: {text}"
+    );
+    assert!(
+        text.contains("0\r\nx-status: done\r\n\r\n"),
+        "the response's trailer was lost: {text}"
+    );
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

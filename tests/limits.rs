@@ -111,3 +111,70 @@ fn holds_nine_thousand_concurrent_connections() {
         &log[log.len().saturating_sub(2000)..]
     );
 }
+
+#[test]
+fn running_out_of_descriptors_is_never_a_backends_fault() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let path = scratch("emfile.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+            config(&[quoted(a.addr), quoted(b.addr)], "round-robin", "").replace(
+                "algorithm = \"round-robin\"",
+                "algorithm = \"round-robin\"\neject_after = 1\nfail_open = false"
+            )
+        ),
+    )
+    .expect("write config");
+    // A hard open-file limit of 64: fulcrum cannot raise it, so a flood of clients
+    // runs it out of descriptors between accepting a client and connecting on.
+    let mut command = std::process::Command::new("sh");
+    command.args([
+        "-c",
+        &format!(
+            "ulimit -n 64 && exec {} run -c {} --workers 1",
+            bin(),
+            path.display()
+        ),
+    ]);
+    let mut f = Fulcrum::spawn_command(command, 2);
+    let proxy = f.addr("l");
+    let held: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(proxy).ok())
+        .collect();
+    f.saw("out of local resources");
+    drop(held);
+    // Nothing was held against the backends: both serve at once, none ejected.
+    let mut seen = String::new();
+    for _ in 0..4 {
+        let mut c = connect(proxy);
+        seen.extend(name_of(&mut c));
+    }
+    assert!(
+        seen.contains('a') && seen.contains('b'),
+        "served by {seen:?}"
+    );
+    let log = f.log();
+    assert!(!log.contains("ejected"), "{log}");
+    assert!(!log.contains("backend connect failed"), "{log}");
+    let metrics = {
+        let mut s = connect(f.addr("admin"));
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .expect("scrape");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("metrics");
+        text
+    };
+    for backend in [a.addr, b.addr] {
+        let line =
+            format!("fulcrum_backend_connect_errors_total{{pool=\"p\",backend=\"{backend}\"}} 0");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    let local = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fulcrum_local_resource_errors_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("local errors counted");
+    assert!(local > 0, "{metrics}");
+}

@@ -48,6 +48,8 @@ pub struct RequestBody {
     ahead: Option<Bytes>,
     /// The rest, still with the client; `None` once it ended.
     rest: Option<Incoming>,
+    /// Trailers that came during the read-ahead, sent after the data.
+    trailers: Option<http::HeaderMap>,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -61,6 +63,7 @@ impl RequestBody {
         stall: Duration,
     ) -> Result<Self, BodyError> {
         let mut ahead = BytesMut::new();
+        let mut trailers = None;
         let mut rest = Some(body);
         while ahead.len() < limit {
             let Some(incoming) = rest.as_mut() else { break };
@@ -74,12 +77,14 @@ impl RequestBody {
                     .map_err(|_| BodyError::Stalled(stall))?;
             match frame {
                 None => rest = None,
-                Some(Ok(frame)) => {
-                    // Trailers are not forwarded over HTTP/1.1 yet; data is.
-                    if let Ok(data) = frame.into_data() {
-                        ahead.extend_from_slice(&data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => ahead.extend_from_slice(&data),
+                    // Trailers end the body.
+                    Err(frame) => {
+                        trailers = frame.into_trailers().ok();
+                        rest = None;
                     }
-                }
+                },
                 Some(Err(e)) => return Err(BodyError::Client(e)),
             }
         }
@@ -89,6 +94,7 @@ impl RequestBody {
                 return Ok(RequestBody {
                     ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
                     rest: None,
+                    trailers,
                     stall,
                     timer: None,
                 })
@@ -97,6 +103,7 @@ impl RequestBody {
         Ok(RequestBody {
             ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
             rest: Some(body),
+            trailers: None,
             stall,
             timer: None,
         })
@@ -116,7 +123,7 @@ impl Body for RequestBody {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let Some(rest) = this.rest.as_mut() else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
         };
         match Pin::new(rest).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -140,12 +147,20 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+        self.ahead.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         let ahead = self.ahead.as_ref().map_or(0, |b| b.len() as u64);
         match &self.rest {
+            // Trailers need chunked framing: no exact length then.
+            None if self.trailers.is_some() => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(ahead);
+                hint
+            }
             None => SizeHint::with_exact(ahead),
             Some(rest) => {
                 let hint = rest.size_hint();

@@ -39,9 +39,14 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_BUFFER: usize = 64 * 1024;
 /// Most header fields a request may carry.
 pub const MAX_HEADERS: usize = 100;
-/// Largest request head (request line and headers), in bytes: the read buffer
-/// cannot grow past it, so a bigger head is refused (431).
-pub const MAX_HEADER_SIZE: usize = 64 * 1024;
+/// Largest HTTP/1 request head (request line and headers), in bytes: hyper's read
+/// buffer cannot grow past it, so a bigger head is refused (431). It also bounds
+/// the response bytes queued for one client (hyper ties the two), so a client
+/// reading slowly holds about this much plus one upstream read (HAProxy's default
+/// buffer is 16 KB too).
+pub const MAX_HEAD_H1: usize = 16 * 1024;
+/// Largest HTTP/2 header list (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE).
+pub const MAX_HEADER_LIST_H2: u32 = 64 * 1024;
 
 /// How one HTTP listener treats its requests.
 #[derive(Debug, Clone)]
@@ -329,7 +334,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEADER_SIZE)
+        .max_buf_size(MAX_HEAD_H1)
         // Body chunks are queued for writev, not copied into a write buffer: a
         // copying buffer grows to the largest chunk it ever held and keeps that
         // size for the connection's life (~450 KB per idle client after a large
@@ -338,7 +343,7 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_SIZE as u32);
+        .max_header_list_size(MAX_HEADER_LIST_H2);
     let service = {
         let conn = Arc::clone(&conn);
         service_fn(move |req| proxy::handle(req, Arc::clone(&conn)))

@@ -240,7 +240,14 @@ async fn forward(
 
     // The request as the backend gets it: HTTP/1.1 in origin form.
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+    let trailers = rewrite::accepts_trailers(&parts.headers);
     rewrite::strip_hop_by_hop(&mut parts.headers);
+    if trailers {
+        // gRPC needs it: fulcrum carries trailers back, so the backend may send them.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let (true, Some(to)) = (upgrade, upgrade_to) {
         parts
             .headers

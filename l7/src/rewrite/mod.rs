@@ -37,16 +37,32 @@ fn apply(headers: &mut HeaderMap, remove: &[HeaderName], add: &[(HeaderName, Hea
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never
-/// forwarded. `upgrade` is handled by the caller for Upgrade requests.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// forwarded. `upgrade` is handled by the caller for Upgrade requests. `Trailer`
+/// is not among them: it names the message's trailer fields, end to end (RFC 9110
+/// §6.6.2), and hyper sends on only the trailer fields it names.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether the client's `TE` says it accepts trailers (RFC 9110 §10.1.4): then
+/// fulcrum, which passes trailers on, says the same to the backend.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
 
 /// Removes the hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -144,3 +144,13 @@ fn each_request_on_a_connection_gets_its_own_host() {
     assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
     assert!(!h.contains_key("x-forwarded-host"));
 }
+
+#[test]
+fn trailer_is_end_to_end_and_te_trailers_is_seen() {
+    let mut h = map(&[("trailer", "x-checksum"), ("te", "gzip, trailers;q=1")]);
+    assert!(accepts_trailers(&h));
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h["trailer"], "x-checksum");
+    assert!(!accepts_trailers(&map(&[("te", "gzip")])));
+}
