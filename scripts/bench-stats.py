@@ -30,6 +30,7 @@ HEADINGS = {
     "cpu_us": "proxy µs",
     "machine_us": "machine µs",
     "bytes": "bytes/conn",
+    "kept": "kept after",
     "thr": "throttled %",
     "load": "load %",
 }

@@ -394,10 +394,14 @@ bulk_run() {
   python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$mbytes" "$TICK" "$before" "$after"
 }
 
-# Memory row $2 of suite $1: bench-mem.py MODE PORT PID ARGS... ($3 on).
+# Memory row $2 of suite $1: bench-mem.py MODE PORT PID ARGS... ($3 on); a
+# "kept" figure (memory not returned after the clients left) when it gives one.
 mem_row() {
-  local suite=$1 row=$2 mode=$3 port=$4 pid_var="PID_$2"; shift 4
-  python3 "$STATS" add "$SAMPLES" "$suite" "$row" bytes "$(python3 "$ROOT/scripts/bench-mem.py" "$mode" "$port" "${!pid_var}" "$@")"
+  local suite=$1 row=$2 mode=$3 port=$4 pid_var="PID_$2" bytes kept; shift 4
+  bytes=$(python3 "$ROOT/scripts/bench-mem.py" "$mode" "$port" "${!pid_var}" "$@" 2>"$WORK/mem.err")
+  python3 "$STATS" add "$SAMPLES" "$suite" "$row" bytes "$bytes"
+  kept=$(awk '$1 == "kept" { print $2 }' "$WORK/mem.err")
+  [ -z "$kept" ] || python3 "$STATS" add "$SAMPLES" "$suite" "$row" kept "$kept"
 }
 
 # shellcheck source=scripts/bench-udp.sh
