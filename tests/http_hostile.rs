@@ -365,3 +365,47 @@ fn chunked_trailers_are_carried_both_ways() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn tls_prefers_the_servers_cipher_order() {
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    let web = Recorder::start();
+    let pki = Pki::new("ciphers");
+    let leaf = pki.issue("site", &["site.test"]);
+    let f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
+         tls = [{{ cert = \"{}\", key = \"{}\" }}]\n\n[[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        leaf.cert.display(),
+        leaf.key.display(),
+        web.addr
+    ));
+    // The client prefers ChaCha20; the server lists AES-GCM first.
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ],
+        ..default_provider()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_file_iter(&pki.ca_pem).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let suite = rt.block_on(async {
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("site.test").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    });
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+}
