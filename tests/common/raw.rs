@@ -151,29 +151,15 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Received>
     let mut body = Vec::new();
     if get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
         loop {
-            let line_end = loop {
-                if let Some(i) = find(&buf[at..], b"\r\n") {
-                    break at + i;
-                }
-                if !fill(s, buf)? {
-                    return Err(());
-                }
-            };
-            let line = String::from_utf8_lossy(&buf[at..line_end]).into_owned();
+            let size_end = line_end(s, buf, at)?;
+            let line = String::from_utf8_lossy(&buf[at..size_end]).into_owned();
             let size_text = line.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size_text, 16).map_err(|_| ())?;
-            at = line_end + 2;
+            at = size_end + 2;
             if size == 0 {
                 // Trailers, then the empty line.
                 loop {
-                    let end = loop {
-                        if let Some(i) = find(&buf[at..], b"\r\n") {
-                            break at + i;
-                        }
-                        if !fill(s, buf)? {
-                            return Err(());
-                        }
-                    };
+                    let end = line_end(s, buf, at)?;
                     let empty = end == at;
                     at = end + 2;
                     if empty {
@@ -210,6 +196,18 @@ fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Received>
         request_line,
         body,
     }))
+}
+
+/// Where the line starting at `at` ends (its CRLF), reading more as needed.
+fn line_end(s: &mut TcpStream, buf: &mut Vec<u8>, at: usize) -> Result<usize, ()> {
+    loop {
+        if let Some(i) = find(&buf[at..], b"\r\n") {
+            return Ok(at + i);
+        }
+        if !fill(s, buf)? {
+            return Err(());
+        }
+    }
 }
 
 fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool, ()> {
