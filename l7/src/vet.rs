@@ -116,7 +116,7 @@ mod tests {
     use http::Request;
 
     fn parts(build: http::request::Builder) -> http::request::Parts {
-        build.body(()).expect("request").into_parts().0
+        build.body(()).expect("request").into_parts().0 // ok: test helper
     }
 
     #[test]

@@ -290,13 +290,12 @@ impl Server {
                     log_carried(&pool);
                 }
                 // A backend an earlier reload removed, back before its drain ended:
-                // its connections stay, and count against it again.
+                // its connections count against it again (its cut is cancelled
+                // below, once this config is sure to take effect).
                 let addrs: Vec<SocketAddr> = pool.backends().iter().map(Backend::addr).collect();
                 for addr in addrs {
-                    if let Some(draining) = self.draining.remove(&(p.name.clone(), addr)) {
-                        draining.cancel.cancel();
+                    if let Some(draining) = self.draining.get(&(p.name.clone(), addr)) {
                         pool = pool.adopt(&draining.backend);
-                        tracing::info!(pool = %p.name, backend = %addr, "backend back before its drain ended; its connections are kept");
                     }
                 }
                 (p.name.clone(), Arc::new(pool))
@@ -316,6 +315,16 @@ impl Server {
         }
 
         // Nothing below can fail: the new config takes effect as a whole.
+        self.draining.retain(|(pool, addr), draining| {
+            let back = pools
+                .get(pool)
+                .is_some_and(|p| p.backends().iter().any(|b| b.addr() == *addr));
+            if back {
+                draining.cancel.cancel();
+                tracing::info!(pool = %pool, backend = %addr, "backend back before its drain ended; its connections are kept");
+            }
+            !back
+        });
         for (listener, l, target) in updates {
             update(&listener, l, target, workers);
         }
