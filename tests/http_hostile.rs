@@ -172,10 +172,11 @@ fn a_malformed_client_body_is_a_400_and_never_the_backends_fault() {
     );
 }
 
-#[test]
-fn tls_clients_without_a_common_alpn_protocol_are_served_http_1() {
+/// An https listener `web` with a certificate for `site.test` from a new test CA,
+/// in front of a recording backend.
+fn https_listener(name: &str) -> (Pki, Fulcrum, Recorder) {
     let web = Recorder::start();
-    let pki = Pki::new("alpn");
+    let pki = Pki::new(name);
     let leaf = pki.issue("site", &["site.test"]);
     let f = Fulcrum::run(&format!(
         "[[listener]]\nname = \"web\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
@@ -184,6 +185,12 @@ fn tls_clients_without_a_common_alpn_protocol_are_served_http_1() {
         leaf.key.display(),
         web.addr
     ));
+    (pki, f, web)
+}
+
+#[test]
+fn tls_clients_without_a_common_alpn_protocol_are_served_http_1() {
+    let (pki, f, _web) = https_listener("alpn");
     for offer in [&[&b"http/1.0"[..]][..], &[b"spdy/3", b"foo"]] {
         let seen = handshake(f.addr("web"), &pki.ca_pem, Some("site.test"), offer);
         assert!(
@@ -369,16 +376,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[test]
 fn tls_prefers_the_servers_cipher_order() {
     use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
-    let web = Recorder::start();
-    let pki = Pki::new("ciphers");
-    let leaf = pki.issue("site", &["site.test"]);
-    let f = Fulcrum::run(&format!(
-        "[[listener]]\nname = \"web\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
-         tls = [{{ cert = \"{}\", key = \"{}\" }}]\n\n[[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
-        leaf.cert.display(),
-        leaf.key.display(),
-        web.addr
-    ));
+    let (pki, f, _web) = https_listener("ciphers");
     // The client prefers ChaCha20; the server lists AES-GCM first.
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: vec![
