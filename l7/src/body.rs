@@ -58,7 +58,7 @@ impl RequestBody {
     /// Reads up to `limit` bytes of `body` (each wait bounded by `stall`), and
     /// returns the body to send: what was read, then whatever follows.
     pub async fn read_ahead(
-        mut body: Incoming,
+        body: Incoming,
         limit: usize,
         stall: Duration,
     ) -> Result<Self, BodyError> {
@@ -88,22 +88,10 @@ impl RequestBody {
                 Some(Err(e)) => return Err(BodyError::Client(e)),
             }
         }
-        body = match rest {
-            Some(body) => body,
-            None => {
-                return Ok(RequestBody {
-                    ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
-                    rest: None,
-                    trailers,
-                    stall,
-                    timer: None,
-                })
-            }
-        };
         Ok(RequestBody {
             ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
-            rest: Some(body),
-            trailers: None,
+            rest,
+            trailers,
             stall,
             timer: None,
         })

@@ -4,11 +4,7 @@ use std::time::Duration;
 
 /// Parses `<integer><unit>` with unit ms, s, m or h.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
+    let (text, number, unit) = split_number(text);
     let bad =
         || format!("invalid duration `{text}` (expected e.g. \"250ms\", \"3s\", \"5m\", \"1h\")");
     let n: u64 = number.parse().map_err(|_| bad())?;
@@ -23,6 +19,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|n| per_unit.checked_mul(n))
         .ok_or_else(|| format!("duration `{text}` is too long"))
+}
+
+/// `text` trimmed, and split into its leading digits and the unit after them
+/// (durations and sizes are both written this way).
+pub(super) fn split_number(text: &str) -> (&str, &str, &str) {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    (text, number, unit)
 }
 
 /// Formats a duration the way the config writes it, for summaries.

@@ -3,11 +3,7 @@
 /// Parses `<integer>[unit]` with unit B, KiB, MiB, GiB (also KB, MB, GB, and k,
 /// m, g as NGINX writes them, all powers of 1024).
 pub fn parse(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
+    let (text, number, unit) = super::duration::split_number(text);
     let bad = || format!("invalid size `{text}` (expected e.g. \"64KiB\", \"10MiB\" or \"4096\")");
     let n: usize = number.parse().map_err(|_| bad())?;
     let scale: usize = match unit.trim() {
