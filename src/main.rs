@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod dns;
 mod logging;
+mod memory;
 mod server;
 mod systemd;
 

@@ -4,6 +4,8 @@
 //! Nothing here knows about HTTP, serde or TOML: the binary validates its config into
 //! these types and hands over bound sockets.
 
+#![forbid(unsafe_code)]
+
 pub mod balance;
 pub mod health;
 pub mod histogram;

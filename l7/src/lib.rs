@@ -1,6 +1,8 @@
 //! fulcrum's Layer 7 (HTTP) mode: routing, header rewriting, splits and sticky
 //! sessions over the l4 pools and balancers, served with hyper.
 
+#![forbid(unsafe_code)]
+
 mod body;
 mod listener;
 mod proxy;

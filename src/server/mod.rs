@@ -38,6 +38,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     activated.log();
     raise_fd_limit();
+    crate::memory::start_trimming();
     let control = Builder::new_current_thread()
         .enable_all()
         .build()
