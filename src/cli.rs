@@ -12,6 +12,7 @@ use fulcrum_l4::pool::Policy;
 use fulcrum_l4::tcp::DEFAULT_RETRIES;
 use fulcrum_l4::{Algorithm, HashKey};
 use fulcrum_l7::tls::CertFiles;
+use fulcrum_l7::upstream::HttpVersion;
 
 use crate::config::{
     self, BackendEntry, Config, HttpOptions, ListenerConfig, PoolConfig, Protocol, TcpOptions,
@@ -172,6 +173,7 @@ impl PoolArgs {
                 health: None,
                 sticky_cookie: None,
                 request_key: None,
+                http_version: HttpVersion::default(),
                 tls: None,
                 dns: self
                     .backends
@@ -309,6 +311,11 @@ pub struct HttpArgs {
     #[arg(long, value_name = "NAME")]
     pub sticky_cookie: Option<String>,
 
+    /// Speak HTTP/2 to the backends (h2c prior knowledge), balancing each request:
+    /// what gRPC backends need.
+    #[arg(long)]
+    pub backend_http2: bool,
+
     /// Keep the client's X-Forwarded-For chain (only behind a proxy you trust).
     #[arg(long)]
     pub trust_forwarded: bool,
@@ -362,6 +369,11 @@ impl HttpArgs {
             }
             for pool in &mut config.pools {
                 pool.sticky_cookie = Some(name.clone());
+            }
+        }
+        if self.backend_http2 {
+            for pool in &mut config.pools {
+                pool.http_version = HttpVersion::Http2;
             }
         }
         Ok(config)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod grpc;
 mod listener;
 mod proxy;
 pub mod rewrite;

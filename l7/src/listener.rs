@@ -26,7 +26,7 @@ use crate::rewrite::Rewrite;
 use crate::route::Router;
 use crate::sticky::{backend_id, RequestKey};
 use crate::tls::UpstreamTls;
-use crate::upstream::Limits;
+use crate::upstream::{HttpVersion, Limits};
 
 /// Time allowed for a client to send a request's headers (slowloris guard); it
 /// also closes keep-alive connections idle that long.
@@ -84,6 +84,8 @@ pub struct Upstream {
     pub hash_key: Option<RequestKey>,
     /// TLS to the backends (`tls = { ... }` under `[pool]`).
     pub tls: Option<UpstreamTls>,
+    /// `http_version`: how requests reach the backends.
+    pub http_version: HttpVersion,
     /// The sticky cookie value of each backend, in pool order.
     pub(crate) ids: Vec<String>,
 }
@@ -94,6 +96,7 @@ impl Upstream {
         sticky_cookie: Option<String>,
         hash_key: Option<RequestKey>,
         tls: Option<UpstreamTls>,
+        http_version: HttpVersion,
     ) -> Self {
         let ids = match sticky_cookie {
             Some(_) => pool
@@ -108,6 +111,7 @@ impl Upstream {
             sticky_cookie,
             hash_key,
             tls,
+            http_version,
             ids,
         }
     }
@@ -123,12 +127,20 @@ pub struct Stats {
     pub latency: Histogram,
     /// Sends to a further backend after connecting to one failed.
     pub retries: AtomicU64,
+    /// gRPC calls by the `grpc-status` they ended with (0-16).
+    pub grpc: [AtomicU64; 17],
 }
 
 impl Stats {
     pub(crate) fn count(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_grpc(&self, status: u16) {
+        if let Some(n) = self.grpc.get(usize::from(status)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

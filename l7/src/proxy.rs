@@ -14,18 +14,19 @@ use fulcrum_l4::Backend;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{self, BodyError, RequestBody};
+use crate::grpc;
 use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
 use crate::sticky::{cookie, set_cookie};
-use crate::upstream::{self, Link, ProxyBody, UpstreamBody};
+use crate::upstream::{self, HttpVersion, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
 use crate::vet::{self, Refused};
+use SendError::{Failed, Unsent};
 
 /// One client connection, as its requests see it.
 #[derive(Debug)]
@@ -56,6 +57,9 @@ enum Refusal {
     /// the client's fault, never the backend's.
     #[error("client's request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
+    /// gRPC needs HTTP/2 to the backend, and this pool speaks HTTP/1.1.
+    #[error("gRPC call routed to pool `{0}`, which speaks HTTP/1.1 to its backends; set http_version = \"2\" (or \"auto\" over TLS) on it")]
+    GrpcOverHttp1(String),
     /// The client sent no more of its body for `body_read_timeout`.
     #[error("no request body progress for {0:?}")]
     Stalled(std::time::Duration),
@@ -70,7 +74,7 @@ impl Refusal {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Backend(..) => StatusCode::BAD_GATEWAY,
+            Refusal::Backend(..) | Refusal::GrpcOverHttp1(_) => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Bad(r) => r.status,
             Refusal::ClientBody(e) if client_went_away(e) => {
@@ -88,6 +92,9 @@ impl Refusal {
                 "503 service unavailable: no backend could take the request\n".to_owned()
             }
             Refusal::Backend(..) => "502 bad gateway: the backend failed\n".to_owned(),
+            Refusal::GrpcOverHttp1(_) => {
+                "502 bad gateway: gRPC needs HTTP/2 to the backend\n".to_owned()
+            }
             Refusal::Timeout => {
                 "504 gateway timeout: the backend did not answer in time\n".to_owned()
             }
@@ -99,11 +106,35 @@ impl Refusal {
         }
     }
 
+    /// fulcrum's answer: plain text, or for a gRPC call the gRPC status a client
+    /// would map this HTTP status to.
+    fn response(&self, grpc: bool) -> Response<ProxyBody> {
+        if grpc {
+            let code = grpc::Code::from_http(self.status());
+            return grpc::response(code, &self.to_string());
+        }
+        let mut response = Response::new(ProxyBody::text(self.body()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.closes() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
     /// A failure of fulcrum or a backend (logged at warn), not of the client.
     fn is_server_side(&self) -> bool {
         matches!(
             self,
-            Refusal::NoBackend(_) | Refusal::Backend(..) | Refusal::Timeout
+            Refusal::NoBackend(_)
+                | Refusal::Backend(..)
+                | Refusal::Timeout
+                | Refusal::GrpcOverHttp1(_)
         )
     }
 
@@ -153,10 +184,16 @@ pub(crate) async fn handle(
     let logged = settings
         .access_log
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
-    let outcome = tokio::time::timeout(settings.request_timeout, forward(req, &conn, &current))
+    let grpc = grpc::is_grpc(req.headers());
+    // A gRPC call's own deadline bounds it too (up to the response's head).
+    let timeout = match grpc.then(|| grpc::timeout(req.headers())).flatten() {
+        Some(deadline) => deadline.min(settings.request_timeout),
+        None => settings.request_timeout,
+    };
+    let outcome = tokio::time::timeout(timeout, forward(req, &conn, &current, grpc))
         .await
         .unwrap_or(Err(Refusal::Timeout));
-    let (response, backend) = match outcome {
+    let (mut response, backend) = match outcome {
         Ok(answered) => answered,
         Err(refusal) => {
             if refusal.is_server_side() {
@@ -164,43 +201,77 @@ pub(crate) async fn handle(
             } else if !matches!(refusal, Refusal::NoRoute) {
                 tracing::debug!(listener = %settings.name, client = %conn.peer, error = %refusal, "request refused");
             }
-            let mut response = Response::new(ProxyBody::text(refusal.body()));
-            *response.status_mut() = refusal.status();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            if refusal.closes() {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            (response, None)
+            (refusal.response(grpc), None)
         }
     };
     let status = response.status().as_u16();
     conn.listener.stats.count(status);
     conn.listener.stats.latency.observe(started.elapsed());
-    if let Some((method, path)) = logged {
-        let backend = backend.map_or_else(|| "-".to_owned(), |b: SocketAddr| b.to_string());
+    let line = Line {
+        conn: Arc::clone(&conn),
+        request: logged,
+        backend,
+        status,
+        started,
+    };
+    let in_head = grpc::status_of(response.headers());
+    match (response.body_mut(), in_head) {
+        // A gRPC call's status comes in its trailers: logged and counted then.
+        (ProxyBody::Upstream(body), None) if grpc => body.on_end(OnEnd::new(move |code| {
+            line.write(Some(code.unwrap_or(UNKNOWN)))
+        })),
+        (_, code) => line.write(code.filter(|_| grpc)),
+    }
+    Ok(response)
+}
+
+/// The gRPC status of a call whose response ended without one (the backend or
+/// the client broke off): UNKNOWN, as gRPC clients see it.
+const UNKNOWN: u16 = grpc::Code::Unknown as u16;
+
+/// A request's access log line, written when its response's head goes out (or,
+/// for a gRPC call, when its trailers do).
+struct Line {
+    conn: Arc<Conn>,
+    /// Method and path, when the access log is on.
+    request: Option<(http::Method, String)>,
+    backend: Option<SocketAddr>,
+    status: u16,
+    started: Instant,
+}
+
+impl Line {
+    fn write(self, grpc_status: Option<u16>) {
+        let stats = &self.conn.listener.stats;
+        if let Some(code) = grpc_status {
+            stats.count_grpc(code);
+        }
+        let Some((method, path)) = self.request else {
+            return;
+        };
+        let backend = self
+            .backend
+            .map_or_else(|| "-".to_owned(), |b| b.to_string());
+        let grpc_status = grpc_status.map_or_else(|| "-".to_owned(), |c| c.to_string());
         tracing::info!(
-            listener = %settings.name,
-            client = %conn.peer,
+            listener = %self.conn.listener.name(),
+            client = %self.conn.peer,
             backend = %backend,
             method = %method,
             path = %path,
-            status,
-            ms = started.elapsed().as_millis() as u64,
+            status = self.status,
+            grpc_status = %grpc_status,
+            ms = self.started.elapsed().as_millis() as u64,
             "http request"
         );
     }
-    Ok(response)
 }
 
 async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
     current: &Current,
+    grpc: bool,
 ) -> Result<(Response<ProxyBody>, Option<SocketAddr>), Refusal> {
     let settings = &current.settings;
     // Upgrades are HTTP/1.1 only (RFC 9110 §7.8); the client side's upgraded
@@ -236,6 +307,14 @@ async fn forward(
             BodyError::Client(e) => Refusal::ClientBody(e),
         })?;
     let upstream = choose_upstream(target, &parts.headers).ok_or(Refusal::NoRoute)?;
+    let speaks_h2 = match upstream.http_version {
+        HttpVersion::Http1 => false,
+        HttpVersion::Http2 => true,
+        HttpVersion::Auto => upstream.tls.is_some(),
+    };
+    if grpc && !speaks_h2 {
+        return Err(Refusal::GrpcOverHttp1(upstream.pool.name().to_owned()));
+    }
     let pinned = pinned_backend(upstream, &parts.headers);
 
     // The request as the backend gets it: HTTP/1.1 in origin form.
@@ -301,7 +380,7 @@ async fn forward(
                 request.headers_mut().insert(header::HOST, value);
             }
         }
-        let (response, link) = match send(request, backend, upstream, settings, upgrade).await {
+        let (response, via) = match send(request, backend, upstream, settings, upgrade).await {
             Ok(sent) => sent,
             Err(Unsent(back)) => {
                 request = *back;
@@ -339,9 +418,10 @@ async fn forward(
         let body = UpstreamBody::new(
             body,
             (addr, upstream.tls.as_ref()),
-            Some(link),
+            Some(via),
             settings.upstream,
             active,
+            grpc,
         );
         return Ok((
             Response::from_parts(parts, ProxyBody::Upstream(body)),
@@ -351,38 +431,42 @@ async fn forward(
     Err(Refusal::NoBackend(pool.name().to_owned()))
 }
 
-enum SendError {
-    /// The request was not sent, and comes back for the next backend.
-    Unsent(Box<Request<RequestBody>>),
-    /// The backend failed after the request reached it.
-    Failed(hyper::Error),
-}
-use SendError::{Failed, Unsent};
-
-/// Sends `req` to `backend` over a pooled connection, or a new one if none is
-/// idle (or the pooled one turns out closed before the request left). Upgrade
-/// requests always get a connection of their own.
+/// Sends `req` to `backend` over a pooled connection (or an HTTP/2 stream with
+/// room), or a new one if none is free (or the pooled one turns out closed before
+/// the request left). Upgrade requests always get a connection of their own.
 async fn send(
     req: Request<RequestBody>,
     backend: &Backend,
     upstream: &Upstream,
     settings: &Settings,
     upgrade: bool,
-) -> Result<(Response<Incoming>, Link), SendError> {
+) -> Result<(Response<Incoming>, Via), SendError> {
     let (addr, pool, tls) = (backend.addr(), &upstream.pool, upstream.tls.as_ref());
     let mut req = req;
     if !upgrade {
-        if let Some(mut link) = upstream::checkout(addr, tls).await {
-            match link.send(req).await {
-                Ok(response) => return Ok((response, link)),
+        if let Some(mut conn) = upstream::checkout(addr, tls, upstream.http_version).await {
+            match conn.send(req).await {
+                Ok(response) => return Ok((response, conn.via())),
                 // A keep-alive connection the backend closed: try a new one.
-                Err(e) => req = unsent(e)?,
+                Err(Unsent(back)) => req = *back,
+                Err(failed) => return Err(failed),
             }
         }
     }
     let started = Instant::now();
-    let mut link = match upstream::connect(addr, settings.connect_timeout, tls, upgrade).await {
-        Ok(link) => link,
+    let version = upstream.http_version;
+    let limits = settings.upstream;
+    let connected = upstream::connect(
+        addr,
+        settings.connect_timeout,
+        tls,
+        version,
+        limits,
+        upgrade,
+    )
+    .await;
+    let mut conn = match connected {
+        Ok(conn) => conn,
         Err(e) if local_shortage(&e) => {
             count_local_error();
             tracing::warn!(listener = %settings.name, backend = %addr, error = %e, "cannot connect to a backend: out of local resources (not the backend's fault)");
@@ -395,15 +479,8 @@ async fn send(
         }
     };
     pool.record_connected(backend, started.elapsed());
-    match link.send(req).await {
-        Ok(response) => Ok((response, link)),
-        Err(e) => Err(Unsent(Box::new(unsent(e)?))),
-    }
-}
-
-/// The request back from a send that failed before it left; `Failed` otherwise.
-fn unsent(mut e: TrySendError<Request<RequestBody>>) -> Result<Request<RequestBody>, SendError> {
-    e.take_message().ok_or_else(|| Failed(e.into_error()))
+    let response = conn.send(req).await?;
+    Ok((response, conn.via()))
 }
 
 /// Relays bytes both ways between an upgraded client and backend (WebSocket).

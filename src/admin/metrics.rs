@@ -154,6 +154,14 @@ impl Admin {
                         let labels = [("listener", &*name), ("class", class)];
                         text.sample(names::HTTP_RESPONSES, &labels, count(n));
                     }
+                    // Codes seen so far, OK always: 17 series per listener is noise.
+                    for (code, n) in names::GRPC_CODES.into_iter().zip(&l.stats.grpc) {
+                        let n = count(n);
+                        if n > 0 || code == "OK" {
+                            let labels = [("listener", &*name), ("code", code)];
+                            text.sample(names::GRPC_RESPONSES, &labels, n);
+                        }
+                    }
                     let snapshot = l.stats.latency.snapshot();
                     text.histogram(names::HTTP_REQUEST_SECONDS, &labels, &snapshot);
                 }

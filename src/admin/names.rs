@@ -78,6 +78,31 @@ pub const HTTP_RESPONSES: Family = family(
     Kind::Counter,
     "Responses sent by HTTP listeners, by status class.",
 );
+pub const GRPC_RESPONSES: Family = family(
+    "fulcrum_grpc_responses_total",
+    Kind::Counter,
+    "gRPC calls through HTTP listeners, by the grpc-status they ended with.",
+);
+/// gRPC status codes 0-16 by name (grpc/doc/statuscodes.md), for the `code` label.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 pub const HTTP_REQUEST_SECONDS: Family = family(
     "fulcrum_http_request_seconds",
     Kind::Histogram,
@@ -155,6 +180,7 @@ pub const ALL: &[Family] = &[
     LISTENER_PAUSED_AT_LIMIT,
     LISTENER_RETRIES,
     HTTP_RESPONSES,
+    GRPC_RESPONSES,
     HTTP_REQUEST_SECONDS,
     UDP_FLOWS_ACTIVE,
     UDP_FLOWS_CREATED,

@@ -127,6 +127,7 @@ pub struct FilePool {
     pub eject_after: Option<S<u32>>,
     pub eject_time: Option<S<String>>,
     pub tls: Option<S<FilePoolTls>>,
+    pub http_version: Option<S<String>>,
 }
 
 /// `tls = { verify = true, ca = "...", sni = "...", cert = "...", key = "..." }`.

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
 use fulcrum_l7::tls::CertFiles;
+use fulcrum_l7::upstream::HttpVersion;
 use fulcrum_l7::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::file::{FileHeaderMatch, FileHeaders, FileListener, FileRoute};
 use super::validate::{connect_timeout, invalid, nonzero_duration, retries, Invalid, Result};
-use super::HttpOptions;
+use super::{HttpOptions, PoolConfig};
 
 /// Largest weight in a split; keeps the draw exact.
 const MAX_SPLIT_WEIGHT: u32 = 10_000;
@@ -284,3 +285,50 @@ fn header_value<T>(at: &Spanned<T>, value: &str) -> Result<HeaderValue> {
 
 #[cfg(test)]
 mod tests;
+
+/// A route matching `content-type = "application/grpc..."` carries gRPC calls,
+/// which need HTTP/2 to the backends: each pool it names must speak it.
+pub(super) fn grpc_routes_speak_h2(l: &FileListener, pools: &[PoolConfig]) -> Result<()> {
+    let routes = l.route.as_ref().map_or(&[][..], |r| r.get_ref().as_slice());
+    for route in routes {
+        let r = route.get_ref();
+        let grpc = r.headers.as_ref().is_some_and(|h| {
+            h.get_ref().iter().any(|(name, value)| {
+                name.eq_ignore_ascii_case("content-type")
+                    && matches!(value, FileHeaderMatch::Exact(v) if is_grpc_type(v))
+            })
+        });
+        if !grpc {
+            continue;
+        }
+        let split = r.split.iter().flat_map(|s| s.get_ref().iter());
+        let named = r.pool.iter().chain(split.map(|s| &s.get_ref().pool));
+        for name in named {
+            let pool = pools.iter().find(|p| p.name == *name.get_ref());
+            if let Some(p) = pool.filter(|p| !speaks_h2(p)) {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "this route matches gRPC calls (content-type application/grpc), but pool `{}` speaks HTTP/1.1 to its backends: add http_version = \"2\" to that [[pool]] (or \"auto\" with tls)",
+                        p.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_grpc_type(value: &str) -> bool {
+    let v = value.to_ascii_lowercase();
+    v.strip_prefix("application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+}
+
+fn speaks_h2(p: &PoolConfig) -> bool {
+    match p.http_version {
+        HttpVersion::Http1 => false,
+        HttpVersion::Http2 => true,
+        HttpVersion::Auto => p.tls.is_some(),
+    }
+}

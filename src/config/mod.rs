@@ -27,6 +27,7 @@ use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::Route;
 use fulcrum_l7::sticky::RequestKey;
 use fulcrum_l7::tls::{CertFiles, UpstreamTls, UpstreamTlsFiles};
+use fulcrum_l7::upstream::HttpVersion;
 
 /// How long live connections may run on after SIGTERM when `drain_timeout` is unset.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,6 +149,8 @@ pub struct PoolConfig {
     pub request_key: Option<RequestKey>,
     /// HTTP only: TLS to the backends, as configured and as loaded.
     pub tls: Option<(UpstreamTlsFiles, UpstreamTls)>,
+    /// HTTP only: `http_version`, how requests reach the backends.
+    pub http_version: HttpVersion,
     /// Backends given by DNS name: their addresses join `backends` as they resolve.
     pub dns: Vec<DnsBackend>,
 }
@@ -387,6 +390,19 @@ impl Config {
                     duration::display(policy.slow_start)
                 },
             );
+            if p.http_version != HttpVersion::Http1 {
+                let how = match (p.http_version, p.tls.is_some()) {
+                    (HttpVersion::Http2, false) => "HTTP/2 (h2c, prior knowledge)",
+                    (HttpVersion::Http2, true) => "HTTP/2 (ALPN h2)",
+                    (_, true) => "HTTP/2 or HTTP/1.1, as each backend chooses by ALPN",
+                    (_, false) => "HTTP/1.1 (auto: no ALPN in the clear)",
+                };
+                let _ = writeln!(
+                    out,
+                    "  http_version {}: {how}, balanced per request",
+                    p.http_version.as_str()
+                );
+            }
             if let Some((files, _)) = &p.tls {
                 let trust = match (&files.ca, files.verify) {
                     (_, false) => "not verified".to_owned(),

@@ -1,5 +1,6 @@
 //! Validation of `[[pool]]`: algorithm and hash key, failure policy, health checks,
-//! backends (addresses or DNS names) and TLS to the backends.
+//! backends (addresses or DNS names), TLS to the backends and the HTTP version
+//! spoken to them.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use fulcrum_l4::pool::Policy;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
 use fulcrum_l7::sticky::{is_cookie_name, RequestKey};
 use fulcrum_l7::tls::{UpstreamTls, UpstreamTlsFiles};
+use fulcrum_l7::upstream::HttpVersion;
 use toml::Spanned;
 
 use super::file::{FileBackend, FileHealth, FilePool, FilePoolTls};
@@ -57,7 +59,18 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         None => None,
     };
     let health = p.health.as_ref().map(validate_health).transpose()?;
-    let tls = p.tls.as_ref().map(|t| pool_tls(t, base)).transpose()?;
+    let http_version = match &p.http_version {
+        Some(v) => v
+            .get_ref()
+            .parse::<HttpVersion>()
+            .map_err(|e| invalid(v, e))?,
+        None => HttpVersion::default(),
+    };
+    let tls = p
+        .tls
+        .as_ref()
+        .map(|t| pool_tls(t, base, http_version))
+        .transpose()?;
     let defaults = Policy::default();
     let policy = Policy {
         fail_open: p
@@ -111,12 +124,17 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         sticky_cookie,
         request_key,
         tls,
+        http_version,
         dns,
     })
 }
 
 /// A pool's `tls = { ... }`, loaded now so that `fulcrum check` sees bad files.
-fn pool_tls(t: &Spanned<FilePoolTls>, base: &Path) -> Result<(UpstreamTlsFiles, UpstreamTls)> {
+fn pool_tls(
+    t: &Spanned<FilePoolTls>,
+    base: &Path,
+    version: HttpVersion,
+) -> Result<(UpstreamTlsFiles, UpstreamTls)> {
     let raw = t.get_ref();
     let client_cert = match (&raw.cert, &raw.key) {
         (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
@@ -137,7 +155,8 @@ fn pool_tls(t: &Spanned<FilePoolTls>, base: &Path) -> Result<(UpstreamTlsFiles, 
         sni: raw.sni.clone(),
         client_cert,
     };
-    let loaded = UpstreamTls::load(&files).map_err(|e| invalid(t, e.to_string()))?;
+    let loaded =
+        UpstreamTls::load(&files, version.alpn()).map_err(|e| invalid(t, e.to_string()))?;
     Ok((files, loaded))
 }
 

@@ -94,6 +94,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
                 format!("duplicate listener name `{}`", l.name),
             ));
         }
+        http::grpc_routes_speak_h2(file, &pools)?;
         let http_only = pools.iter().find(|p| {
             Some(&p.name) == l.pool.as_ref()
                 && (p.sticky_cookie.is_some() || p.request_key.is_some())

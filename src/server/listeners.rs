@@ -206,6 +206,7 @@ impl Upstreams {
                         p.sticky_cookie.clone(),
                         p.request_key.clone(),
                         p.tls.as_ref().map(|(_, loaded)| loaded.clone()),
+                        p.http_version,
                     );
                     Some((p.name.clone(), Arc::new(upstream)))
                 })

@@ -28,12 +28,17 @@ pub struct UpstreamTlsFiles {
 /// What a connection to a TLS backend needs.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
+    /// Offers the pool's HTTP versions by ALPN.
     pub config: Arc<ClientConfig>,
+    /// Offers only `http/1.1`: for Upgrade requests, which HTTP/2 cannot carry.
+    pub h1_config: Arc<ClientConfig>,
     pub sni: Option<ServerName<'static>>,
 }
 
 impl UpstreamTls {
-    pub fn load(files: &UpstreamTlsFiles) -> Result<UpstreamTls, TlsError> {
+    /// Loads the files; `alpn` is what the pool offers its backends, most
+    /// preferred first.
+    pub fn load(files: &UpstreamTlsFiles, alpn: Vec<Vec<u8>>) -> Result<UpstreamTls, TlsError> {
         let provider = Arc::new(provider());
         let at = files.ca.as_deref().unwrap_or(Path::new("tls"));
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -60,8 +65,9 @@ impl UpstreamTls {
                     source,
                 })?,
         };
-        // Backends speak HTTP/1.1 to fulcrum.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let h1_config = Arc::new(config.clone());
+        config.alpn_protocols = alpn;
         let sni = match &files.sni {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|e| {
                 invalid(
@@ -73,6 +79,7 @@ impl UpstreamTls {
         };
         Ok(UpstreamTls {
             config: Arc::new(config),
+            h1_config,
             sni,
         })
     }

@@ -1,6 +1,8 @@
-//! Upstream HTTP/1.1 connections: connecting with the listener's timeout, and a
-//! keep-alive pool per backend, per worker thread, bounded in idle count and idle
-//! time. A connection goes back to the pool only once its response body has ended.
+//! Upstream connections: connecting with the listener's timeout (over TLS when the
+//! pool says so), the pool's HTTP version (1.1, 2, or chosen by ALPN), and for
+//! HTTP/1.1 a keep-alive pool per backend, per worker thread, bounded in idle count
+//! and idle time; HTTP/2 connections are shared by concurrent requests (`h2`). An
+//! HTTP/1.1 connection goes back to the pool only once its response body has ended.
 //!
 //! A pooled connection's I/O is driven by the request using it (while it waits for
 //! the response head, then by the response body as the client reads it) rather
@@ -16,12 +18,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use foldhash::fast::FixedState;
-use fulcrum_l4::pool::ActiveGuard;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http::header::{self, HeaderValue};
+use http::uri::{self, Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
@@ -34,7 +35,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+mod h2;
 mod quiet;
+mod response;
+
+pub use h2::Slot;
+pub use response::{OnEnd, ProxyBody, UpstreamBody};
 
 /// A handle that sends requests over one upstream connection.
 pub type Sender = SendRequest<RequestBody>;
@@ -48,6 +54,53 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const UPSTREAM_BUFFER: usize = 16 * 1024;
 /// The sweeper of idle connections wakes at most this often.
 const SWEEP_GRAIN: Duration = Duration::from_secs(1);
+
+/// How a pool speaks HTTP to its backends (`http_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    /// HTTP/1.1, with a keep-alive pool.
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge in the clear (h2c), ALPN `h2` over TLS.
+    Http2,
+    /// HTTP/2 when the backend picks `h2` by ALPN, else HTTP/1.1 (1.1 in the clear).
+    Auto,
+}
+
+impl HttpVersion {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+            HttpVersion::Auto => "auto",
+        }
+    }
+
+    /// ALPN protocols offered to a TLS backend, most preferred first.
+    pub fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+            HttpVersion::Http2 => vec![b"h2".to_vec()],
+            HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        }
+    }
+}
+
+impl std::str::FromStr for HttpVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.1" => Ok(HttpVersion::Http1),
+            "2" => Ok(HttpVersion::Http2),
+            "auto" => Ok(HttpVersion::Auto),
+            other => Err(format!(
+                "unknown http_version `{other}` (expected \"1.1\", \"2\" or \"auto\")"
+            )),
+        }
+    }
+}
 
 /// Bounds on the idle connections kept for one backend.
 #[derive(Debug, Clone, Copy)]
@@ -243,9 +296,8 @@ thread_local! {
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// An idle connection to `addr` that is ready for a request, if there is one.
-pub async fn checkout(addr: SocketAddr, tls: Option<&UpstreamTls>) -> Option<Link> {
-    let key = pool_key(addr, tls);
+/// An idle HTTP/1.1 connection that is ready for a request, if there is one.
+async fn checkout_h1(key: PoolKey) -> Option<Link> {
     loop {
         let mut link = IDLE.with_borrow_mut(|idle| {
             let list = idle.get_mut(&key)?;
@@ -278,9 +330,14 @@ fn give_back(key: PoolKey, link: Link, limits: Limits) {
         }
         list.push(Idle { link, expires });
     });
+    keep_sweeping();
+}
+
+/// Starts this worker's sweeper unless it runs. Idle connections are not polled:
+/// without a sweeper, one that no request takes again would stay open as long as
+/// the backend allows.
+fn keep_sweeping() {
     if !SWEEPING.replace(true) {
-        // Idle connections are not polled: without a sweeper, one that no request
-        // takes again would stay open as long as the backend allows.
         match tokio::runtime::Handle::try_current() {
             Ok(worker) => drop(worker.spawn(sweep())),
             Err(_) => SWEEPING.set(false),
@@ -291,14 +348,15 @@ fn give_back(key: PoolKey, link: Link, limits: Limits) {
 /// Closes this worker's idle connections as they expire; ends once none is left.
 async fn sweep() {
     loop {
+        let now = Instant::now();
         let next = IDLE.with_borrow_mut(|idle| {
-            let now = Instant::now();
             idle.retain(|_, list| {
                 list.retain(|c| c.expires > now);
                 !list.is_empty()
             });
             idle.values().flatten().map(|c| c.expires).min()
         });
+        let next = next.into_iter().chain(h2::sweep(now)).min();
         let Some(next) = next else {
             SWEEPING.set(false);
             return;
@@ -308,39 +366,204 @@ async fn sweep() {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr`, over TLS when the pool says so
-/// (the handshake counts against `timeout` too). One for an Upgrade request runs
-/// its I/O as a task of its own, which hands the connection over once the backend
-/// switches protocols; such a connection is never pooled.
+/// A connection that can carry one request now.
+#[derive(Debug)]
+pub enum Conn {
+    H1(Link),
+    H2 {
+        sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+        slot: Slot,
+        /// `https` over TLS: the request's `:scheme`.
+        tls: bool,
+    },
+}
+
+/// What keeps a response's connection while its body streams.
+#[derive(Debug)]
+pub enum Via {
+    /// Driven by the body, back to the pool when it ends.
+    H1(Link),
+    /// A stream of a shared connection, released when the body ends.
+    H2(Slot),
+}
+
+/// Why a request got no response from a backend.
+#[derive(Debug)]
+pub enum SendError {
+    /// The request was not sent, and comes back for the next backend.
+    Unsent(Box<Request<RequestBody>>),
+    /// The backend failed after the request reached it.
+    Failed(hyper::Error),
+}
+
+impl From<TrySendError<Request<RequestBody>>> for SendError {
+    fn from(mut e: TrySendError<Request<RequestBody>>) -> Self {
+        match e.take_message() {
+            Some(req) => SendError::Unsent(Box::new(req)),
+            None => SendError::Failed(e.into_error()),
+        }
+    }
+}
+
+impl Conn {
+    /// Sends `req` (origin form with a Host header, as fulcrum builds it) in the
+    /// form this connection's HTTP version needs.
+    pub async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        match self {
+            Conn::H1(link) => Ok(link.send(req).await?),
+            Conn::H2 { sender, tls, .. } => {
+                match sender.try_send_request(h2_form(req, *tls)).await {
+                    Ok(response) => Ok(response),
+                    Err(e) => match SendError::from(e) {
+                        // Back in origin form, for the next backend's HTTP version.
+                        SendError::Unsent(req) => {
+                            Err(SendError::Unsent(Box::new(origin_form(*req))))
+                        }
+                        failed => Err(failed),
+                    },
+                }
+            }
+        }
+    }
+
+    pub fn via(self) -> Via {
+        match self {
+            Conn::H1(link) => Via::H1(link),
+            Conn::H2 { slot, .. } => Via::H2(slot),
+        }
+    }
+}
+
+/// The request as an HTTP/2 backend takes it: `:scheme`, and `:authority` from
+/// the one Host fulcrum forwards instead of a Host header (RFC 9113 §8.3.1).
+fn h2_form(mut req: Request<RequestBody>, tls: bool) -> Request<RequestBody> {
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let Some(authority) = authority else {
+        // h2 sends `:scheme http` and no `:authority`; the Host header stays.
+        return req;
+    };
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = Some(authority);
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(absolute) = Uri::from_parts(parts) {
+        *req.uri_mut() = absolute;
+        *req.version_mut() = Version::HTTP_2;
+        req.headers_mut().remove(header::HOST);
+    }
+    req
+}
+
+/// Undoes `h2_form`: origin form, the authority back in Host.
+fn origin_form(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    if let Some(authority) = req.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().entry(header::HOST).or_insert(host);
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        *req.uri_mut() = origin;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    req
+}
+
+/// An idle connection to `addr` ready for a request, if this worker has one: a
+/// stream of an HTTP/2 connection with room, or a pooled HTTP/1.1 connection.
+pub async fn checkout(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    version: HttpVersion,
+) -> Option<Conn> {
+    let key = pool_key(addr, tls);
+    let h2 = match version {
+        HttpVersion::Http1 => false,
+        HttpVersion::Http2 => true,
+        // Over TLS a backend may have chosen either; in the clear it is 1.1.
+        HttpVersion::Auto => tls.is_some(),
+    };
+    if h2 {
+        if let Some((sender, slot)) = h2::checkout(key) {
+            let tls = tls.is_some();
+            return Some(Conn::H2 { sender, slot, tls });
+        }
+        if version == HttpVersion::Http2 {
+            return None;
+        }
+    }
+    checkout_h1(key).await.map(Conn::H1)
+}
+
+/// Opens a new connection to `addr` (TLS when the pool says so; the handshake
+/// counts against `timeout` too) and speaks the pool's HTTP version over it; over
+/// TLS with `auto`, the one the backend chose by ALPN. Upgrade requests always
+/// get an HTTP/1.1 connection of their own.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
+    version: HttpVersion,
+    limits: Limits,
     upgrade: bool,
-) -> io::Result<Link> {
+) -> io::Result<Conn> {
+    let stream = open(addr, timeout, tls, upgrade).await?;
+    let h2 = !upgrade
+        && match (version, &stream) {
+            (HttpVersion::Http1, _) => false,
+            (HttpVersion::Http2, _) => true,
+            (HttpVersion::Auto, Stream::Tls(s)) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            (HttpVersion::Auto, Stream::Plain(_)) => false,
+        };
+    if h2 {
+        let key = pool_key(addr, tls);
+        let (sender, slot) = h2::handshake(stream, key, limits.idle_timeout).await?;
+        let tls = tls.is_some();
+        return Ok(Conn::H2 { sender, slot, tls });
+    }
+    handshake_h1(addr, stream, upgrade).await.map(Conn::H1)
+}
+
+/// A TCP connection to `addr`, with the TLS handshake when the pool has TLS.
+async fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+    upgrade: bool,
+) -> io::Result<Stream> {
     let started = Instant::now();
     let tcp = fulcrum_l4::tcp::connect(addr, timeout).await?;
-    let stream = match tls {
-        None => Stream::Plain(tcp),
-        Some(tls) => {
-            let name = tls
-                .sni
-                .clone()
-                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-            let left = timeout.saturating_sub(started.elapsed());
-            match tokio::time::timeout(left, connector.connect(name, tcp)).await {
-                Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
-                Ok(Err(e)) => return Err(io::Error::other(format!("TLS handshake failed: {e}"))),
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "TLS handshake timed out",
-                    ))
-                }
-            }
-        }
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(tcp));
     };
+    let name = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+    let config = if upgrade { &tls.h1_config } else { &tls.config };
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(Stream::Tls(Box::new(stream))),
+        Ok(Err(e)) => Err(io::Error::other(format!("TLS handshake failed: {e}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// Speaks HTTP/1.1 over `stream`. A connection for an Upgrade request runs its
+/// I/O as a task of its own, which hands the connection over once the backend
+/// switches protocols; such a connection is never pooled.
+async fn handshake_h1(addr: SocketAddr, stream: Stream, upgrade: bool) -> io::Result<Link> {
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .writev(false)
         // Reads from a fast backend stop at this much (a slow client holds at
@@ -367,146 +590,4 @@ pub async fn connect(
         conn: Driver::Spawned,
         quiet: Quiet::default(),
     })
-}
-
-/// A response body from a backend: it drives the connection while the client
-/// reads, the connection goes back to the pool when the body ends, and the backend
-/// counts the request as active until then.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Incoming,
-    link: Option<Link>,
-    key: PoolKey,
-    limits: Limits,
-    _active: ActiveGuard,
-}
-
-impl UpstreamBody {
-    /// `link` (when there is one) is driven while `inner` streams and goes back
-    /// to the pool once it ends.
-    pub fn new(
-        inner: Incoming,
-        (addr, tls): (SocketAddr, Option<&UpstreamTls>),
-        link: Option<Link>,
-        limits: Limits,
-        active: ActiveGuard,
-    ) -> Self {
-        let mut body = UpstreamBody {
-            inner,
-            link,
-            key: pool_key(addr, tls),
-            limits,
-            _active: active,
-        };
-        // An empty body may never be polled: release now.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some(link) = self.link.take() {
-            give_back(self.key, link, self.limits);
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // Read to the end but never polled past it: the connection is reusable.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = match &mut this.link {
-            // The body first (asking for data wakes the connection), then the
-            // connection (which reads what the backend sent into it), then the
-            // body again, all in one turn.
-            Some(Link { conn, quiet, .. }) => quiet.poll(cx, |cx| {
-                if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-                    return Poll::Ready(frame);
-                }
-                conn.drive(cx);
-                Pin::new(&mut this.inner).poll_frame(cx)
-            }),
-            None => Pin::new(&mut this.inner).poll_frame(cx),
-        };
-        match &polled {
-            // The server stops polling once a body of known length is written, so
-            // the last frame releases the connection, not the `None` after it.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(None) => this.release(),
-            // The connection is in an unknown state: let it close.
-            Poll::Ready(Some(Err(_))) => this.link = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// What fulcrum answers a client with: a backend's body or one of its own.
-#[derive(Debug)]
-pub enum ProxyBody {
-    Upstream(UpstreamBody),
-    Local(Full<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn text(text: impl Into<Bytes>) -> Self {
-        ProxyBody::Local(Full::new(text.into()))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Local(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(b) => b.is_end_stream(),
-            ProxyBody::Local(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(b) => b.size_hint(),
-            ProxyBody::Local(b) => b.size_hint(),
-        }
-    }
 }
