@@ -6,6 +6,8 @@ a suite's table shows the median of each key per row. Subcommands:
 
   cost SAMPLES SUITE ROW COUNT TICK BEFORE AFTER   add the CPU figures of one run
   wrk SAMPLES SUITE ROW OUTPUT                       add req/s, p50, p99 of a wrk run
+  h2load SAMPLES SUITE ROW OUTPUT LOG                add req/s of an h2load run, and
+                                                     p50, p99 from its --log-file
   add SAMPLES SUITE ROW KEY VALUE                    add one figure
   table SAMPLES SUITE TITLE BUDGET                   print a suite's table and ratios
   json SAMPLES OUT                                   every median as JSON
@@ -93,6 +95,23 @@ def wrk(path, suite, row, out, key="rps"):
         if ms is not None:
             append(path, suite, row, name, f"{ms:.2f}")
     print(reqs)
+
+
+def h2load(path, suite, row, out, log):
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if not done or not rate:
+        sys.exit(f"bench-stats.py: no h2load summary for {row}:\n{out}")
+    if int(done.group(3)) or int(done.group(1)) != int(done.group(2)):
+        print(f"  ({row}: h2load saw {done.group(3)} failed, {int(done.group(1)) - int(done.group(2))} not 2xx)",
+              file=sys.stderr)
+    append(path, suite, row, "rps", f"{float(rate.group(1)):.0f}")
+    # Each line: start time (µs since the epoch), status, duration (µs).
+    times = sorted(int(line.split()[2]) for line in open(log) if len(line.split()) == 3)
+    if times:
+        for pct, name in ((50, "p50"), (99, "p99")):
+            append(path, suite, row, name, f"{times[min(len(times) - 1, len(times) * pct // 100)] / 1000:.2f}")
+    print(done.group(2))
 
 
 def fmt(value):
@@ -183,6 +202,8 @@ def main(argv):
         cost(*args)
     elif cmd == "wrk":
         wrk(*args)
+    elif cmd == "h2load":
+        h2load(*args)
     elif cmd == "add":
         append(*args)
     elif cmd == "table":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback, at an equal CPU budget.
 #
-#   scripts/bench.sh [--json FILE] [tcp|http|tls|udp|all]     (default: all)
+#   scripts/bench.sh [--json FILE] [tcp|http|tls|grpc|udp|all]     (default: all)
 #   scripts/bench.sh compare A.json B.json                     ratios of B to A
 #
 # Every proxy runs pinned to CPU $PROXY_CPU inside a cgroup of its own that may use
@@ -51,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
-case "$SUITE" in tcp|udp|http|tls|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, http, tls, udp, all)" >&2; exit 2 ;; esac
+case "$SUITE" in tcp|udp|http|tls|grpc|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, http, tls, grpc, udp, all)" >&2; exit 2 ;; esac
 
 # Room for many connections and flows (works as root; otherwise the limits stay).
 ulimit -Hn 1048576 2>/dev/null || true
@@ -410,13 +410,16 @@ mem_row() {
 . "$ROOT/scripts/bench-http.sh"
 # shellcheck source=scripts/bench-tls.sh
 . "$ROOT/scripts/bench-tls.sh"
+# shellcheck source=scripts/bench-grpc.sh
+. "$ROOT/scripts/bench-grpc.sh"
 
 case "$SUITE" in
   tcp) suite_tcp ;;
   udp) suite_udp ;;
   http) suite_http ;;
   tls) suite_tls ;;
-  all) suite_tcp; suite_http; suite_tls; suite_udp ;;
+  grpc) suite_grpc ;;
+  all) suite_tcp; suite_http; suite_tls; suite_grpc; suite_udp ;;
 esac
 if [ -n "$JSON_OUT" ]; then
   python3 "$STATS" json "$SAMPLES" "$JSON_OUT"

@@ -358,7 +358,7 @@ where
         .max_header_list_size(MAX_HEADER_LIST_H2);
     let service = {
         let conn = Arc::clone(&conn);
-        service_fn(move |req| proxy::handle(req, Arc::clone(&conn)))
+        service_fn(move |req| Box::pin(proxy::handle(req, Arc::clone(&conn))))
     };
     // Upgrades are HTTP/1 only; `serve_connection_with_upgrades` also ignores the
     // builder's version, so an ALPN-chosen HTTP/2 connection is served without it.

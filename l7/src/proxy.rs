@@ -456,15 +456,17 @@ async fn send(
     let started = Instant::now();
     let version = upstream.http_version;
     let limits = settings.upstream;
-    let connected = upstream::connect(
+    // Boxed: connecting (TCP, TLS, the HTTP handshake) is the rare path, and its
+    // future is most of a request's; inline, every request's task would carry it.
+    let connect = upstream::connect(
         addr,
         settings.connect_timeout,
         tls,
         version,
         limits,
         upgrade,
-    )
-    .await;
+    );
+    let connected = Box::pin(connect).await;
     let mut conn = match connected {
         Ok(conn) => conn,
         Err(e) if local_shortage(&e) => {
