@@ -278,3 +278,82 @@ fn fulcrums_own_failures_are_grpc_statuses() {
     assert_eq!(got["counts"], serde_json::json!({"UNAVAILABLE": 1}));
     assert!(f.log().contains("set http_version = \"2\""), "{}", f.log());
 }
+
+/// The admin's `fulcrum_backend_healthy` of `backend`, waiting until it is `want`.
+fn wait_healthy(f: &Fulcrum, backend: &str, want: u8) {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let metrics = common::http::get(f.addr("admin"), "/metrics", &[]).body;
+        let line = format!("fulcrum_backend_healthy{{pool=\"g\",backend=\"{backend}\"}} {want}");
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backend} never {want}: {metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn grpc_health_checks_over_tls_take_a_not_serving_backend_out_and_back() {
+    if !have_grpcio() {
+        return;
+    }
+    let pki = Pki::new("grpc-health");
+    let leaf = pki.issue("backend", &["backend.test"]);
+    let servers = [
+        Server::start("a", Some(&leaf), &[]),
+        Server::start("b", Some(&leaf), &[]),
+    ];
+    let config = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"g\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"g\"\n\n\
+         [[pool]]\nname = \"g\"\nhttp_version = \"2\"\nbackends = [{}]\n\
+         tls = {{ ca = \"{}\", sni = \"backend.test\" }}\n\n\
+         [pool.health]\nkind = \"grpc\"\ninterval = \"100ms\"\nrise = 1\nfall = 1\n",
+        backends(&servers.iter().collect::<Vec<_>>()),
+        pki.ca_pem.display()
+    );
+    let path = common::scratch("grpc-health.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(common::bin())
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("grpc health over TLS (h2)"), "{summary}");
+    let f = Fulcrum::run(&config);
+    wait_healthy(&f, &servers[0].addr, 1);
+    // Straight to backend a: it says NOT_SERVING from now on.
+    let direct: std::net::SocketAddr = servers[0].addr.parse().unwrap();
+    let mut command = Command::new("python3");
+    command
+        .arg(peer_script())
+        .args(["client", &direct.to_string(), "sethealth:2"]);
+    command.args(["--tls", pki.ca_pem.to_str().unwrap(), "backend.test"]);
+    assert!(command.output().unwrap().status.success());
+    wait_healthy(&f, &servers[0].addr, 0);
+    let got = client(f.addr("g"), "balance:20", None);
+    assert_eq!(got["counts"], serde_json::json!({"ok:b": 20}), "{got}");
+    // And SERVING again: back in.
+    let mut command = Command::new("python3");
+    command
+        .arg(peer_script())
+        .args(["client", &direct.to_string(), "sethealth:1"]);
+    command.args(["--tls", pki.ca_pem.to_str().unwrap(), "backend.test"]);
+    assert!(command.output().unwrap().status.success());
+    wait_healthy(&f, &servers[0].addr, 1);
+    let got = client(f.addr("g"), "balance:20", None);
+    assert_eq!(
+        got["counts"],
+        serde_json::json!({"ok:a": 10, "ok:b": 10}),
+        "{got}"
+    );
+}

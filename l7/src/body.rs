@@ -98,6 +98,19 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// A body fulcrum makes itself (a health probe's), all in hand.
+    pub fn full(data: Bytes) -> Self {
+        RequestBody {
+            ahead: (!data.is_empty()).then_some(data),
+            rest: None,
+            trailers: None,
+            stall: Duration::MAX,
+            timer: None,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;

@@ -5,6 +5,7 @@
 
 mod body;
 mod grpc;
+pub mod health;
 mod listener;
 mod proxy;
 pub mod rewrite;

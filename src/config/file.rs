@@ -194,4 +194,5 @@ pub struct FileHealth {
     pub expect_status: Option<S<String>>,
     pub send: Option<S<String>>,
     pub expect: Option<S<String>>,
+    pub service: Option<S<String>>,
 }

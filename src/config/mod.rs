@@ -427,6 +427,7 @@ impl Config {
                         status.end()
                     ),
                     Probe::Udp { .. } => "udp send/expect".to_owned(),
+                    Probe::External(probe) => probe.0.describe(),
                 };
                 let _ = writeln!(
                     out,

@@ -6,11 +6,13 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_l4::health::{self, Check, Probe};
+use fulcrum_l4::health::{self, Check, External, Probe};
 use fulcrum_l4::pool::Policy;
 use fulcrum_l4::{Algorithm, BackendSpec, HashKey};
+use fulcrum_l7::health::{GrpcProbe, HttpProbe};
 use fulcrum_l7::sticky::{is_cookie_name, RequestKey};
 use fulcrum_l7::tls::{UpstreamTls, UpstreamTlsFiles};
 use fulcrum_l7::upstream::HttpVersion;
@@ -58,7 +60,6 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         Some(c) => Some(c.get_ref().clone()),
         None => None,
     };
-    let health = p.health.as_ref().map(validate_health).transpose()?;
     let http_version = match &p.http_version {
         Some(v) => v
             .get_ref()
@@ -70,6 +71,12 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
         .tls
         .as_ref()
         .map(|t| pool_tls(t, base, http_version))
+        .transpose()?;
+    let speaks = (tls.as_ref().map(|(_, loaded)| loaded), http_version);
+    let health = p
+        .health
+        .as_ref()
+        .map(|h| validate_health(h, speaks))
         .transpose()?;
     let defaults = Policy::default();
     let policy = Policy {
@@ -160,7 +167,11 @@ fn pool_tls(
     Ok((files, loaded))
 }
 
-fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
+/// `[pool.health]`; HTTP and gRPC checks speak the pool's TLS and HTTP version.
+fn validate_health(
+    spanned: &Spanned<FileHealth>,
+    (tls, version): (Option<&UpstreamTls>, HttpVersion),
+) -> Result<Check> {
     let h = spanned.get_ref();
     let kind = h.kind.as_ref().map_or("tcp", |k| k.get_ref().as_str());
     let only_http = [
@@ -168,6 +179,12 @@ fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
         (&h.host, "host"),
         (&h.expect_status, "expect_status"),
     ];
+    if let (Some(service), false) = (&h.service, kind == "grpc") {
+        return Err(invalid(
+            service,
+            "`service` only applies to kind = \"grpc\" checks",
+        ));
+    }
     if kind != "http" {
         if let Some((value, key)) = only_http
             .iter()
@@ -202,14 +219,43 @@ fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
                     ),
                 });
             }
-            Probe::Http {
-                path: path.to_owned(),
-                host: h.host.as_ref().map(|h| h.get_ref().clone()),
-                status: match &h.expect_status {
-                    Some(s) => parse_status_range(s.get_ref()).map_err(|e| invalid(s, e))?,
-                    None => 200..=399,
+            let host = h.host.as_ref().map(|h| h.get_ref().clone());
+            let status = match &h.expect_status {
+                Some(s) => parse_status_range(s.get_ref()).map_err(|e| invalid(s, e))?,
+                None => 200..=399,
+            };
+            match (tls, version) {
+                // Plain HTTP/1.1: the l4 probe, which can open with a PROXY header.
+                (None, HttpVersion::Http1 | HttpVersion::Auto) => Probe::Http {
+                    path: path.to_owned(),
+                    host,
+                    status,
                 },
+                _ => Probe::External(External(Arc::new(HttpProbe {
+                    path: path.to_owned(),
+                    host,
+                    status,
+                    tls: tls.cloned(),
+                    version,
+                    timeout: probe_timeout(h)?,
+                }))),
             }
+        }
+        "grpc" => {
+            if let Some(v) = h.send.as_ref().or(h.expect.as_ref()) {
+                return Err(invalid(
+                    v,
+                    "`send` and `expect` apply to tcp and udp checks; grpc checks use `service`",
+                ));
+            }
+            Probe::External(External(Arc::new(GrpcProbe {
+                service: h
+                    .service
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.get_ref().clone()),
+                tls: tls.cloned(),
+                timeout: probe_timeout(h)?,
+            })))
         }
         "udp" => Probe::Udp {
             send: bytes(&h.send).ok_or_else(|| {
@@ -227,7 +273,9 @@ fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
                 .map_or(spanned.span().start, |k| k.span().start);
             return Err(Invalid {
                 offset: at,
-                message: format!("unknown health check kind `{other}` (expected tcp, http or udp)"),
+                message: format!(
+                    "unknown health check kind `{other}` (expected tcp, http, grpc or udp)"
+                ),
             });
         }
     };
@@ -242,15 +290,19 @@ fn validate_health(spanned: &Spanned<FileHealth>) -> Result<Check> {
             Some(d) => nonzero_duration(d, "interval")?,
             None => health::DEFAULT_INTERVAL,
         },
-        timeout: match &h.timeout {
-            Some(d) => nonzero_duration(d, "timeout")?,
-            None => health::DEFAULT_TIMEOUT,
-        },
+        timeout: probe_timeout(h)?,
         rise: count(&h.rise, "rise", health::DEFAULT_RISE)?,
         fall: count(&h.fall, "fall", health::DEFAULT_FALL)?,
         // Set by the server from the listeners that use the pool.
         proxy: None,
     })
+}
+
+fn probe_timeout(h: &FileHealth) -> Result<Duration> {
+    match &h.timeout {
+        Some(d) => nonzero_duration(d, "timeout"),
+        None => Ok(health::DEFAULT_TIMEOUT),
+    }
 }
 
 /// `"200-399"` or `"200"`.

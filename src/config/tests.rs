@@ -499,3 +499,53 @@ fn bad_health_checks() {
         assert!(e.starts_with("f.toml:2"), "points into [pool.health]: {e}");
     }
 }
+
+const GRPC: &str = r#"[[listener]]
+name = "api"
+protocol = "http"
+bind = "127.0.0.1:8080"
+
+[[listener.route]]
+headers = { "content-type" = "application/grpc" }
+pool = "grpc"
+
+[[pool]]
+name = "grpc"
+http_version = "2"
+backends = ["127.0.0.1:50051"]
+"#;
+
+#[test]
+fn http_version_is_checked_and_grpc_routes_need_http2() -> Result<(), ConfigError> {
+    let c = parse(GRPC, "f.toml")?;
+    assert_eq!(c.pools[0].http_version, HttpVersion::Http2);
+    assert_err(
+        &GRPC.replace("\"2\"", "\"h2\""),
+        "12:16",
+        "unknown http_version `h2` (expected \"1.1\", \"2\" or \"auto\")",
+    );
+    assert_err(
+        &GRPC.replace("http_version = \"2\"", "http_version = \"1.1\""),
+        "8:8",
+        "pool `grpc` speaks HTTP/1.1 to its backends: add http_version = \"2\"",
+    );
+    // `auto` speaks HTTP/1.1 in the clear.
+    assert_err(&GRPC.replace("\"2\"", "\"auto\""), "8:8", "speaks HTTP/1.1");
+    Ok(())
+}
+
+#[test]
+fn grpc_health_checks_take_a_service_and_nothing_of_http() {
+    let with = |health: &str| format!("{GRPC}\n[pool.health]\n{health}\n");
+    assert!(parse(&with("kind = \"grpc\"\nservice = \"my.Svc\""), "f.toml").is_ok());
+    assert_err(
+        &with("kind = \"http\"\nservice = \"my.Svc\""),
+        "17:11",
+        "`service` only applies to kind = \"grpc\" checks",
+    );
+    assert_err(
+        &with("kind = \"grpc\"\npath = \"/x\""),
+        "17:8",
+        "`path` only applies to kind = \"http\" checks",
+    );
+}

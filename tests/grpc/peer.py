@@ -19,6 +19,10 @@ Methods of fulcrum.test.Echo (requests and replies are raw bytes):
   Fail        -> INVALID_ARGUMENT with trailing metadata x-detail: why
   Slow        -> sleeps float(request) seconds, then replies
   Die         -> server stream: 3 messages, then the process exits at once
+  SetHealth   -> the health status grpc.health.v1.Health/Check answers from now
+                 on (1 SERVING, 2 NOT_SERVING; the request's text)
+and grpc.health.v1.Health/Check itself, written out by hand: a HealthCheckResponse
+with the status set, SERVING at first.
 """
 import json
 import os
@@ -64,6 +68,16 @@ def serve(name, tls, max_age_ms):
         time.sleep(float(request))
         return b"late"
 
+    health = {"status": 1}
+
+    def set_health(request, context):
+        health["status"] = int(request)
+        return b"ok"
+
+    def check(request, context):
+        # HealthCheckResponse { ServingStatus status = 1; }: field 1, varint.
+        return bytes([0x08, health["status"]])
+
     def die(request, context):
         for i in range(3):
             yield b"before"
@@ -79,8 +93,13 @@ def serve(name, tls, max_age_ms):
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Die": grpc.unary_stream_rpc_method_handler(die),
+        "SetHealth": grpc.unary_unary_rpc_method_handler(set_health),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler(SERVICE, handlers),
+        grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}),
+    ))
     if tls:
         cert, key = (open(f, "rb").read() for f in tls)
         creds = grpc.ssl_server_credentials(((key, cert),))
@@ -144,6 +163,9 @@ def client(target, scenario, tls):
             got = outcome(lambda: who(b"", timeout=10).decode())
             counts[got] = counts.get(got, 0) + 1
         result["counts"] = counts
+    elif scenario.startswith("sethealth:"):
+        result["set"] = outcome(lambda: method("unary_unary", "SetHealth")(
+            scenario.split(":")[1].encode(), timeout=10).decode())
     elif scenario == "die":
         result["died"] = outcome(lambda: str(len(list(method("unary_stream", "Die")(b"", timeout=10)))))
         result["after"] = [outcome(lambda: who(b"", timeout=10).decode()) for _ in range(6)]

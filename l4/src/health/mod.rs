@@ -43,7 +43,34 @@ pub enum Probe {
         send: Vec<u8>,
         expect: Option<Vec<u8>>,
     },
+    /// A probe this crate does not know how to make (HTTP over TLS or HTTP/2,
+    /// gRPC health: the l7 crate's).
+    External(External),
 }
+
+/// A probe made elsewhere; two are equal when they describe themselves alike.
+#[derive(Debug, Clone)]
+pub struct External(pub Arc<dyn Prober>);
+
+impl PartialEq for External {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.describe() == other.0.describe()
+    }
+}
+
+impl Eq for External {}
+
+/// One kind of probe, made by the caller's code.
+pub trait Prober: Send + Sync + std::fmt::Debug {
+    /// Probes `addr` once; the check's timeout bounds it from outside.
+    fn probe(&self, addr: std::net::SocketAddr) -> ProbeFuture<'_>;
+    /// What it checks, for `fulcrum check` and for telling two apart.
+    fn describe(&self) -> String;
+}
+
+/// What `Prober::probe` returns: why the probe failed, if it did.
+pub type ProbeFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// A pool's health check settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! One health probe of one backend: TCP connect (with an optional payload
-//! exchange), HTTP GET with a status range, or a UDP datagram exchange.
+//! exchange), HTTP GET with a status range, a UDP datagram exchange, or a probe
+//! made by the caller (`Probe::External`).
 
 use std::fmt;
 use std::io;
@@ -26,6 +27,8 @@ pub enum Failure {
     BadResponse,
     /// HTTP: a status outside the expected range.
     Status(u16),
+    /// An external probe's reason.
+    Other(String),
 }
 
 impl fmt::Display for Failure {
@@ -36,6 +39,7 @@ impl fmt::Display for Failure {
             Failure::Mismatch => f.write_str("reply does not contain the expected bytes"),
             Failure::BadResponse => f.write_str("no HTTP status line in the reply"),
             Failure::Status(s) => write!(f, "HTTP status {s} outside the expected range"),
+            Failure::Other(why) => f.write_str(why),
         }
     }
 }
@@ -58,6 +62,7 @@ pub async fn probe(addr: SocketAddr, check: &Check) -> Result<(), Failure> {
             Probe::Http { path, host, status } => {
                 http(addr, &local, path, host.as_deref(), status).await
             }
+            Probe::External(external) => external.0.probe(addr).await.map_err(Failure::Other),
             Probe::Udp { send, expect } => {
                 // Datagrams carry version 2 only.
                 let local = check

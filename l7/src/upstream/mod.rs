@@ -531,6 +531,43 @@ pub async fn connect(
     handshake_h1(addr, stream, upgrade).await.map(Conn::H1)
 }
 
+/// Sends one request over a connection of its own (not pooled: a health probe's),
+/// in `version` (`Auto`: as the backend chose by ALPN); the connection closes
+/// once the response and the returned handle are dropped.
+pub async fn one_off(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+    version: HttpVersion,
+    req: Request<RequestBody>,
+) -> io::Result<Response<Incoming>> {
+    let stream = open(addr, timeout, tls, false).await?;
+    let h2 = match (version, &stream) {
+        (HttpVersion::Http1, _) => false,
+        (HttpVersion::Http2, _) => true,
+        (HttpVersion::Auto, Stream::Tls(s)) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        (HttpVersion::Auto, Stream::Plain(_)) => false,
+    };
+    let io = TokioIo::new(stream);
+    if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(io::Error::other)?;
+        tokio::spawn(conn);
+        return sender
+            .send_request(h2_form(req, tls.is_some()))
+            .await
+            .map_err(io::Error::other);
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(io::Error::other)
+}
+
 /// A TCP connection to `addr`, with the TLS handshake when the pool has TLS.
 async fn open(
     addr: SocketAddr,
