@@ -510,3 +510,25 @@ fn client_certificates_both_ways() {
     assert_ne!(r.status, 200, "served without a client certificate");
     assert_eq!(web.hits(), 1);
 }
+
+#[test]
+fn http_health_checks_speak_the_pools_tls() {
+    let pki = Pki::new("health-tls");
+    let leaf = pki.issue("up", &["up.test"]);
+    let web = HttpBackend::start("U");
+    let up = tls_backend(&leaf, &web);
+    // A status no backend answers: the check fails, and its reason shows it read
+    // the backend's HTTP answer through TLS (a plaintext probe would read none).
+    let mut f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"front\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"up\"\n\n\
+         [[pool]]\nname = \"up\"\nbackends = [\"{}\"]\ntls = {{ ca = {:?}, sni = \"up.test\" }}\n\n\
+         [pool.health]\nkind = \"http\"\npath = \"/healthz\"\nexpect_status = \"500\"\ninterval = \"100ms\"\nfall = 1\n",
+        up.addr("up"),
+        pki.ca_pem
+    ));
+    let line = f.saw("backend down");
+    assert!(
+        line.contains("HTTP status 200 outside the expected range"),
+        "{line}"
+    );
+}
