@@ -391,8 +391,13 @@ async fn forward(
                 return Err(Refusal::Stalled(settings.body_read_timeout))
             }
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
-            Err(Failed(e)) => return Err(Refusal::Backend(addr, e)),
+            Err(Failed(e)) => {
+                pool.record_response(backend, true);
+                return Err(Refusal::Backend(addr, e));
+            }
         };
+        // `eject_after_5xx` counts the backend's own 5xx answers in a row.
+        pool.record_response(backend, response.status().is_server_error());
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {

@@ -126,6 +126,8 @@ pub struct FilePool {
     pub fail_open: Option<S<bool>>,
     pub eject_after: Option<S<u32>>,
     pub eject_time: Option<S<String>>,
+    pub eject_after_5xx: Option<S<u32>>,
+    pub max_ejection_percent: Option<S<u32>>,
     pub tls: Option<S<FilePoolTls>>,
     pub http_version: Option<S<String>>,
 }

@@ -373,13 +373,17 @@ impl Config {
                 p.backends.len() + p.dns.len()
             );
             let policy = &p.policy;
-            let eject = match policy.eject_after {
-                0 => "never eject".to_owned(),
+            let mut eject = match policy.eject_after {
+                0 => "never eject on connect failures".to_owned(),
                 n => format!(
                     "eject after {n} failures for {} (doubling)",
                     duration::display(policy.eject_time)
                 ),
             };
+            if policy.eject_after_5xx > 0 {
+                eject += &format!(" or {} 5xx in a row", policy.eject_after_5xx);
+            }
+            eject += &format!(", at most {}% ejected", policy.max_ejection_percent);
             let _ = writeln!(
                 out,
                 "  on failure: fail open {}, {eject}, slow start {}",

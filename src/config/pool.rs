@@ -96,6 +96,20 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
             Some(t) => parse_duration(t, "slow_start")?,
             None => defaults.slow_start,
         },
+        eject_after_5xx: p
+            .eject_after_5xx
+            .as_ref()
+            .map_or(defaults.eject_after_5xx, |e| *e.get_ref()),
+        max_ejection_percent: match &p.max_ejection_percent {
+            Some(pct) if *pct.get_ref() > 100 => {
+                return Err(invalid(
+                    pct,
+                    "`max_ejection_percent` is a share of the pool: 0 to 100",
+                ))
+            }
+            Some(pct) => *pct.get_ref(),
+            None => defaults.max_ejection_percent,
+        },
     };
     if p.backends.get_ref().is_empty() {
         return Err(invalid(

@@ -39,6 +39,8 @@ pub struct BackendStats {
     ejected: AtomicBool,
     /// Connect failures in a row (reset by any success).
     consecutive_failures: AtomicU32,
+    /// 5xx responses or resets in a row, at L7 (reset by any other response).
+    consecutive_5xx: AtomicU32,
     /// Ejections so far: each one lasts longer.
     ejections: AtomicU32,
     /// Clock reading (ns) when the backend last came into service (added by a
@@ -66,6 +68,7 @@ impl Default for BackendStats {
             down: AtomicBool::default(),
             ejected: AtomicBool::default(),
             consecutive_failures: AtomicU32::default(),
+            consecutive_5xx: AtomicU32::default(),
             ejections: AtomicU32::default(),
             up_since: AtomicU64::default(),
             ewma: PeakEwma::default(),
@@ -239,6 +242,9 @@ pub struct Pool {
     fail_open_logged: AtomicU64,
     /// Draws for slow-start admission.
     rng: Rng,
+    /// Held while deciding an ejection, so that workers ejecting at once cannot
+    /// together pass `max_ejection_percent`.
+    ejecting: std::sync::Mutex<()>,
 }
 
 /// What a pool does when backends fail.
@@ -253,6 +259,11 @@ pub struct Policy {
     /// A backend coming into service ramps from 10% to its full share over this
     /// long (zero = at once).
     pub slow_start: Duration,
+    /// L7: eject a backend after this many 5xx responses or resets in a row (0 = never).
+    pub eject_after_5xx: u32,
+    /// Passive ejection never takes out more than this share of the pool (but
+    /// always may take one, as Envoy does; 0 = never eject).
+    pub max_ejection_percent: u32,
 }
 
 /// The share a slow-starting backend begins with.
@@ -268,6 +279,8 @@ impl Default for Policy {
             eject_after: 5,
             eject_time: Duration::from_secs(10),
             slow_start: Duration::ZERO,
+            eject_after_5xx: 0,
+            max_ejection_percent: 50,
         }
     }
 }
@@ -308,6 +321,7 @@ impl Pool {
             fail_open_next: AtomicU32::new(0),
             fail_open_logged: AtomicU64::new(0),
             rng: Rng::new(options.seed ^ 0x510f_57a7),
+            ejecting: std::sync::Mutex::new(()),
         }
     }
 
@@ -419,50 +433,6 @@ impl Pool {
         &self.backends
     }
 
-    /// Records a failed connect (or a refused UDP flow). After `eject_after` in a
-    /// row the backend is ejected for a backoff that doubles with each ejection;
-    /// it returns when the backoff ends or an active check passes. Returns the
-    /// ejection's length when this failure caused one.
-    pub fn record_connect_error(&self, backend: &Backend) -> Option<Duration> {
-        let failures = backend.count_failure();
-        let policy = self.policy;
-        if policy.eject_after == 0 || failures < policy.eject_after || backend.is_ejected() {
-            return None;
-        }
-        let nth = backend.stats.ejections.fetch_add(1, Ordering::Relaxed);
-        let backoff = policy
-            .eject_time
-            .checked_mul(1 << nth.min(16))
-            .unwrap_or(MAX_EJECTION)
-            .min(MAX_EJECTION);
-        backend.stats.ejected.store(true, Ordering::Relaxed);
-        backend
-            .stats
-            .consecutive_failures
-            .store(0, Ordering::Relaxed);
-        tracing::warn!(
-            pool = %self.name,
-            backend = %backend.addr(),
-            failures,
-            backoff_ms = backoff.as_millis() as u64,
-            "backend ejected after connect failures in a row"
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (stats, addr, pool) = (
-                Arc::clone(&backend.stats),
-                backend.addr(),
-                self.name.clone(),
-            );
-            runtime.spawn(async move {
-                tokio::time::sleep(backoff).await;
-                if stats.ejected.swap(false, Ordering::Relaxed) {
-                    tracing::info!(pool = %pool, backend = %addr, "backend back from ejection");
-                }
-            });
-        }
-        Some(backoff)
-    }
-
     /// Backends to try for one new connection: the balancer's choice first, then
     /// the other backends that are up, in the balancer's fallback order.
     ///
@@ -564,6 +534,8 @@ impl<'a> Iterator for Candidates<'a> {
         }
     }
 }
+
+mod outlier;
 
 #[cfg(test)]
 mod tests;

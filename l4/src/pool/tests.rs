@@ -52,6 +52,7 @@ fn connect_failures_in_a_row_eject_with_growing_backoff() {
         eject_after: 3,
         eject_time: Duration::from_secs(10),
         slow_start: Duration::ZERO,
+        ..Policy::default()
     };
     let pool = Pool::new("p", Algorithm::RoundRobin, &[spec(1, 1), spec(2, 1)]).with_policy(policy);
     let b = &pool.backends()[0];
@@ -76,6 +77,44 @@ fn connect_failures_in_a_row_eject_with_growing_backoff() {
     }
     assert_eq!(pool.record_connect_error(b), Some(Duration::from_secs(20)));
     assert_eq!(b.connect_errors(), 8);
+}
+
+#[test]
+fn ejection_never_takes_more_than_max_ejection_percent() {
+    let specs: Vec<BackendSpec> = (1..=4).map(|p| spec(p, 1)).collect();
+    let pool = Pool::new("p", Algorithm::RoundRobin, &specs).with_policy(Policy {
+        eject_after: 1,
+        eject_after_5xx: 2,
+        max_ejection_percent: 50,
+        ..Policy::default()
+    });
+    let [a, b, c, d] = pool.backends() else {
+        panic!("four backends")
+    };
+    assert!(pool.record_connect_error(a).is_some());
+    // 5xx in a row count apart from connect failures, and a good answer resets them.
+    assert!(pool.record_response(b, true).is_none());
+    assert!(pool.record_response(b, false).is_none());
+    assert!(pool.record_response(b, true).is_none());
+    assert!(pool.record_response(b, true).is_some());
+    // Half the pool is out: the rest stays in, however it fails.
+    assert!(pool.record_connect_error(c).is_none());
+    assert!(pool.record_response(d, true).is_none());
+    assert!(pool.record_response(d, true).is_none());
+    assert_eq!(pool.backends().iter().filter(|x| x.is_ejected()).count(), 2);
+    // One backend can always be ejected, and 0% means never.
+    let one = Pool::new("p", Algorithm::RoundRobin, &specs[..1]).with_policy(Policy {
+        eject_after: 1,
+        max_ejection_percent: 10,
+        ..Policy::default()
+    });
+    assert!(one.record_connect_error(&one.backends()[0]).is_some());
+    let never = Pool::new("p", Algorithm::RoundRobin, &specs).with_policy(Policy {
+        eject_after: 1,
+        max_ejection_percent: 0,
+        ..Policy::default()
+    });
+    assert!(never.record_connect_error(&never.backends()[0]).is_none());
 }
 
 #[test]
