@@ -303,6 +303,10 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", value_parser = config::size::parse, default_value = "64KiB")]
     pub request_buffer: usize,
 
+    /// Largest request body; 413 beyond ("0": no limit).
+    #[arg(long, value_name = "SIZE", value_parser = config::size::parse, default_value = "0")]
+    pub max_request_body: usize,
+
     /// Close a keep-alive connection to a backend once it is idle this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub upstream_idle_timeout: Duration,
@@ -356,6 +360,7 @@ impl HttpArgs {
             upstream_idle_timeout: nonzero(self.upstream_idle_timeout, "--upstream-idle-timeout")?,
             body_read_timeout: nonzero(self.body_read_timeout, "--body-read-timeout")?,
             request_buffer: self.request_buffer,
+            max_request_body: self.max_request_body,
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,

@@ -407,3 +407,36 @@ fn tls_prefers_the_servers_cipher_order() {
     });
     assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
 }
+
+#[test]
+fn a_body_over_max_request_body_gets_413_and_the_backend_sees_none_of_it() {
+    let (public, admin) = (Recorder::start(), Recorder::start());
+    let f = Fulcrum::run(&two_hosts(&public, &admin, "max_request_body = \"10KiB\""));
+    // A declared length past the limit: refused before a byte of it is read.
+    let (status, text) = exchange(
+        f.addr("web"),
+        b"POST /up HTTP/1.1\r\nHost: public.test\r\nContent-Length: 10485760\r\n\r\n",
+    );
+    assert_eq!(status, Some(413), "{text}");
+    assert!(text.contains("at most 10240 bytes"), "{text}");
+    // Chunked, so only counting tells: past 10 KiB, 413.
+    let mut chunked =
+        b"POST /up HTTP/1.1\r\nHost: public.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"1000\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x1000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (status, text) = exchange(f.addr("web"), &chunked);
+    assert_eq!(status, Some(413), "{text}");
+    // Within the limit, as before.
+    let (status, _) = exchange(
+        f.addr("web"),
+        b"POST /up HTTP/1.1\r\nHost: public.test\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(status, Some(200));
+    let got = public.taken();
+    assert_eq!(got.len(), 1, "only the small one reached the backend");
+    assert_eq!(got[0].body, b"hello");
+}

@@ -19,6 +19,8 @@ use tokio::time::{Instant, Sleep};
 pub enum BodyError {
     /// The client sent nothing more for `body_read_timeout`.
     Stalled(Duration),
+    /// The body went past `max_request_body`.
+    TooLarge(usize),
     /// The client's body was malformed or broke off.
     Client(hyper::Error),
 }
@@ -27,6 +29,7 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::Stalled(t) => write!(f, "no request body progress for {t:?}"),
+            BodyError::TooLarge(max) => write!(f, "request body over {max} bytes"),
             BodyError::Client(e) => write!(f, "{e}"),
         }
     }
@@ -35,7 +38,7 @@ impl fmt::Display for BodyError {
 impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BodyError::Stalled(_) => None,
+            BodyError::Stalled(_) | BodyError::TooLarge(_) => None,
             BodyError::Client(e) => Some(e),
         }
     }
@@ -52,15 +55,20 @@ pub struct RequestBody {
     trailers: Option<http::HeaderMap>,
     stall: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// `max_request_body` (0 = none), and the bytes that came so far.
+    max: usize,
+    seen: usize,
 }
 
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` (each wait bounded by `stall`), and
-    /// returns the body to send: what was read, then whatever follows.
+    /// returns the body to send: what was read, then whatever follows, failing
+    /// with `TooLarge` past `max` bytes (0 = no limit).
     pub async fn read_ahead(
         body: Incoming,
         limit: usize,
         stall: Duration,
+        max: usize,
     ) -> Result<Self, BodyError> {
         let mut ahead = BytesMut::new();
         let mut trailers = None;
@@ -78,7 +86,12 @@ impl RequestBody {
             match frame {
                 None => rest = None,
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => ahead.extend_from_slice(&data),
+                    Ok(data) => {
+                        ahead.extend_from_slice(&data);
+                        if max > 0 && ahead.len() > max {
+                            return Err(BodyError::TooLarge(max));
+                        }
+                    }
                     // Trailers end the body.
                     Err(frame) => {
                         trailers = frame.into_trailers().ok();
@@ -89,11 +102,13 @@ impl RequestBody {
             }
         }
         Ok(RequestBody {
+            seen: ahead.len(),
             ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
             rest,
             trailers,
             stall,
             timer: None,
+            max,
         })
     }
 }
@@ -107,6 +122,8 @@ impl RequestBody {
             trailers: None,
             stall: Duration::MAX,
             timer: None,
+            max: 0,
+            seen: 0,
         }
     }
 }
@@ -131,6 +148,13 @@ impl Body for RequestBody {
                 this.timer = None;
                 if frame.is_none() {
                     this.rest = None;
+                }
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    this.seen += data.map_or(0, Bytes::len);
+                    if this.max > 0 && this.seen > this.max {
+                        this.rest = None;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.max))));
+                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Client)))
             }
@@ -176,14 +200,15 @@ impl Body for RequestBody {
     }
 }
 
-/// Whether a failed send was a request body that stalled (408).
-pub fn stalled(e: &hyper::Error) -> bool {
+/// The request body's own failure behind a failed send (a body that stalled:
+/// 408, or grew too large: 413), if that is what it was.
+pub fn failure(e: &hyper::Error) -> Option<&BodyError> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if matches!(s.downcast_ref::<BodyError>(), Some(BodyError::Stalled(_))) {
-            return true;
+        if let Some(body) = s.downcast_ref::<BodyError>() {
+            return Some(body);
         }
         source = s.source();
     }
-    false
+    None
 }

@@ -62,6 +62,8 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     /// Request body bytes read before a backend is chosen.
     pub request_buffer: usize,
+    /// Largest request body (0 = no limit): 413 beyond.
+    pub max_request_body: usize,
     pub rewrite: Rewrite,
     /// Keep (and append to) the client's X-Forwarded-For / Forwarded chain.
     pub trust_forwarded: bool,

@@ -63,6 +63,9 @@ enum Refusal {
     /// The client sent no more of its body for `body_read_timeout`.
     #[error("no request body progress for {0:?}")]
     Stalled(std::time::Duration),
+    /// The body is larger than `max_request_body`.
+    #[error("request body over max_request_body ({0} bytes)")]
+    TooLarge(usize),
 }
 
 /// nginx's code for a client that went away before its response: never sent,
@@ -82,6 +85,7 @@ impl Refusal {
             }
             Refusal::ClientBody(_) => StatusCode::BAD_REQUEST,
             Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -102,6 +106,9 @@ impl Refusal {
             Refusal::ClientBody(_) => "400 bad request: malformed request body\n".to_owned(),
             Refusal::Stalled(_) => {
                 "408 request timeout: the request body stopped arriving\n".to_owned()
+            }
+            Refusal::TooLarge(max) => {
+                format!("413 content too large: the request body may have at most {max} bytes\n")
             }
         }
     }
@@ -141,7 +148,10 @@ impl Refusal {
     /// Whether the connection cannot carry another request after this answer:
     /// the client's body was left half read.
     fn closes(&self) -> bool {
-        matches!(self, Refusal::ClientBody(_) | Refusal::Stalled(_))
+        matches!(
+            self,
+            Refusal::ClientBody(_) | Refusal::Stalled(_) | Refusal::TooLarge(_)
+        )
     }
 }
 
@@ -300,10 +310,21 @@ async fn forward(
     let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
     // A small body is read before a backend is chosen: a client trickling it
     // holds no backend connection meanwhile.
-    let body = RequestBody::read_ahead(body, settings.request_buffer, settings.body_read_timeout)
+    // A declared length past the limit is refused before any of it is read.
+    let max = settings.max_request_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if max > 0 && declared.is_some_and(|n| n > max as u64) {
+        return Err(Refusal::TooLarge(max));
+    }
+    let buffer = settings.request_buffer;
+    let body = RequestBody::read_ahead(body, buffer, settings.body_read_timeout, max)
         .await
         .map_err(|e| match e {
             BodyError::Stalled(t) => Refusal::Stalled(t),
+            BodyError::TooLarge(max) => Refusal::TooLarge(max),
             BodyError::Client(e) => Refusal::ClientBody(e),
         })?;
     let upstream = choose_upstream(target, &parts.headers).ok_or(Refusal::NoRoute)?;
@@ -387,8 +408,11 @@ async fn forward(
                 continue;
             }
             // The request body is the client's: its failure is not the backend's.
-            Err(Failed(e)) if body::stalled(&e) => {
+            Err(Failed(e)) if matches!(body::failure(&e), Some(BodyError::Stalled(_))) => {
                 return Err(Refusal::Stalled(settings.body_read_timeout))
+            }
+            Err(Failed(e)) if matches!(body::failure(&e), Some(BodyError::TooLarge(_))) => {
+                return Err(Refusal::TooLarge(settings.max_request_body))
             }
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
             Err(Failed(e)) => {

@@ -62,6 +62,7 @@ pub struct FileListener {
     pub upstream_idle_timeout: Option<S<String>>,
     pub body_read_timeout: Option<S<String>>,
     pub request_buffer: Option<S<String>>,
+    pub max_request_body: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub client_ca: Option<S<String>>,

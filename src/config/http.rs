@@ -67,6 +67,11 @@ pub(super) fn options(
                 .map_err(|e| invalid(s, format!("`request_buffer`: {e}")))?,
             None => fulcrum_l7::DEFAULT_REQUEST_BUFFER,
         },
+        max_request_body: match &l.max_request_body {
+            Some(s) => super::size::parse(s.get_ref())
+                .map_err(|e| invalid(s, format!("`max_request_body`: {e}")))?,
+            None => 0,
+        },
         upstream_idle_timeout: match &l.upstream_idle_timeout {
             Some(d) => nonzero_duration(d, "upstream_idle_timeout")?,
             None => fulcrum_l7::upstream::DEFAULT_IDLE_TIMEOUT,

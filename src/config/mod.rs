@@ -102,6 +102,8 @@ pub struct HttpOptions {
     pub body_read_timeout: Duration,
     /// Request body bytes read before a backend is chosen.
     pub request_buffer: usize,
+    /// Largest request body (0 = no limit): 413 beyond.
+    pub max_request_body: usize,
     /// Routes naming pools by name, in config order.
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
@@ -285,13 +287,17 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
                 Protocol::Http(h) => format!(
-                    "connect {}, retries {}, header read {}, request {}, body read {}, request buffer {}, upstream idle {}, {} route(s){}",
+                    "connect {}, retries {}, header read {}, request {}, body read {}, request buffer {}, max body {}, upstream idle {}, {} route(s){}",
                     duration::display(h.connect_timeout),
                     h.retries,
                     duration::display(h.header_read_timeout),
                     duration::display(h.request_timeout),
                     duration::display(h.body_read_timeout),
                     size::display(h.request_buffer),
+                    match h.max_request_body {
+                        0 => "unlimited".to_owned(),
+                        n => size::display(n),
+                    },
                     duration::display(h.upstream_idle_timeout),
                     h.routes.len(),
                     if h.trust_forwarded {

@@ -221,6 +221,11 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.max_request_body),
+            "max_request_body",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.trust_forwarded),
             "trust_forwarded",
         ),

@@ -224,6 +224,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         request_timeout: h.request_timeout,
         body_read_timeout: h.body_read_timeout,
         request_buffer: h.request_buffer,
+        max_request_body: h.max_request_body,
         rewrite: h.rewrite.clone(),
         trust_forwarded: h.trust_forwarded,
         access_log: l.access_log,
