@@ -8,6 +8,7 @@ mod grpc;
 pub mod health;
 mod listener;
 mod proxy;
+mod refusal;
 pub mod rewrite;
 pub mod route;
 pub mod sticky;

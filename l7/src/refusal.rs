@@ -1,0 +1,155 @@
+//! fulcrum's own answers: why a request was not answered by a backend, and the
+//! status, text or gRPC status that says so. A client's fault is never a 5xx.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::grpc;
+use crate::upstream::ProxyBody;
+use crate::vet::Refused;
+
+/// Why a request got fulcrum's own answer instead of a backend's.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("no route matches and the listener has no default pool")]
+    NoRoute,
+    #[error("no backend available in pool `{0}`")]
+    NoBackend(String),
+    #[error("backend {0} failed: {1}")]
+    Backend(SocketAddr, #[source] hyper::Error),
+    #[error("no response within the request timeout")]
+    Timeout,
+    /// The request itself cannot be forwarded as it is.
+    #[error("refused: {}", .0.why)]
+    Bad(Refused),
+    /// The client's body broke off or was malformed while it was being sent on:
+    /// the client's fault, never the backend's.
+    #[error("client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+    /// gRPC needs HTTP/2 to the backend, and this pool speaks HTTP/1.1.
+    #[error("gRPC call routed to pool `{0}`, which speaks HTTP/1.1 to its backends; set http_version = \"2\" (or \"auto\" over TLS) on it")]
+    GrpcOverHttp1(String),
+    /// The client sent no more of its body for `body_read_timeout`.
+    #[error("no request body progress for {0:?}")]
+    Stalled(std::time::Duration),
+    /// The body is larger than `max_request_body`.
+    #[error("request body over max_request_body ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// nginx's code for a client that went away before its response: never sent,
+/// only logged and counted.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Refusal {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Backend(..) | Refusal::GrpcOverHttp1(_) => StatusCode::BAD_GATEWAY,
+            Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Bad(r) => r.status,
+            Refusal::ClientBody(e) if client_went_away(e) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Refusal::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
+            Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn body(&self) -> String {
+        match self {
+            Refusal::NoRoute => "404 not found: no route for this request\n".to_owned(),
+            Refusal::NoBackend(_) => {
+                "503 service unavailable: no backend could take the request\n".to_owned()
+            }
+            Refusal::Backend(..) => "502 bad gateway: the backend failed\n".to_owned(),
+            Refusal::GrpcOverHttp1(_) => {
+                "502 bad gateway: gRPC needs HTTP/2 to the backend\n".to_owned()
+            }
+            Refusal::Timeout => {
+                "504 gateway timeout: the backend did not answer in time\n".to_owned()
+            }
+            Refusal::Bad(r) => format!("{} {}\n", r.status, r.why),
+            Refusal::ClientBody(_) => "400 bad request: malformed request body\n".to_owned(),
+            Refusal::Stalled(_) => {
+                "408 request timeout: the request body stopped arriving\n".to_owned()
+            }
+            Refusal::TooLarge(max) => {
+                format!("413 content too large: the request body may have at most {max} bytes\n")
+            }
+        }
+    }
+
+    /// fulcrum's answer: plain text, or for a gRPC call the gRPC status a client
+    /// would map this HTTP status to.
+    pub(crate) fn response(&self, grpc: bool) -> Response<ProxyBody> {
+        if grpc {
+            let code = grpc::Code::from_http(self.status());
+            return grpc::response(code, &self.to_string());
+        }
+        let mut response = Response::new(ProxyBody::text(self.body()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.closes() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// A failure of fulcrum or a backend (logged at warn), not of the client.
+    pub(crate) fn is_server_side(&self) -> bool {
+        matches!(
+            self,
+            Refusal::NoBackend(_)
+                | Refusal::Backend(..)
+                | Refusal::Timeout
+                | Refusal::GrpcOverHttp1(_)
+        )
+    }
+
+    /// Whether the connection cannot carry another request after this answer:
+    /// the client's body was left half read.
+    fn closes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::ClientBody(_) | Refusal::Stalled(_) | Refusal::TooLarge(_)
+        )
+    }
+}
+
+/// Whether a client body error means the client closed mid-body (rather than
+/// sending something malformed).
+fn client_went_away(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(inner) = s.downcast_ref::<hyper::Error>() {
+            if inner.is_incomplete_message() || inner.is_closed() || inner.is_canceled() {
+                return true;
+            }
+        }
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        }) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
