@@ -361,13 +361,15 @@ impl HttpArgs {
             body_read_timeout: nonzero(self.body_read_timeout, "--body-read-timeout")?,
             request_buffer: self.request_buffer,
             max_request_body: self.max_request_body,
+            retry_on: Default::default(),
+            try_timeout: None,
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
         };
-        let mut config = self
-            .pool
-            .to_config("http", self.listen, Protocol::Http(options))?;
+        let mut config =
+            self.pool
+                .to_config("http", self.listen, Protocol::Http(Box::new(options)))?;
         if let Some(name) = &self.sticky_cookie {
             if !fulcrum_l7::sticky::is_cookie_name(name) {
                 return Err(format!("invalid --sticky-cookie name `{name}`"));

@@ -1,6 +1,7 @@
-//! Passive outlier detection at L7: `eject_after_5xx` takes out a backend that
-//! answers 5xx in a row and brings it back after `eject_time`, and
-//! `max_ejection_percent` keeps part of the pool in service whatever fails.
+//! Failing backends at L7: passive outlier detection (`eject_after_5xx` takes
+//! out a backend that answers 5xx in a row and brings it back after
+//! `eject_time`; `max_ejection_percent` keeps part of the pool in service
+//! whatever fails) and retries (`retry_on`, `try_timeout`, the retry budget).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -35,9 +36,14 @@ fn answering(name: &'static str, status: u16) -> Backend {
 }
 
 fn config(backends: &[&Backend], pool_extra: &str) -> String {
+    listener_config(backends, "", pool_extra)
+}
+
+fn listener_config(backends: &[&Backend], listener_extra: &str, pool_extra: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     format!(
-        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n\
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n{listener_extra}\n\n\
          [[pool]]\nname = \"p\"\nbackends = [{}]\n{pool_extra}\n",
         list.join(", ")
     )
@@ -105,4 +111,108 @@ fn max_ejection_percent_keeps_half_the_pool_in_service() {
     names.dedup();
     assert_eq!(names.len(), 2, "{later:?}");
     assert!(later.iter().all(|(s, _)| *s == 503), "{later:?}");
+}
+
+/// A backend that reads a request and never answers.
+fn hanging() -> Backend {
+    Backend::start(|mut s: TcpStream| {
+        let mut sink = [0; 4096];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    })
+}
+
+fn post(f: &Fulcrum) -> (u16, String) {
+    let r = common::http::HttpClient::connect(f.addr("web")).send("POST", "/", &[], "data");
+    let name = r
+        .headers
+        .get("x-name")
+        .map_or("-", |v| v.to_str().unwrap())
+        .to_owned();
+    (r.status, name)
+}
+
+fn retries(f: &Fulcrum) -> u64 {
+    let metrics = common::http::get(f.addr("admin"), "/metrics", &[]).body;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("fulcrum_listener_retries_total{listener=\"web\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"))
+}
+
+#[test]
+fn retry_on_503_moves_a_get_and_never_replays_a_post() {
+    let (bad, good) = (answering("bad", 503), answering("good", 200));
+    let f = Fulcrum::run(&listener_config(&[&bad, &good], "retry_on = [\"503\"]", ""));
+    // Round robin: every GET that meets `bad` first goes on to `good`.
+    let got = answers(&f, 10);
+    assert!(got.iter().all(|(s, n)| *s == 200 && n == "good"), "{got:?}");
+    assert_eq!(retries(&f), 5);
+    // A POST reached `bad`: its 503 is the answer, never sent again.
+    let posts: Vec<(u16, String)> = (0..4).map(|_| post(&f)).collect();
+    assert!(posts.contains(&(503, "bad".to_owned())), "{posts:?}");
+    assert_eq!(retries(&f), 5);
+}
+
+#[test]
+fn the_retry_budget_holds_with_one_backend_of_three_failing_every_request() {
+    let all = [
+        answering("a", 200),
+        answering("b", 200),
+        answering("bad", 503),
+    ];
+    let f = Fulcrum::run(&listener_config(
+        &all.iter().collect::<Vec<_>>(),
+        "retry_on = [\"503\"]",
+        "eject_after = 0",
+    ));
+    let started = std::time::Instant::now();
+    let mut client = common::http::HttpClient::connect(f.addr("web"));
+    let n = 10_000u64;
+    let mut failed = 0u64;
+    for _ in 0..n {
+        if client.get("/", &[]).status != 200 {
+            failed += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    let retried = retries(&f);
+    // A third meet `bad` first; a fifth of all requests, plus 3 a second and
+    // the 10 saved up, may be retried: the rest get bad's 503.
+    let cap = n / 5 + 3 * secs + 10;
+    assert!(
+        retried <= cap,
+        "{retried} retries over {n} requests in {secs}s (cap {cap})"
+    );
+    assert!(
+        retried >= n / 5 - 10,
+        "{retried} retries: the budget was not used"
+    );
+    let met = failed + retried;
+    assert!(
+        (n / 3 - 1..=n / 3 + 1).contains(&met),
+        "{met}: every 503 met was retried or answered"
+    );
+}
+
+#[test]
+fn each_try_obeys_try_timeout() {
+    let (stuck, good) = (hanging(), answering("good", 200));
+    // Without a retry for it, the hung try ends in 504 at try_timeout, well
+    // before request_timeout.
+    let f = Fulcrum::run(&listener_config(
+        &[&stuck, &good],
+        "try_timeout = \"300ms\"\nrequest_timeout = \"60s\"",
+        "",
+    ));
+    let got = answers(&f, 2);
+    assert!(got.contains(&(504, "-".to_owned())), "{got:?}");
+    // With retry_on 504 the next backend answers instead.
+    let f = Fulcrum::run(&listener_config(
+        &[&stuck, &good],
+        "try_timeout = \"300ms\"\nretry_on = [\"504\"]",
+        "",
+    ));
+    let got = answers(&f, 4);
+    assert!(got.iter().all(|(s, n)| *s == 200 && n == "good"), "{got:?}");
 }

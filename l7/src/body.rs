@@ -114,6 +114,15 @@ impl RequestBody {
 }
 
 impl RequestBody {
+    /// The whole body, when all of it was read ahead (no trailers): what a
+    /// retry can send again.
+    pub fn in_hand(&self) -> Option<Bytes> {
+        if self.rest.is_some() || self.trailers.is_some() {
+            return None;
+        }
+        Some(self.ahead.clone().unwrap_or_default())
+    }
+
     /// A body fulcrum makes itself (a health probe's), all in hand.
     pub fn full(data: Bytes) -> Self {
         RequestBody {

@@ -9,6 +9,7 @@ pub mod health;
 mod listener;
 mod proxy;
 mod refusal;
+pub mod retry;
 pub mod rewrite;
 pub mod route;
 pub mod sticky;

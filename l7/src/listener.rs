@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proxy;
+use crate::retry::{Budget, RetryOn};
 use crate::rewrite::Rewrite;
 use crate::route::Router;
 use crate::sticky::{backend_id, RequestKey};
@@ -64,6 +65,10 @@ pub struct Settings {
     pub request_buffer: usize,
     /// Largest request body (0 = no limit): 413 beyond.
     pub max_request_body: usize,
+    /// What else than a connect failure sends a request to another backend.
+    pub retry_on: RetryOn,
+    /// Bounds each try, up to the response's head (none: only `request_timeout`).
+    pub try_timeout: Option<Duration>,
     pub rewrite: Rewrite,
     /// Keep (and append to) the client's X-Forwarded-For / Forwarded chain.
     pub trust_forwarded: bool,
@@ -90,6 +95,8 @@ pub struct Upstream {
     pub http_version: HttpVersion,
     /// The sticky cookie value of each backend, in pool order.
     pub(crate) ids: Vec<String>,
+    /// Retries after a request reached a backend draw on this.
+    pub(crate) budget: Budget,
 }
 
 impl Upstream {
@@ -115,6 +122,7 @@ impl Upstream {
             tls,
             http_version,
             ids,
+            budget: Budget::new(crate::upstream::now_ms()),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::body::{self, BodyError, RequestBody};
 use crate::grpc;
 use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::refusal::Refusal;
+use crate::retry::{self, Budget, Spare};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
 use crate::sticky::{cookie, set_cookie};
@@ -243,12 +244,33 @@ async fn forward(
             pool.candidates(&ctx)
                 .filter(|b| pinned.is_none_or(|p| p.addr() != b.addr())),
         )
-        .take(attempts);
+        .take(attempts)
+        // Collected: whether another backend follows decides a retry, and a
+        // lazy iterator held across the sends keeps the future from being Send.
+        .collect::<Vec<&Backend>>();
     let mut request = Request::from_parts(parts, body);
-    for (attempt, backend) in candidates.enumerate() {
+    // A copy to send again, when `retry_on` may ask for one after a backend
+    // got the request and it can be replayed.
+    let retry_on = settings.retry_on;
+    let spare = (retry_on.after_sending() && retry::replayable(request.method(), request.body()))
+        .then(|| Spare::of(&request))
+        .flatten();
+    upstream.budget.deposit();
+    for (attempt, &backend) in candidates.iter().enumerate() {
         if attempt > 0 {
             conn.listener.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
+        // The next try, when `retry_on` says so, the request can be replayed,
+        // there is another backend and the pool's budget allows it.
+        let more = attempt + 1 < candidates.len();
+        let again = |wanted: bool| {
+            next_try(
+                spare.as_ref(),
+                wanted && more,
+                &upstream.budget,
+                pool.name(),
+            )
+        };
         let active = backend.track();
         let addr = backend.addr();
         if host.is_none() {
@@ -258,7 +280,24 @@ async fn forward(
                 request.headers_mut().insert(header::HOST, value);
             }
         }
-        let (response, via) = match send(request, backend, upstream, settings, upgrade).await {
+        let tried = send(request, backend, upstream, settings, upgrade);
+        let outcome = match settings.try_timeout {
+            Some(limit) => tokio::time::timeout(limit, tried).await.ok(),
+            None => Some(tried.await),
+        };
+        let Some(outcome) = outcome else {
+            // `try_timeout` ran out: a failure of this backend, like a 504.
+            pool.record_response(backend, true);
+            tracing::warn!(listener = %settings.name, backend = %addr, "no response within try_timeout");
+            match again(retry_on.status_504 || retry_on.reset) {
+                Some(next) => {
+                    request = next;
+                    continue;
+                }
+                None => return Err(Refusal::Timeout),
+            }
+        };
+        let (response, via) = match outcome {
             Ok(sent) => sent,
             Err(Unsent(back)) => {
                 request = *back;
@@ -274,11 +313,20 @@ async fn forward(
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
             Err(Failed(e)) => {
                 pool.record_response(backend, true);
+                if let Some(next) = again(retry_on.reset) {
+                    tracing::debug!(listener = %settings.name, backend = %addr, error = %e, "backend failed; retried");
+                    request = next;
+                    continue;
+                }
                 return Err(Refusal::Backend(addr, e));
             }
         };
         // `eject_after_5xx` counts the backend's own 5xx answers in a row.
         pool.record_response(backend, response.status().is_server_error());
+        if let Some(next) = again(retry_on.status(response.status().as_u16())) {
+            request = next;
+            continue;
+        }
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_side)) = (switching, client_upgrade) {
@@ -369,6 +417,22 @@ async fn send(
     pool.record_connected(backend, started.elapsed());
     let response = conn.send(req).await?;
     Ok((response, conn.via()))
+}
+
+/// The next try, when `retry_on` wants one (`wanted`: and there is another
+/// backend), the request can be replayed and the pool's budget allows it.
+fn next_try(
+    spare: Option<&Spare>,
+    wanted: bool,
+    budget: &Budget,
+    pool: &str,
+) -> Option<Request<RequestBody>> {
+    let spare = spare.filter(|_| wanted)?;
+    if !budget.withdraw(upstream::now_ms()) {
+        tracing::debug!(pool, "retry budget spent: not retried");
+        return None;
+    }
+    Some(spare.request())
 }
 
 /// Relays bytes both ways between an upgraded client and backend (WebSocket).

@@ -63,6 +63,8 @@ pub struct FileListener {
     pub body_read_timeout: Option<S<String>>,
     pub request_buffer: Option<S<String>>,
     pub max_request_body: Option<S<String>>,
+    pub retry_on: Option<S<Vec<S<String>>>>,
+    pub try_timeout: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub client_ca: Option<S<String>>,

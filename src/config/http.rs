@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fulcrum_l7::retry::RetryOn;
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
 use fulcrum_l7::tls::CertFiles;
@@ -71,6 +72,25 @@ pub(super) fn options(
             Some(s) => super::size::parse(s.get_ref())
                 .map_err(|e| invalid(s, format!("`max_request_body`: {e}")))?,
             None => 0,
+        },
+        retry_on: match &l.retry_on {
+            Some(list) => {
+                let mut on = RetryOn::default();
+                for item in list.get_ref() {
+                    let one =
+                        RetryOn::parse([item.get_ref().as_str()]).map_err(|e| invalid(item, e))?;
+                    on.reset |= one.reset;
+                    on.status_502 |= one.status_502;
+                    on.status_503 |= one.status_503;
+                    on.status_504 |= one.status_504;
+                }
+                on
+            }
+            None => RetryOn::default(),
+        },
+        try_timeout: match &l.try_timeout {
+            Some(d) => Some(nonzero_duration(d, "try_timeout")?),
+            None => None,
         },
         upstream_idle_timeout: match &l.upstream_idle_timeout {
             Some(d) => nonzero_duration(d, "upstream_idle_timeout")?,

@@ -67,7 +67,7 @@ pub struct ListenerConfig {
 pub enum Protocol {
     Tcp(TcpOptions),
     Udp(UdpOptions),
-    Http(HttpOptions),
+    Http(Box<HttpOptions>),
 }
 
 impl Protocol {
@@ -104,6 +104,10 @@ pub struct HttpOptions {
     pub request_buffer: usize,
     /// Largest request body (0 = no limit): 413 beyond.
     pub max_request_body: usize,
+    /// What else than a connect failure is retried on another backend.
+    pub retry_on: fulcrum_l7::retry::RetryOn,
+    /// Bounds each try up to the response head.
+    pub try_timeout: Option<Duration>,
     /// Routes naming pools by name, in config order.
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
@@ -300,11 +304,17 @@ impl Config {
                     },
                     duration::display(h.upstream_idle_timeout),
                     h.routes.len(),
-                    if h.trust_forwarded {
-                        ", trusts X-Forwarded-For"
-                    } else {
-                        ""
-                    },
+                    [
+                        h.trust_forwarded.then(|| ", trusts X-Forwarded-For".to_owned()),
+                        h.retry_on
+                            .after_sending()
+                            .then(|| format!(", retry on {}", h.retry_on.describe())),
+                        h.try_timeout
+                            .map(|t| format!(", try timeout {}", duration::display(t))),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<String>(),
                 ),
             };
             let details = match &l.protocol {

@@ -224,6 +224,12 @@ fn validate_listener(
             span_of(&l.max_request_body),
             "max_request_body",
         ),
+        (&["http", "https"][..], span_of(&l.retry_on), "retry_on"),
+        (
+            &["http", "https"][..],
+            span_of(&l.try_timeout),
+            "try_timeout",
+        ),
         (
             &["http", "https"][..],
             span_of(&l.trust_forwarded),
@@ -318,7 +324,7 @@ fn validate_listener(
                 .map(|m| *m.get_ref() as usize)
                 .filter(|&m| m > 0),
         }),
-        "http" | "https" => Protocol::Http(http::options(spanned, pools, base)?),
+        "http" | "https" => Protocol::Http(Box::new(http::options(spanned, pools, base)?)),
         _ => Protocol::Tcp(TcpOptions {
             sni_routes: match protocol {
                 "tls" => Some(sni_routes(l, pools)?),

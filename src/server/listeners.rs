@@ -225,6 +225,8 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         body_read_timeout: h.body_read_timeout,
         request_buffer: h.request_buffer,
         max_request_body: h.max_request_body,
+        retry_on: h.retry_on,
+        try_timeout: h.try_timeout,
         rewrite: h.rewrite.clone(),
         trust_forwarded: h.trust_forwarded,
         access_log: l.access_log,

@@ -173,7 +173,7 @@ pub(super) fn sweep(now: Instant) -> Option<Instant> {
 }
 
 /// Milliseconds since the first call: a clock atomics can hold.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     now_ms_at(Instant::now())
 }
 

@@ -38,6 +38,7 @@ mod quiet;
 mod response;
 mod stream;
 
+pub(crate) use h2::now_ms;
 pub use h2::Slot;
 pub use response::{OnEnd, ProxyBody, UpstreamBody};
 pub use stream::Stream;
