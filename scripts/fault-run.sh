@@ -53,7 +53,7 @@ http {
   server { listen 127.0.0.1:$P3; location / { $third } }
 }
 CONF
-  if [ -f "$WORK/web.pid" ]; then nginx -c "$WORK/web.conf" -s reload; sleep 0.5; else
+  if [ -f "$WORK/web.pid" ]; then nginx -c "$WORK/web.conf" -s reload 2>/dev/null; sleep 0.5; else
     nginx -c "$WORK/web.conf" -g 'daemon off;' 2>/dev/null & PIDS+=($!); wait_port "$P3"; fi
 }
 
@@ -91,7 +91,7 @@ total, started, done = int(req.group(1)), int(req.group(2)), int(req.group(3))
 ok, bad = int(codes.group(1)), int(codes.group(4))
 lost = started - done + int(req.group(6)) + int(req.group(7))
 err = 100.0 * (bad + lost) / max(started, 1)
-print(f"  {label:<34} {started:>7} sent {ok:>7} 2xx {bad:>6} 5xx {lost:>6} unanswered  {err:5.1f}% errors")
+print(f"  {label:<42} {started:>7} sent {ok:>7} 2xx {bad:>6} 5xx {lost:>6} unanswered  {err:5.1f}% errors")
 PY
 }
 
