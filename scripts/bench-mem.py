@@ -106,6 +106,8 @@ def slow(port, pid, n, path, secs):
     for c in conns:
         c.close()
     # What the proxy still holds once they are gone: memory it did not return.
+    # Give every proxy two seconds first (fulcrum trims its heap once a second).
+    time.sleep(2)
     kept = settle(pid)
     print(f"kept {max(kept - before, 0) / n:.0f}", file=sys.stderr)
     return (peak - before) / n, []

@@ -49,18 +49,16 @@ fn listener_config(backends: &[&Backend], listener_extra: &str, pool_extra: &str
     )
 }
 
+/// A reply's status, and who sent it (`-`: fulcrum itself).
+fn named(r: common::http::Reply) -> (u16, String) {
+    let name = r.headers.get("x-name").map_or("-", |v| v.to_str().unwrap());
+    (r.status, name.to_owned())
+}
+
 /// Who answered each of `n` GETs, and with what status.
 fn answers(f: &Fulcrum, n: usize) -> Vec<(u16, String)> {
     (0..n)
-        .map(|_| {
-            let r = common::http::get(f.addr("web"), "/", &[]);
-            let name = r
-                .headers
-                .get("x-name")
-                .map_or("-", |v| v.to_str().unwrap())
-                .to_owned();
-            (r.status, name)
-        })
+        .map(|_| named(common::http::get(f.addr("web"), "/", &[])))
         .collect()
 }
 
@@ -122,13 +120,7 @@ fn hanging() -> Backend {
 }
 
 fn post(f: &Fulcrum) -> (u16, String) {
-    let r = common::http::HttpClient::connect(f.addr("web")).send("POST", "/", &[], "data");
-    let name = r
-        .headers
-        .get("x-name")
-        .map_or("-", |v| v.to_str().unwrap())
-        .to_owned();
-    (r.status, name)
+    named(common::http::HttpClient::connect(f.addr("web")).send("POST", "/", &[], "data"))
 }
 
 fn retries(f: &Fulcrum) -> u64 {

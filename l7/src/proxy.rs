@@ -75,6 +75,9 @@ pub(crate) async fn handle(
     let status = response.status().as_u16();
     conn.listener.stats.count(status);
     conn.listener.stats.latency.observe(started.elapsed());
+    if !grpc && logged.is_none() {
+        return Ok(response);
+    }
     let line = Line {
         conn: Arc::clone(&conn),
         request: logged,
@@ -255,7 +258,9 @@ async fn forward(
     let spare = (retry_on.after_sending() && retry::replayable(request.method(), request.body()))
         .then(|| Spare::of(&request))
         .flatten();
-    upstream.budget.deposit();
+    if retry_on.after_sending() {
+        upstream.budget.deposit();
+    }
     for (attempt, &backend) in candidates.iter().enumerate() {
         if attempt > 0 {
             conn.listener.stats.retries.fetch_add(1, Ordering::Relaxed);
