@@ -247,10 +247,7 @@ async fn forward(
             pool.candidates(&ctx)
                 .filter(|b| pinned.is_none_or(|p| p.addr() != b.addr())),
         )
-        .take(attempts)
-        // Collected: whether another backend follows decides a retry, and a
-        // lazy iterator held across the sends keeps the future from being Send.
-        .collect::<Vec<&Backend>>();
+        .take(attempts);
     let mut request = Request::from_parts(parts, body);
     // A copy to send again, when `retry_on` may ask for one after a backend
     // got the request and it can be replayed.
@@ -261,13 +258,17 @@ async fn forward(
     if retry_on.after_sending() {
         upstream.budget.deposit();
     }
-    for (attempt, &backend) in candidates.iter().enumerate() {
+    let mut candidates = candidates.enumerate();
+    // One ahead: whether another backend follows decides a retry.
+    let mut next = candidates.next();
+    while let Some((attempt, backend)) = next {
+        next = candidates.next();
         if attempt > 0 {
             conn.listener.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
         // The next try, when `retry_on` says so, the request can be replayed,
         // there is another backend and the pool's budget allows it.
-        let more = attempt + 1 < candidates.len();
+        let more = next.is_some();
         let again = |wanted: bool| {
             next_try(
                 spare.as_ref(),
