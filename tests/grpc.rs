@@ -332,23 +332,21 @@ fn grpc_health_checks_over_tls_take_a_not_serving_backend_out_and_back() {
     let f = Fulcrum::run(&config);
     wait_healthy(&f, &servers[0].addr, 1);
     // Straight to backend a: it says NOT_SERVING from now on.
-    let direct: std::net::SocketAddr = servers[0].addr.parse().unwrap();
-    let mut command = Command::new("python3");
-    command
-        .arg(peer_script())
-        .args(["client", &direct.to_string(), "sethealth:2"]);
-    command.args(["--tls", pki.ca_pem.to_str().unwrap(), "backend.test"]);
-    assert!(command.output().unwrap().status.success());
+    let set_health = |status: u8| {
+        let scenario = format!("sethealth:{status}");
+        let mut command = Command::new("python3");
+        command
+            .arg(peer_script())
+            .args(["client", &servers[0].addr, &scenario]);
+        command.args(["--tls", pki.ca_pem.to_str().unwrap(), "backend.test"]);
+        assert!(command.output().unwrap().status.success());
+    };
+    set_health(2);
     wait_healthy(&f, &servers[0].addr, 0);
     let got = client(f.addr("g"), "balance:20", None);
     assert_eq!(got["counts"], serde_json::json!({"ok:b": 20}), "{got}");
     // And SERVING again: back in.
-    let mut command = Command::new("python3");
-    command
-        .arg(peer_script())
-        .args(["client", &direct.to_string(), "sethealth:1"]);
-    command.args(["--tls", pki.ca_pem.to_str().unwrap(), "backend.test"]);
-    assert!(command.output().unwrap().status.success());
+    set_health(1);
     wait_healthy(&f, &servers[0].addr, 1);
     let got = client(f.addr("g"), "balance:20", None);
     assert_eq!(
