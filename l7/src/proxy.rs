@@ -296,8 +296,8 @@ async fn forward(
             pool.record_response(backend, true);
             tracing::warn!(listener = %settings.name, backend = %addr, "no response within try_timeout");
             match again(retry_on.status_504 || retry_on.reset) {
-                Some(next) => {
-                    request = next;
+                Some(replay) => {
+                    request = replay;
                     continue;
                 }
                 None => return Err(Refusal::Timeout),
@@ -319,9 +319,9 @@ async fn forward(
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
             Err(Failed(e)) => {
                 pool.record_response(backend, true);
-                if let Some(next) = again(retry_on.reset) {
+                if let Some(replay) = again(retry_on.reset) {
                     tracing::debug!(listener = %settings.name, backend = %addr, error = %e, "backend failed; retried");
-                    request = next;
+                    request = replay;
                     continue;
                 }
                 return Err(Refusal::Backend(addr, e));
@@ -329,8 +329,8 @@ async fn forward(
         };
         // `eject_after_5xx` counts the backend's own 5xx answers in a row.
         pool.record_response(backend, response.status().is_server_error());
-        if let Some(next) = again(retry_on.status(response.status().as_u16())) {
-            request = next;
+        if let Some(replay) = again(retry_on.status(response.status().as_u16())) {
+            request = replay;
             continue;
         }
         let mut response = response;
