@@ -26,7 +26,7 @@ use crate::retry::{self, Budget, Spare};
 use crate::rewrite::{self, Origin};
 use crate::route::{RequestInfo, Target};
 use crate::sticky::{cookie, set_cookie};
-use crate::upstream::{self, HttpVersion, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
+use crate::upstream::{self, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
 use crate::vet::{self, Refused};
 use SendError::{Failed, Unsent};
 
@@ -189,12 +189,7 @@ async fn forward(
             BodyError::Client(e) => Refusal::ClientBody(e),
         })?;
     let upstream = choose_upstream(target, &parts.headers).ok_or(Refusal::NoRoute)?;
-    let speaks_h2 = match upstream.http_version {
-        HttpVersion::Http1 => false,
-        HttpVersion::Http2 => true,
-        HttpVersion::Auto => upstream.tls.is_some(),
-    };
-    if grpc && !speaks_h2 {
+    if grpc && !upstream.http_version.may_speak_h2(upstream.tls.is_some()) {
         return Err(Refusal::GrpcOverHttp1(upstream.pool.name().to_owned()));
     }
     let pinned = pinned_backend(upstream, &parts.headers);

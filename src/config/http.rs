@@ -10,7 +10,6 @@ use fulcrum_l7::retry::RetryOn;
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
 use fulcrum_l7::tls::CertFiles;
-use fulcrum_l7::upstream::HttpVersion;
 use fulcrum_l7::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
@@ -351,9 +350,5 @@ fn is_grpc_type(value: &str) -> bool {
 }
 
 fn speaks_h2(p: &PoolConfig) -> bool {
-    match p.http_version {
-        HttpVersion::Http1 => false,
-        HttpVersion::Http2 => true,
-        HttpVersion::Auto => p.tls.is_some(),
-    }
+    p.http_version.may_speak_h2(p.tls.is_some())
 }

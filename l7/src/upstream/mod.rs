@@ -78,6 +78,25 @@ impl HttpVersion {
         }
     }
 
+    /// Whether a pool may speak HTTP/2 to its backends: over TLS with `auto` a
+    /// backend may choose it; in the clear `auto` is HTTP/1.1.
+    pub fn may_speak_h2(self, tls: bool) -> bool {
+        match self {
+            HttpVersion::Http1 => false,
+            HttpVersion::Http2 => true,
+            HttpVersion::Auto => tls,
+        }
+    }
+
+    /// Whether an opened connection speaks HTTP/2: by the pool's version, and
+    /// with `auto` by what the backend chose by ALPN.
+    fn speaks_h2(self, stream: &Stream) -> bool {
+        match (self, stream) {
+            (HttpVersion::Auto, Stream::Tls(s)) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+            (version, _) => version == HttpVersion::Http2,
+        }
+    }
+
     /// ALPN protocols offered to a TLS backend, most preferred first.
     pub fn alpn(self) -> Vec<Vec<u8>> {
         match self {
@@ -420,13 +439,7 @@ pub async fn checkout(
     version: HttpVersion,
 ) -> Option<Conn> {
     let key = pool_key(addr, tls);
-    let h2 = match version {
-        HttpVersion::Http1 => false,
-        HttpVersion::Http2 => true,
-        // Over TLS a backend may have chosen either; in the clear it is 1.1.
-        HttpVersion::Auto => tls.is_some(),
-    };
-    if h2 {
+    if version.may_speak_h2(tls.is_some()) {
         if let Some((sender, slot)) = h2::checkout(key) {
             let tls = tls.is_some();
             return Some(Conn::H2 { sender, slot, tls });
@@ -451,14 +464,7 @@ pub async fn connect(
     upgrade: bool,
 ) -> io::Result<Conn> {
     let stream = open(addr, timeout, tls, upgrade).await?;
-    let h2 = !upgrade
-        && match (version, &stream) {
-            (HttpVersion::Http1, _) => false,
-            (HttpVersion::Http2, _) => true,
-            (HttpVersion::Auto, Stream::Tls(s)) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
-            (HttpVersion::Auto, Stream::Plain(_)) => false,
-        };
-    if h2 {
+    if !upgrade && version.speaks_h2(&stream) {
         let key = pool_key(addr, tls);
         let (sender, slot) = h2::handshake(stream, key, limits.idle_timeout).await?;
         let tls = tls.is_some();
@@ -478,12 +484,7 @@ pub async fn one_off(
     req: Request<RequestBody>,
 ) -> io::Result<Response<Incoming>> {
     let stream = open(addr, timeout, tls, false).await?;
-    let h2 = match (version, &stream) {
-        (HttpVersion::Http1, _) => false,
-        (HttpVersion::Http2, _) => true,
-        (HttpVersion::Auto, Stream::Tls(s)) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
-        (HttpVersion::Auto, Stream::Plain(_)) => false,
-    };
+    let h2 = version.speaks_h2(&stream);
     let io = TokioIo::new(stream);
     if h2 {
         let (mut sender, conn) =
