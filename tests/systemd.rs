@@ -106,10 +106,11 @@ fn listen_fds_activation_serves_traffic() {
     let path = scratch("activated.toml");
     std::fs::write(&path, text).expect("config");
     // The child must inherit the socket: clear close-on-exec, and have the shell
-    // move it to fd 3 before it execs fulcrum under its own pid.
+    // move it to fd 3 before it execs fulcrum under its own pid (bash: dash
+    // refuses fd numbers above 9, which the socket gets when other tests run).
     rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::empty()).expect("inheritable");
     let fd = socket.as_raw_fd();
-    let mut command = std::process::Command::new("sh");
+    let mut command = std::process::Command::new("bash");
     command
         .arg("-c")
         .arg(format!(
