@@ -236,13 +236,23 @@ async fn forward(
     };
     let pool = &upstream.pool;
     let attempts = settings.retries as usize + 1;
-    let candidates = pinned
-        .into_iter()
-        .chain(
-            pool.candidates(&ctx)
-                .filter(|b| pinned.is_none_or(|p| p.addr() != b.addr())),
-        )
-        .take(attempts);
+    let mut candidates = pool.candidates(&ctx);
+    // The sticky backend when it has room, else the balancer's choice; under
+    // `max_connections` this may wait in the pool's queue.
+    let first = match pinned.and_then(|p| pool.slot(p).map(|slot| (p, slot))) {
+        Some(pinned) => Some(pinned),
+        None => pool
+            .first_slot(&mut candidates)
+            .await
+            .map_err(|full| Refusal::Queue(pool.name().to_owned(), full))?,
+    };
+    let first_addr = first.as_ref().map(|(b, _)| b.addr());
+    // The others take their slot when tried, not when looked ahead at.
+    let rest = candidates
+        .filter(|b| Some(b.addr()) != first_addr)
+        .map(|b| (b, None));
+    let first = first.map(|(b, slot)| (b, Some(slot)));
+    let candidates = first.into_iter().chain(rest).take(attempts);
     let mut request = Request::from_parts(parts, body);
     // A copy to send again, when `retry_on` may ask for one after a backend
     // got the request and it can be replayed.
@@ -256,8 +266,12 @@ async fn forward(
     let mut candidates = candidates.enumerate();
     // One ahead: whether another backend follows decides a retry.
     let mut next = candidates.next();
-    while let Some((attempt, backend)) = next {
+    while let Some((attempt, (backend, slot))) = next {
         next = candidates.next();
+        // A backend at `max_connections` is skipped, as one that is down.
+        let Some(active) = slot.or_else(|| pool.slot(backend)) else {
+            continue;
+        };
         if attempt > 0 {
             conn.listener.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -272,7 +286,6 @@ async fn forward(
                 pool.name(),
             )
         };
-        let active = backend.track();
         let addr = backend.addr();
         if host.is_none() {
             // An HTTP/1.0 request without Host goes on as HTTP/1.1, which needs

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use fulcrum_l4::pool::Full;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -17,6 +18,9 @@ pub(crate) enum Refusal {
     NoRoute,
     #[error("no backend available in pool `{0}`")]
     NoBackend(String),
+    /// `max_connections` on every backend, and the queue full or too slow.
+    #[error("pool `{0}`: {1}")]
+    Queue(String, Full),
     #[error("backend {0} failed: {1}")]
     Backend(SocketAddr, #[source] hyper::Error),
     #[error("no response within the request timeout")]
@@ -47,7 +51,7 @@ impl Refusal {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::NoBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NoBackend(_) | Refusal::Queue(..) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Backend(..) | Refusal::GrpcOverHttp1(_) => StatusCode::BAD_GATEWAY,
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Bad(r) => r.status,
@@ -65,6 +69,9 @@ impl Refusal {
             Refusal::NoRoute => "404 not found: no route for this request\n".to_owned(),
             Refusal::NoBackend(_) => {
                 "503 service unavailable: no backend could take the request\n".to_owned()
+            }
+            Refusal::Queue(..) => {
+                "503 service unavailable: every backend is busy; try again later\n".to_owned()
             }
             Refusal::Backend(..) => "502 bad gateway: the backend failed\n".to_owned(),
             Refusal::GrpcOverHttp1(_) => {
@@ -97,6 +104,17 @@ impl Refusal {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Refusal::Queue(_, full) = self {
+            // RFC 9110 §10.2.3: when to come back. A wait as long as the queue's
+            // (at least a second), or a second when the queue overflowed.
+            let secs = match full {
+                Full::Timeout(t) => t.as_secs().max(1),
+                Full::Overflow => 1,
+            };
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.closes() {
             response
                 .headers_mut()
@@ -110,6 +128,7 @@ impl Refusal {
         matches!(
             self,
             Refusal::NoBackend(_)
+                | Refusal::Queue(..)
                 | Refusal::Backend(..)
                 | Refusal::Timeout
                 | Refusal::GrpcOverHttp1(_)

@@ -124,6 +124,19 @@ impl Admin {
                 }
                 text.histogram(names::BACKEND_CONNECT_SECONDS, &labels, &b.connect_time());
             }
+            if pool.policy().max_connections > 0 {
+                let q = pool.queue().stats();
+                let labels = [("pool", pool.name())];
+                text.sample(names::POOL_QUEUE_DEPTH, &labels, q.depth);
+                for (family, value) in [
+                    (names::POOL_QUEUED, q.queued),
+                    (names::POOL_QUEUE_OVERFLOWS, q.overflows),
+                    (names::POOL_QUEUE_TIMEOUTS, q.timeouts),
+                ] {
+                    text.sample(family, &labels, value);
+                }
+                text.histogram(names::POOL_QUEUE_SECONDS, &labels, &q.wait);
+            }
         }
         for listener in &view.listeners {
             match listener {

@@ -53,6 +53,31 @@ pub const BACKEND_CONNECT_SECONDS: Family = family(
     Kind::Histogram,
     "Time to establish a connection to the backend.",
 );
+pub const POOL_QUEUE_DEPTH: Family = family(
+    "fulcrum_pool_queue_depth",
+    Kind::Gauge,
+    "Connections or requests waiting now for a backend under max_connections.",
+);
+pub const POOL_QUEUED: Family = family(
+    "fulcrum_pool_queued_total",
+    Kind::Counter,
+    "Connections or requests that waited in the pool's queue.",
+);
+pub const POOL_QUEUE_OVERFLOWS: Family = family(
+    "fulcrum_pool_queue_overflows_total",
+    Kind::Counter,
+    "Refused at once: every backend at max_connections and max_queue waiting.",
+);
+pub const POOL_QUEUE_TIMEOUTS: Family = family(
+    "fulcrum_pool_queue_timeouts_total",
+    Kind::Counter,
+    "Refused after waiting queue_timeout without a backend slot.",
+);
+pub const POOL_QUEUE_SECONDS: Family = family(
+    "fulcrum_pool_queue_seconds",
+    Kind::Histogram,
+    "Time queued work waited before a backend slot freed up.",
+);
 pub const LISTENER_ACCEPTED: Family = family(
     "fulcrum_listener_connections_total",
     Kind::Counter,
@@ -175,6 +200,11 @@ pub const ALL: &[Family] = &[
     BACKEND_SENT_BYTES,
     BACKEND_RECEIVED_BYTES,
     BACKEND_CONNECT_SECONDS,
+    POOL_QUEUE_DEPTH,
+    POOL_QUEUED,
+    POOL_QUEUE_OVERFLOWS,
+    POOL_QUEUE_TIMEOUTS,
+    POOL_QUEUE_SECONDS,
     LISTENER_ACCEPTED,
     LISTENER_REFUSED_PER_CLIENT,
     LISTENER_PAUSED_AT_LIMIT,

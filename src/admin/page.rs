@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use fulcrum_l4::pool::QueueStats;
 use fulcrum_l4::udp;
 use serde_json::json;
 
@@ -40,6 +41,8 @@ struct PoolRow {
     name: String,
     algorithm: String,
     backends: Vec<BackendRow>,
+    /// Under `max_connections`: the limit per backend and the queue.
+    queue: Option<(u32, QueueStats)>,
 }
 
 fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
@@ -109,6 +112,10 @@ fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
         .map(|p| PoolRow {
             name: p.name().to_owned(),
             algorithm: p.algorithm().to_string(),
+            queue: match p.policy().max_connections {
+                0 => None,
+                max => Some((max, p.queue().stats())),
+            },
             backends: p
                 .backends()
                 .iter()
@@ -165,7 +172,19 @@ impl Admin {
                         })
                     })
                     .collect();
-                json!({ "name": p.name, "algorithm": p.algorithm, "backends": backends })
+                let mut pool =
+                    json!({ "name": p.name, "algorithm": p.algorithm, "backends": backends });
+                if let (Some((max, q)), Some(map)) = (&p.queue, pool.as_object_mut()) {
+                    map.insert("max_connections".to_owned(), json!(max));
+                    map.insert(
+                        "queue".to_owned(),
+                        json!({
+                            "depth": q.depth, "queued": q.queued,
+                            "overflows": q.overflows, "timeouts": q.timeouts,
+                        }),
+                    );
+                }
+                pool
             })
             .collect();
         let mut text = json!({ "listeners": listeners, "pools": pools }).to_string();
@@ -202,9 +221,15 @@ impl Admin {
         out.push_str("</table>");
         for p in &pools {
             let up = p.backends.iter().filter(|b| b.up).count();
+            let queue = p.queue.as_ref().map_or(String::new(), |(max, q)| {
+                format!(
+                    " &middot; max {max} per backend &middot; {} queued now ({} so far, {} overflowed, {} timed out)",
+                    q.depth, q.queued, q.overflows, q.timeouts
+                )
+            });
             let _ = write!(
                 out,
-                "<h2>Pool {} <span class=\"dim\">{} &middot; {up}/{} up</span></h2>\
+                "<h2>Pool {} <span class=\"dim\">{} &middot; {up}/{} up{queue}</span></h2>\
                  <table><tr><th>backend</th><th>state</th><th class=\"n\">weight</th><th class=\"n\">active</th>\
                  <th class=\"n\">connections</th><th class=\"n\">connect errors</th><th class=\"n\">sent</th><th class=\"n\">received</th></tr>",
                 esc(&p.name),

@@ -131,6 +131,9 @@ pub struct FilePool {
     pub eject_time: Option<S<String>>,
     pub eject_after_5xx: Option<S<u32>>,
     pub max_ejection_percent: Option<S<u32>>,
+    pub max_connections: Option<S<u32>>,
+    pub max_queue: Option<S<u32>>,
+    pub queue_timeout: Option<S<String>>,
     pub tls: Option<S<FilePoolTls>>,
     pub http_version: Option<S<String>>,
 }

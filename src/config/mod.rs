@@ -410,6 +410,15 @@ impl Config {
                     duration::display(policy.slow_start)
                 },
             );
+            if policy.max_connections > 0 {
+                let _ = writeln!(
+                    out,
+                    "  limits: at most {} connections (L7: requests) per backend, then up to {} wait {} in the queue",
+                    policy.max_connections,
+                    policy.max_queue,
+                    duration::display(policy.queue_timeout)
+                );
+            }
             if p.http_version != HttpVersion::Http1 {
                 let how = match (p.http_version, p.tls.is_some()) {
                     (HttpVersion::Http2, false) => "HTTP/2 (h2c, prior knowledge)",

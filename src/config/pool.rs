@@ -110,7 +110,30 @@ pub(super) fn validate_pool(p: &FilePool, base: &Path) -> Result<PoolConfig> {
             Some(pct) => *pct.get_ref(),
             None => defaults.max_ejection_percent,
         },
+        max_connections: p
+            .max_connections
+            .as_ref()
+            .map_or(defaults.max_connections, |m| *m.get_ref()),
+        max_queue: p
+            .max_queue
+            .as_ref()
+            .map_or(defaults.max_queue, |m| *m.get_ref()),
+        queue_timeout: match &p.queue_timeout {
+            Some(t) => nonzero_duration(t, "queue_timeout")?,
+            None => defaults.queue_timeout,
+        },
     };
+    if policy.max_connections == 0 {
+        let why = |key: &str| {
+            format!("`{key}` applies to a pool with `max_connections` per backend; add `max_connections = N` to pool `{name}`")
+        };
+        if let Some(q) = &p.max_queue {
+            return Err(invalid(q, why("max_queue")));
+        }
+        if let Some(t) = &p.queue_timeout {
+            return Err(invalid(t, why("queue_timeout")));
+        }
+    }
     if p.backends.get_ref().is_empty() {
         return Err(invalid(
             &p.backends,

@@ -549,3 +549,35 @@ fn grpc_health_checks_take_a_service_and_nothing_of_http() {
         "`path` only applies to kind = \"http\" checks",
     );
 }
+
+#[test]
+fn queue_limits() -> Result<(), ConfigError> {
+    let limited = GOOD.replace(
+        "algorithm = \"least-conn\"",
+        "algorithm = \"least-conn\"\nmax_connections = 4\nmax_queue = 20\nqueue_timeout = \"2s\"",
+    );
+    let config = parse(&limited, "f.toml")?;
+    let policy = &config.pools[0].policy;
+    assert_eq!(
+        (
+            policy.max_connections,
+            policy.max_queue,
+            policy.queue_timeout
+        ),
+        (4, 20, Duration::from_secs(2))
+    );
+    assert!(config
+        .summary()
+        .contains("at most 4 connections (L7: requests) per backend, then up to 20 wait 2s"));
+    assert_err(
+        &GOOD.replace("algorithm = \"least-conn\"", "max_queue = 5"),
+        "15:13",
+        "add `max_connections = N` to pool `web`",
+    );
+    assert_err(
+        &limited.replace("\"2s\"", "\"0s\""),
+        "18:17",
+        "greater than zero",
+    );
+    Ok(())
+}

@@ -203,6 +203,7 @@ impl Backend {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             stats: Arc::clone(&self.stats),
+            queue: None,
         }
     }
 
@@ -220,11 +221,18 @@ impl Backend {
 #[derive(Debug)]
 pub struct ActiveGuard {
     stats: Arc<BackendStats>,
+    /// Under `max_connections`: the pool's queue, which may hand the slot on.
+    queue: Option<Arc<Queue>>,
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        match self.queue.take() {
+            Some(queue) => queue.release(&self.stats),
+            None => {
+                self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -245,6 +253,8 @@ pub struct Pool {
     /// Held while deciding an ejection, so that workers ejecting at once cannot
     /// together pass `max_ejection_percent`.
     ejecting: std::sync::Mutex<()>,
+    /// Work waiting for a backend under `max_connections`; reloads keep it.
+    queue: Arc<Queue>,
 }
 
 /// What a pool does when backends fail.
@@ -264,6 +274,13 @@ pub struct Policy {
     /// Passive ejection never takes out more than this share of the pool (but
     /// always may take one, as Envoy does; 0 = never eject).
     pub max_ejection_percent: u32,
+    /// Live connections (L4) or requests in flight (L7) per backend (0 = no limit).
+    pub max_connections: u32,
+    /// Connections or requests that may wait for a backend under
+    /// `max_connections`; more are refused at once.
+    pub max_queue: u32,
+    /// How long one waits in the queue at most.
+    pub queue_timeout: Duration,
 }
 
 /// The share a slow-starting backend begins with.
@@ -281,6 +298,9 @@ impl Default for Policy {
             slow_start: Duration::ZERO,
             eject_after_5xx: 0,
             max_ejection_percent: 50,
+            max_connections: 0,
+            max_queue: 1024,
+            queue_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -322,6 +342,7 @@ impl Pool {
             fail_open_logged: AtomicU64::new(0),
             rng: Rng::new(options.seed ^ 0x510f_57a7),
             ejecting: std::sync::Mutex::new(()),
+            queue: Arc::default(),
         }
     }
 
@@ -336,6 +357,8 @@ impl Pool {
                 None => backend.came_up(now),
             }
         }
+        self.queue = Arc::clone(&previous.queue);
+        self.queue.set_max(self.policy.max_connections);
         self
     }
 
@@ -407,6 +430,7 @@ impl Pool {
     /// Sets how this pool treats failing backends.
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self.queue.set_max(policy.max_connections);
         self
     }
 
@@ -419,6 +443,10 @@ impl Pool {
             .store(0, Ordering::Relaxed);
         backend.stats.ewma.observe(latency, self.clock.now_ns());
         backend.stats.connect_time.observe(latency);
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn name(&self) -> &str {
@@ -536,6 +564,9 @@ impl<'a> Iterator for Candidates<'a> {
 }
 
 mod outlier;
+mod queue;
+
+pub use queue::{Full, Queue, QueueStats};
 
 #[cfg(test)]
 mod tests;

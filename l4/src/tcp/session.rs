@@ -185,12 +185,24 @@ async fn open<'a>(
     };
     let attempts = settings.retries as usize + 1;
     let mut tried = 0;
-    for backend in pool.candidates(&ctx).take(attempts) {
+    let mut candidates = pool.candidates(&ctx);
+    // Under `max_connections` this may wait in the pool's queue.
+    let first = match pool.first_slot(&mut candidates).await {
+        Ok(first) => first,
+        Err(full) => {
+            tracing::warn!(listener = %settings.name, client = %peer, pool = pool.name(), why = %full, "no backend slot; closing");
+            return None;
+        }
+    };
+    let first_addr = first.as_ref().map(|(b, _)| b.addr());
+    let rest = candidates
+        .filter(|b| Some(b.addr()) != first_addr)
+        .filter_map(|b| pool.slot(b).map(|slot| (b, slot)));
+    for (backend, active) in first.into_iter().chain(rest).take(attempts) {
         tried += 1;
         if tried > 1 {
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let active = backend.track();
         let connect_start = Instant::now();
         let upstream = match connect(backend.addr(), settings.connect_timeout).await {
             Ok(upstream) => upstream,
