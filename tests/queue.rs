@@ -284,6 +284,33 @@ fn a_queued_request_goes_to_the_backend_that_frees_up_first() {
     assert_eq!(gate_b.snapshot().0, ["2", "3"]);
 }
 
+#[test]
+fn a_backend_a_reload_adds_takes_work_while_others_wait() {
+    let (gate_a, gate_b) = (Gate::default(), Gate::default());
+    let (a, b) = (gate_a.http(), gate_b.http());
+    let limits = "max_connections = 1\nqueue_timeout = \"60s\"";
+    let mut f = Fulcrum::run(&config("protocol = \"http\"", &[&a], limits));
+    let addr = f.addr("front");
+    let first = request(addr, 1);
+    gate_a.wait_seen(1);
+    let second = request(addr, 2);
+    wait_queued(&f, 1);
+    let grown = config("protocol = \"http\"", &[&a, &b], limits);
+    assert!(f.reload(&grown).contains("reloaded"));
+    // B has room: the next request goes there, not behind the one waiting for A
+    // (which was queued before B existed, and waits for A's slot).
+    let third = request(addr, 3);
+    gate_b.wait_seen(1);
+    assert_eq!(metric(&f, "fulcrum_pool_queue_depth{pool=\"p\"}"), 1);
+    gate_a.release(2);
+    gate_b.release(1);
+    for client in [first, second, third] {
+        assert_eq!(client.join().unwrap().0, 200);
+    }
+    assert_eq!(gate_a.snapshot().0, ["1", "2"]);
+    assert_eq!(gate_b.snapshot().0, ["3"]);
+}
+
 /// Connects, sends `ID\n`, and returns what came back before the close.
 fn tcp_client(addr: SocketAddr, id: usize) -> JoinHandle<String> {
     thread::spawn(move || {

@@ -62,6 +62,9 @@ pub struct Queue {
 struct Waiter {
     id: u64,
     slot: oneshot::Sender<ActiveGuard>,
+    /// The backends of the snapshot it waits in: one a reload added since is not
+    /// among them, and its slots go to a waiter that knows it.
+    knows: Vec<Arc<BackendStats>>,
 }
 
 /// What the queue has done so far, for `/metrics` and the status page.
@@ -96,27 +99,19 @@ impl Queue {
             stats.active.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let mut slot = ActiveGuard {
+        let slot = ActiveGuard {
             stats: Arc::clone(stats),
             queue: Some(Arc::clone(self)),
         };
         // A waiter looks for room and enqueues under this lock, and the count
         // falls under it too: a slot is never given back unseen by a waiter.
         let mut waiters = self.lock();
-        while let Some(waiter) = waiters.pop_front() {
-            match waiter.slot.send(slot) {
-                Ok(()) => {
-                    self.depth.store(waiters.len() as u32, Ordering::Relaxed);
-                    return;
-                }
-                // That waiter is gone (timed out or cancelled): the next one.
-                Err(back) => slot = back,
-            }
+        let left = hand(&mut waiters, slot);
+        self.depth.store(waiters.len() as u32, Ordering::Relaxed);
+        if let Some(mut slot) = left {
+            // Nobody to take it: without a queue, the guard's drop just decrements.
+            slot.queue = None;
         }
-        self.depth.store(0, Ordering::Relaxed);
-        // Nobody to take it: without a queue, the guard's drop just decrements.
-        slot.queue = None;
-        drop(slot);
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -128,6 +123,27 @@ impl Queue {
             wait: self.wait.snapshot(),
         }
     }
+}
+
+/// Gives `slot` to the oldest waiter still waiting (a timed-out or cancelled one is
+/// skipped, and so is one whose snapshot does not have the backend); the slot back
+/// when there is none.
+fn hand(waiters: &mut VecDeque<Waiter>, mut slot: ActiveGuard) -> Option<ActiveGuard> {
+    let mut i = 0;
+    while i < waiters.len() {
+        if !waiters[i].knows.iter().any(|k| Arc::ptr_eq(k, &slot.stats)) {
+            i += 1;
+            continue;
+        }
+        let Some(waiter) = waiters.remove(i) else {
+            break;
+        };
+        match waiter.slot.send(slot) {
+            Ok(()) => return None,
+            Err(back) => slot = back,
+        }
+    }
+    Some(slot)
 }
 
 /// A place in the queue; leaving it (served, timed out or cancelled) removes it.
@@ -209,11 +225,17 @@ impl Pool {
             let (place, mut slot) = {
                 let mut waiters = queue.lock();
                 // Under the lock, so that a slot given back since the look for room
-                // is either found now or handed to this waiter. Waiters go first.
+                // is either found now or handed to this waiter. Waiters go first,
+                // also to room a backend that came up or was added has made.
+                self.serve_waiters(&mut waiters);
                 if waiters.is_empty() {
                     if let Some(found) = self.room_anywhere() {
                         return Ok(Some(found));
                     }
+                }
+                // Nothing to wait for when no backend is up: the caller says so.
+                if !self.backends.iter().any(|b| b.is_up()) {
+                    return Ok(None);
                 }
                 if waiters.len() >= self.policy.max_queue as usize {
                     queue.overflows.fetch_add(1, Ordering::Relaxed);
@@ -221,9 +243,17 @@ impl Pool {
                 }
                 let id = queue.next_id.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
-                waiters.push_back(Waiter { id, slot: tx });
+                let knows = self.backends.iter().map(|b| Arc::clone(&b.stats)).collect();
+                waiters.push_back(Waiter {
+                    id,
+                    slot: tx,
+                    knows,
+                });
                 queue.depth.store(waiters.len() as u32, Ordering::Relaxed);
                 queue.queued.fetch_add(1, Ordering::Relaxed);
+                // Room that only this snapshot's waiters know of (a backend a
+                // reload added) goes to the oldest of them, maybe this one.
+                self.serve_waiters(&mut waiters);
                 (Place { queue, id }, rx)
             };
             let left = timeout.saturating_sub(started.elapsed());
@@ -240,8 +270,8 @@ impl Pool {
                 queue.timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(Full::Timeout(timeout));
             };
-            // The backend as this snapshot knows it; one a reload added since is
-            // not in it: pass the slot on and wait again.
+            // The backend as this snapshot knows it (only such slots are handed
+            // to it; should one not be, pass it on and wait again).
             match self
                 .backends
                 .iter()
@@ -258,6 +288,24 @@ impl Pool {
                 return Err(Full::Timeout(timeout));
             }
         }
+    }
+
+    /// Hands room that did not come from a released slot (a backend back up, or
+    /// added by a reload) to the oldest waiters (the queue's lock held).
+    fn serve_waiters(&self, waiters: &mut VecDeque<Waiter>) {
+        while !waiters.is_empty() {
+            let Some((_, slot)) = self.room_anywhere() else {
+                break;
+            };
+            if let Some(mut left) = hand(waiters, slot) {
+                // No waiter took it: give it back without the lock this holds.
+                left.queue = None;
+                break;
+            }
+        }
+        self.queue
+            .depth
+            .store(waiters.len() as u32, Ordering::Relaxed);
     }
 
     /// Any backend that is up with room (the queue's lock held).
