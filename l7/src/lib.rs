@@ -5,6 +5,7 @@
 
 mod body;
 mod grpc;
+pub mod h1;
 pub mod health;
 mod listener;
 mod proxy;

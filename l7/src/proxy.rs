@@ -246,10 +246,10 @@ async fn forward(
             .await
             .map_err(|full| Refusal::Queue(pool.name().to_owned(), full))?,
     };
-    let first_addr = first.as_ref().map(|(b, _)| b.addr());
+    let first_backend = first.as_ref().map(|(b, _)| *b);
     // The others take their slot when tried, not when looked ahead at.
     let rest = candidates
-        .filter(|b| Some(b.addr()) != first_addr)
+        .filter(|b| !first_backend.is_some_and(|f| std::ptr::eq(f, *b)))
         .map(|b| (b, None));
     let first = first.map(|(b, slot)| (b, Some(slot)));
     let candidates = first.into_iter().chain(rest).take(attempts);

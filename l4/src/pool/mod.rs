@@ -57,6 +57,8 @@ pub struct BackendStats {
     /// Turns true when a reload removed the backend and the drain time is over:
     /// its remaining connections end.
     retired: watch::Sender<bool>,
+    /// The queue of the pool it serves in, once that pool has `max_connections`.
+    queue: std::sync::OnceLock<Arc<Queue>>,
 }
 
 impl Default for BackendStats {
@@ -76,6 +78,7 @@ impl Default for BackendStats {
             bytes_in: AtomicU64::default(),
             bytes_out: AtomicU64::default(),
             retired: watch::Sender::new(false),
+            queue: std::sync::OnceLock::new(),
         }
     }
 }
@@ -201,10 +204,7 @@ impl Backend {
     /// connection while it is still being set up.
     pub fn track(&self) -> ActiveGuard {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard {
-            stats: Arc::clone(&self.stats),
-            queue: None,
-        }
+        ActiveGuard::new(&self.stats)
     }
 
     /// Counts a failed connect; returns the failures in a row so far.
@@ -217,20 +217,42 @@ impl Backend {
     }
 }
 
-/// Holds one unit of a backend's active count; releases it on drop.
+/// Holds one unit of a backend's active count; releases it on drop, to the
+/// pool's queue when the backend has one. One pointer: an idle L4 session holds it.
 #[derive(Debug)]
 pub struct ActiveGuard {
-    stats: Arc<BackendStats>,
-    /// Under `max_connections`: the pool's queue, which may hand the slot on.
-    queue: Option<Arc<Queue>>,
+    /// `None` only once released.
+    stats: Option<Arc<BackendStats>>,
+}
+
+impl ActiveGuard {
+    fn new(stats: &Arc<BackendStats>) -> Self {
+        ActiveGuard {
+            stats: Some(Arc::clone(stats)),
+        }
+    }
+
+    fn is_for(&self, stats: &Arc<BackendStats>) -> bool {
+        self.stats.as_ref().is_some_and(|s| Arc::ptr_eq(s, stats))
+    }
+
+    /// Gives the unit back to the count, past any queue.
+    fn decrement(mut self) {
+        if let Some(stats) = self.stats.take() {
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        match self.queue.take() {
-            Some(queue) => queue.release(&self.stats),
+        let Some(stats) = self.stats.take() else {
+            return;
+        };
+        match stats.queue.get() {
+            Some(queue) => queue.release(&stats),
             None => {
-                self.stats.active.fetch_sub(1, Ordering::Relaxed);
+                stats.active.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -359,7 +381,18 @@ impl Pool {
         }
         self.queue = Arc::clone(&previous.queue);
         self.queue.set_max(self.policy.max_connections);
+        self.attach_queue();
         self
+    }
+
+    /// Under `max_connections`, a slot given back goes to the pool's queue.
+    fn attach_queue(&self) {
+        if self.policy.max_connections > 0 {
+            for backend in &self.backends {
+                // Set once: a backend's stats stay with its pool's queue.
+                let _ = backend.stats.queue.set(Arc::clone(&self.queue));
+            }
+        }
     }
 
     /// Takes over the live state of `draining`, a backend a reload removed whose
@@ -431,6 +464,7 @@ impl Pool {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self.queue.set_max(policy.max_connections);
+        self.attach_queue();
         self
     }
 

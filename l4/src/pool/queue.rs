@@ -89,7 +89,7 @@ impl Queue {
 
     /// Gives back the slot `stats` held: to the oldest waiter when the backend can
     /// take work, else to the backend's count.
-    pub(super) fn release(self: &Arc<Self>, stats: &Arc<BackendStats>) {
+    pub(super) fn release(&self, stats: &Arc<BackendStats>) {
         let usable = !stats.down.load(Ordering::Relaxed)
             && !stats.ejected.load(Ordering::Relaxed)
             && !*stats.retired.borrow()
@@ -99,18 +99,15 @@ impl Queue {
             stats.active.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let slot = ActiveGuard {
-            stats: Arc::clone(stats),
-            queue: Some(Arc::clone(self)),
-        };
+        let slot = ActiveGuard::new(stats);
         // A waiter looks for room and enqueues under this lock, and the count
         // falls under it too: a slot is never given back unseen by a waiter.
         let mut waiters = self.lock();
         let left = hand(&mut waiters, slot);
         self.depth.store(waiters.len() as u32, Ordering::Relaxed);
-        if let Some(mut slot) = left {
-            // Nobody to take it: without a queue, the guard's drop just decrements.
-            slot.queue = None;
+        if let Some(slot) = left {
+            // Nobody to take it: back to the count, under the lock.
+            slot.decrement();
         }
     }
 
@@ -131,7 +128,7 @@ impl Queue {
 fn hand(waiters: &mut VecDeque<Waiter>, mut slot: ActiveGuard) -> Option<ActiveGuard> {
     let mut i = 0;
     while i < waiters.len() {
-        if !waiters[i].knows.iter().any(|k| Arc::ptr_eq(k, &slot.stats)) {
+        if !waiters[i].knows.iter().any(|k| slot.is_for(k)) {
             i += 1;
             continue;
         }
@@ -184,10 +181,7 @@ impl Pool {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        Some(ActiveGuard {
-            stats: Arc::clone(&backend.stats),
-            queue: Some(Arc::clone(&self.queue)),
-        })
+        Some(ActiveGuard::new(&backend.stats))
     }
 
     /// The first backend to try and its slot: the first of `candidates` with room
@@ -272,11 +266,7 @@ impl Pool {
             };
             // The backend as this snapshot knows it (only such slots are handed
             // to it; should one not be, pass it on and wait again).
-            match self
-                .backends
-                .iter()
-                .find(|b| Arc::ptr_eq(&b.stats, &guard.stats))
-            {
+            match self.backends.iter().find(|b| guard.is_for(&b.stats)) {
                 Some(backend) => {
                     queue.wait.observe(started.elapsed());
                     return Ok(Some((backend, guard)));
@@ -297,9 +287,9 @@ impl Pool {
             let Some((_, slot)) = self.room_anywhere() else {
                 break;
             };
-            if let Some(mut left) = hand(waiters, slot) {
+            if let Some(left) = hand(waiters, slot) {
                 // No waiter took it: give it back without the lock this holds.
-                left.queue = None;
+                left.decrement();
                 break;
             }
         }

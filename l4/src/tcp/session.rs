@@ -194,9 +194,9 @@ async fn open<'a>(
             return None;
         }
     };
-    let first_addr = first.as_ref().map(|(b, _)| b.addr());
+    let first_backend = first.as_ref().map(|(b, _)| *b);
     let rest = candidates
-        .filter(|b| Some(b.addr()) != first_addr)
+        .filter(|b| !first_backend.is_some_and(|f| std::ptr::eq(f, *b)))
         .filter_map(|b| pool.slot(b).map(|slot| (b, slot)));
     for (backend, active) in first.into_iter().chain(rest).take(attempts) {
         tried += 1;

@@ -1,0 +1,10 @@
+//! fulcrum's own HTTP/1.1 framing (RFC 9112) for proxying: heads parsed in place
+//! with httparse, and where each message's body ends, without owning the body.
+
+mod chunked;
+mod head;
+mod message;
+
+pub use chunked::{ChunkError, Chunked};
+pub use head::{request_body, response_body, Body, Malformed, MAX_HEADERS};
+pub use message::{BodyEnd, FrameError, Framer, Kind, Message, MAX_HEAD};
