@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
         let mut longer = data.to_vec();
         longer.extend_from_slice(&[23, 3, 3, 0, 2, 0xab, 0xcd]);
         assert_eq!(peek(&longer), verdict, "trailing bytes changed the verdict");
-        for cut in [0, data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {
+        for cut in [
+            0,
+            data.len() / 3,
+            data.len() / 2,
+            data.len().saturating_sub(1),
+        ] {
             let early = peek(&data[..cut]);
             assert!(
                 matches!(early, Ok(Peek::NeedMore)) || early == verdict,

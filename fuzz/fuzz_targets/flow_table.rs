@@ -12,7 +12,9 @@ use fulcrum_l4::udp::flow::{FlowId, FlowTable, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&config, ops)) = data.split_first() else { return };
+    let Some((&config, ops)) = data.split_first() else {
+        return;
+    };
     let limits = Limits {
         idle_ns: 1 + u64::from(config & 0x0f) * 10,
         responses: u32::from(config >> 6),
@@ -24,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let mut next_value = 0u32;
     let mut now = 0u64;
     let out = |value: u32, live: &mut HashMap<u32, SocketAddr>| {
-        assert!(live.remove(&value).is_some(), "value {value} left twice or was never in");
+        assert!(
+            live.remove(&value).is_some(),
+            "value {value} left twice or was never in"
+        );
     };
     for op in ops.chunks(2) {
         let (kind, arg) = (op[0] % 6, op.get(1).copied().unwrap_or(0));

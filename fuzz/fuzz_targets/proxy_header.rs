@@ -22,11 +22,18 @@ fuzz_target!(|data: &[u8]| {
         let port = u16::from_be_bytes([data[4], data[5]]);
         let client = SocketAddr::from((ip, port));
         let local = SocketAddr::from(([10, 0, 0, 1], 443));
-        let version = if data[6] & 1 == 0 { Version::V1 } else { Version::V2 };
+        let version = if data[6] & 1 == 0 {
+            Version::V1
+        } else {
+            Version::V2
+        };
         let header = encode(version, client, local, Transport::Stream);
         assert_eq!(
             parse(&header),
-            Ok(Parsed::Header { len: header.len(), client: Some(client) })
+            Ok(Parsed::Header {
+                len: header.len(),
+                client: Some(client)
+            })
         );
     }
 });

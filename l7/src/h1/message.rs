@@ -148,6 +148,16 @@ impl BodyEnd {
     }
 }
 
+/// One whole message out of a [`Framer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framed {
+    pub message: Message,
+    /// The head's bytes.
+    pub head: Vec<u8>,
+    /// The body's length once decoded (chunk framing and trailers left out).
+    pub body_len: u64,
+}
+
 /// Frames a stream of messages fed in pieces of any size: heads gathered until
 /// whole, then bodies scanned. For tests and fuzzing of the framing as one piece.
 #[derive(Debug)]
@@ -166,15 +176,24 @@ impl Framer {
         }
     }
 
-    /// Feeds `input`; returns each message that ended in it, with its head's bytes.
-    pub fn push(&mut self, mut input: &[u8]) -> Result<Vec<(Message, Vec<u8>)>, FrameError> {
-        let mut done = Vec::new();
+    /// Feeds `input`; each message that ends in it goes to `done`, also those
+    /// before an error.
+    pub fn push(&mut self, mut input: &[u8], done: &mut Vec<Framed>) -> Result<(), FrameError> {
         while !input.is_empty() {
             if let Some((message, end)) = &mut self.body {
                 match end.scan(input).map_err(FrameError::Chunk)? {
                     Some(n) => {
                         input = &input[n..];
-                        done.push((message.clone(), std::mem::take(&mut self.head)));
+                        let body_len = match (&*end, message.body) {
+                            (BodyEnd::Chunked(c), _) => c.data_len(),
+                            (_, Body::Length(n)) => n,
+                            _ => 0,
+                        };
+                        done.push(Framed {
+                            message: message.clone(),
+                            head: std::mem::take(&mut self.head),
+                            body_len,
+                        });
                         self.body = None;
                     }
                     None => input = &[],
@@ -192,14 +211,18 @@ impl Framer {
                     input = &input[used..];
                     let end = BodyEnd::new(message.body);
                     if matches!(end, BodyEnd::Length(0)) {
-                        done.push((message, std::mem::take(&mut self.head)));
+                        done.push(Framed {
+                            message,
+                            head: std::mem::take(&mut self.head),
+                            body_len: 0,
+                        });
                     } else {
                         self.body = Some((message, end));
                     }
                 }
             }
         }
-        Ok(done)
+        Ok(())
     }
 
     /// The message whose body is being scanned, if any.
@@ -219,9 +242,12 @@ mod tests {
             let mut f = Framer::new(Kind::Request);
             let mut seen = Vec::new();
             for piece in pieces {
-                for (m, head) in f.push(piece)? {
-                    let text = |r: Range<usize>| String::from_utf8_lossy(&head[r]).into_owned();
-                    seen.push((text(m.method), text(m.target)));
+                let mut done = Vec::new();
+                f.push(piece, &mut done)?;
+                for framed in done {
+                    let text =
+                        |r: Range<usize>| String::from_utf8_lossy(&framed.head[r]).into_owned();
+                    seen.push((text(framed.message.method), text(framed.message.target)));
                 }
             }
             Ok(seen)
@@ -261,22 +287,26 @@ mod tests {
         assert_eq!(frame(chunk), Err(FrameError::Chunk(ChunkError::Size)));
         let huge = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
         let mut f = Framer::new(Kind::Request);
-        assert!(matches!(f.push(huge.as_bytes()), Err(FrameError::Head(m)) if m.status == 431));
+        let pushed = f.push(huge.as_bytes(), &mut Vec::new());
+        assert!(matches!(pushed, Err(FrameError::Head(m)) if m.status == 431));
     }
 
     #[test]
     fn responses_to_head_and_304_have_no_body() {
         let mut f = Framer::new(Kind::Response { head_request: true });
-        let got = f
-            .push(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        let mut got = Vec::new();
+        f.push(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", &mut got)
             .expect("frames");
         assert_eq!(got.len(), 1);
         let mut f = Framer::new(Kind::Response {
             head_request: false,
         });
-        let got = f
-            .push(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\n\r\nbody")
-            .expect("frames");
+        let mut got = Vec::new();
+        f.push(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\n\r\nbody",
+            &mut got,
+        )
+        .expect("frames");
         assert_eq!(got.len(), 1);
         assert_eq!(f.current().map(|m| m.body), Some(Body::Close));
     }

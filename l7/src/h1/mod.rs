@@ -7,4 +7,4 @@ mod message;
 
 pub use chunked::{ChunkError, Chunked};
 pub use head::{request_body, response_body, Body, Malformed, MAX_HEADERS};
-pub use message::{BodyEnd, FrameError, Framer, Kind, Message, MAX_HEAD};
+pub use message::{BodyEnd, FrameError, Framed, Framer, Kind, Message, MAX_HEAD};
