@@ -366,6 +366,7 @@ impl HttpArgs {
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
+            http1_engine: Default::default(),
         };
         let mut config =
             self.pool

@@ -79,6 +79,17 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Expect a PROXY header before anything else; it names the real client.
     pub accept_proxy: bool,
+    /// Who serves HTTP/1 clients (`http1_engine`).
+    pub http1_engine: Http1Engine,
+}
+
+/// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own
+/// path (`crate::h1`), which HTTP/2 clients never take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http1Engine {
+    #[default]
+    Hyper,
+    Fulcrum,
 }
 
 /// A pool as L7 routes use it, with its request-level options.
@@ -246,6 +257,13 @@ async fn connection(
         sessions,
     });
     let Some(tls) = &current.settings.tls else {
+        if current.settings.http1_engine == Http1Engine::Fulcrum {
+            return match h2_preface(&stream).await {
+                Ok(true) => serve_http(TokioIo::new(stream), conn, shutdown, Speaks::H2).await,
+                Ok(false) => crate::h1::engine::serve(stream, conn, shutdown).await,
+                Err(_) => {}
+            };
+        }
         return serve_http(TokioIo::new(stream), conn, shutdown, Speaks::Either).await;
     };
     let handshake = tokio::time::timeout(
@@ -268,6 +286,31 @@ async fn connection(
         Err(_) => {
             tracing::debug!(listener = %current.settings.name, client = %conn.peer, "tls handshake timed out")
         }
+    }
+}
+
+/// Whether the client opens with the HTTP/2 preface (prior knowledge, RFC 9113
+/// §3.3), looked at without taking the bytes: as far as they came, within the
+/// header read timeout the caller's keep-alive wait applies after.
+async fn h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        stream.readable().await?;
+        let n = match stream.peek(&mut seen).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        // Closed, a mismatch, or the whole preface: decided.
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface: wait for more (peek sees the same bytes again).
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

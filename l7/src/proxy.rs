@@ -476,7 +476,7 @@ async fn tunnel(
 
 /// Picks the pool of a target: a split honours a sticky cookie that names one of
 /// its pools' backends (the client stays on its side of a canary), else draws.
-fn choose_upstream<'t>(
+pub(crate) fn choose_upstream<'t>(
     target: &'t Target<Arc<Upstream>>,
     headers: &http::HeaderMap,
 ) -> Option<&'t Upstream> {
@@ -492,7 +492,10 @@ fn choose_upstream<'t>(
 }
 
 /// The backend a sticky cookie pins the request to, if it names one that is up.
-fn pinned_backend<'u>(upstream: &'u Upstream, headers: &http::HeaderMap) -> Option<&'u Backend> {
+pub(crate) fn pinned_backend<'u>(
+    upstream: &'u Upstream,
+    headers: &http::HeaderMap,
+) -> Option<&'u Backend> {
     let value = cookie(headers, upstream.sticky_cookie.as_deref()?)?;
     let i = upstream.ids.iter().position(|id| id == value)?;
     upstream.pool.backends().get(i).filter(|b| b.is_up())
@@ -510,7 +513,7 @@ fn rng() -> &'static Rng {
 }
 
 /// A host without its port: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
-fn host_name(host: &str) -> &str {
+pub(crate) fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }

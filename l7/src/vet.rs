@@ -66,15 +66,19 @@ pub fn authority(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>
 /// brackets of an IP literal), as it runs on every request; the value is the one
 /// received, not a copy.
 fn valid_authority(value: &HeaderValue) -> Result<HeaderValue, Refused> {
-    let bytes = value.as_bytes();
-    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b);
-    if bytes.is_empty() || bytes[0] == b':' || !bytes.iter().all(allowed) {
+    if !valid_host(value.as_bytes()) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "invalid host in Host or the request target",
         ));
     }
     Ok(value.clone())
+}
+
+/// `uri-host [ ":" port ]` as bytes (see `valid_authority`).
+pub(crate) fn valid_host(bytes: &[u8]) -> bool {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b);
+    !bytes.is_empty() && bytes[0] != b':' && bytes.iter().all(allowed)
 }
 
 /// Transfer codings fulcrum can forward: `chunked` alone, never beside a

@@ -10,7 +10,8 @@ use fulcrum_l7::retry::RetryOn;
 use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
 use fulcrum_l7::tls::CertFiles;
-use fulcrum_l7::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+use fulcrum_l7::upstream::HttpVersion;
+use fulcrum_l7::{Http1Engine, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
@@ -101,6 +102,20 @@ pub(super) fn options(
             None => Rewrite::default(),
         },
         trust_forwarded: l.trust_forwarded.as_ref().is_some_and(|t| *t.get_ref()),
+        http1_engine: match &l.http1_engine {
+            None => Http1Engine::Hyper,
+            Some(e) if e.get_ref() == "hyper" => Http1Engine::Hyper,
+            Some(e) if e.get_ref() == "fulcrum" => Http1Engine::Fulcrum,
+            Some(e) => {
+                return Err(invalid(
+                    e,
+                    format!(
+                        "unknown http1_engine {:?}: write \"hyper\" (the default) or \"fulcrum\"",
+                        e.get_ref()
+                    ),
+                ))
+            }
+        },
         tls,
         tls_files,
         client_ca,
@@ -309,6 +324,51 @@ fn header_value<T>(at: &Spanned<T>, value: &str) -> Result<HeaderValue> {
 
 #[cfg(test)]
 mod tests;
+
+/// `http1_engine = "fulcrum"` serves plain-text listeners in front of HTTP/1.1
+/// pools without TLS, retrying on connect failures only: anything else is said
+/// at config time, not found out by a request.
+pub(super) fn own_engine_fits(l: &FileListener, pools: &[PoolConfig]) -> Result<()> {
+    let Some(engine) = l.http1_engine.as_ref().filter(|e| e.get_ref() == "fulcrum") else {
+        return Ok(());
+    };
+    let unsupported = |what: &str| {
+        Err(invalid(
+            engine,
+            format!("http1_engine = \"fulcrum\" does not serve {what} yet: remove http1_engine (hyper serves it)"),
+        ))
+    };
+    if l.protocol.as_ref().is_some_and(|p| p.get_ref() != "http") {
+        return unsupported("https listeners");
+    }
+    let after_sending = l.retry_on.as_ref().is_some_and(|list| {
+        list.get_ref()
+            .iter()
+            .any(|r| r.get_ref() != "connect-failure")
+    });
+    if after_sending || l.try_timeout.is_some() {
+        return unsupported("retry_on beyond connect-failure, or try_timeout");
+    }
+    let routes = l.route.as_ref().map_or(&[][..], |r| r.get_ref().as_slice());
+    let split = routes
+        .iter()
+        .flat_map(|r| r.get_ref().split.iter().flat_map(|s| s.get_ref().iter()));
+    let named = l
+        .pool
+        .iter()
+        .chain(routes.iter().filter_map(|r| r.get_ref().pool.as_ref()))
+        .chain(split.map(|s| &s.get_ref().pool));
+    for name in named {
+        let pool = pools.iter().find(|p| p.name == *name.get_ref());
+        if pool.is_some_and(|p| p.tls.is_some() || p.http_version != HttpVersion::Http1) {
+            return unsupported(&format!(
+                "pool `{}` (TLS or HTTP/2 to its backends)",
+                name.get_ref()
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A route matching `content-type = "application/grpc..."` carries gRPC calls,
 /// which need HTTP/2 to the backends: each pool it names must speak it.

@@ -112,6 +112,8 @@ pub struct HttpOptions {
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
     pub trust_forwarded: bool,
+    /// `http1_engine`: who serves HTTP/1 clients.
+    pub http1_engine: fulcrum_l7::Http1Engine,
     /// `protocol = "https"`: the loaded certificates, and the files they came from.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_files: Vec<CertFiles>,

@@ -95,6 +95,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
             ));
         }
         http::grpc_routes_speak_h2(file, &pools)?;
+        http::own_engine_fits(file, &pools)?;
         let http_only = pools.iter().find(|p| {
             Some(&p.name) == l.pool.as_ref()
                 && (p.sticky_cookie.is_some() || p.request_key.is_some())
@@ -234,6 +235,11 @@ fn validate_listener(
             &["http", "https"][..],
             span_of(&l.trust_forwarded),
             "trust_forwarded",
+        ),
+        (
+            &["http", "https"][..],
+            span_of(&l.http1_engine),
+            "http1_engine",
         ),
         (
             &["http", "https", "tls"][..],

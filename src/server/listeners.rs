@@ -236,6 +236,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         },
         tls: h.tls.clone(),
         accept_proxy: l.accept_proxy_protocol,
+        http1_engine: h.http1_engine,
     }
 }
 

@@ -148,7 +148,7 @@ pub fn response_body(
 }
 
 /// `value` without the optional whitespace around it (RFC 9110 §5.5).
-fn trim(value: &[u8]) -> &[u8] {
+pub(super) fn trim(value: &[u8]) -> &[u8] {
     let start = value
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))

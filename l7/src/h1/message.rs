@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use httparse::Header;
+
 use super::chunked::{ChunkError, Chunked};
 use super::head::{request_body, response_body, Body, Malformed, MAX_HEADERS};
 
@@ -29,7 +31,8 @@ pub struct Message {
     /// The `x` of HTTP/1.x.
     pub minor: u8,
     pub body: Body,
-    /// Requests: the method and request target.
+    /// Requests: the method and request target (responses: the reason phrase
+    /// is `target`).
     pub method: Range<usize>,
     pub target: Range<usize>,
     /// Responses: the status code.
@@ -56,9 +59,18 @@ impl Message {
     /// Parses the head at the start of `buf`: `None` until it is whole.
     pub fn parse(buf: &[u8], kind: Kind) -> Result<Option<Message>, Malformed> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        Ok(Message::parse_with(buf, kind, &mut headers)?.map(|(m, _)| m))
+    }
+
+    /// As [`Message::parse`], with its header fields, parsed into `storage`.
+    pub fn parse_with<'h, 'b>(
+        buf: &'b [u8],
+        kind: Kind,
+        storage: &'h mut [Header<'b>],
+    ) -> Result<Option<(Message, &'h [Header<'b>])>, Malformed> {
         let parsed = match kind {
             Kind::Request => {
-                let mut req = httparse::Request::new(&mut headers);
+                let mut req = httparse::Request::new(storage);
                 match req.parse(buf) {
                     Ok(httparse::Status::Complete(len)) => {
                         let (Some(method), Some(target), Some(minor)) =
@@ -67,14 +79,15 @@ impl Message {
                             return Err(bad(400, "incomplete request line"));
                         };
                         let body = request_body(minor, req.headers)?;
-                        Some(Message {
+                        let message = Message {
                             head_len: len,
                             minor,
                             body,
                             method: offset(buf, method),
                             target: offset(buf, target),
                             status: 0,
-                        })
+                        };
+                        Some((message, &*req.headers))
                     }
                     Ok(httparse::Status::Partial) => None,
                     Err(httparse::Error::TooManyHeaders) => {
@@ -84,21 +97,23 @@ impl Message {
                 }
             }
             Kind::Response { head_request } => {
-                let mut res = httparse::Response::new(&mut headers);
+                let mut res = httparse::Response::new(storage);
                 match res.parse(buf) {
                     Ok(httparse::Status::Complete(len)) => {
                         let (Some(status), Some(minor)) = (res.code, res.version) else {
                             return Err(bad(502, "incomplete status line"));
                         };
                         let body = response_body(status, head_request, res.headers)?;
-                        Some(Message {
+                        let message = Message {
                             head_len: len,
                             minor,
                             body,
+                            // Responses: the reason phrase.
                             method: 0..0,
-                            target: 0..0,
+                            target: res.reason.map_or(0..0, |r| offset(buf, r)),
                             status,
-                        })
+                        };
+                        Some((message, &*res.headers))
                     }
                     Ok(httparse::Status::Partial) => None,
                     Err(_) => return Err(bad(502, "malformed response head")),

@@ -2,7 +2,11 @@
 //! with httparse, and where each message's body ends, without owning the body.
 
 mod chunked;
+mod edit;
+pub(crate) mod engine;
+mod forward;
 mod head;
+mod idle;
 mod message;
 
 pub use chunked::{ChunkError, Chunked};

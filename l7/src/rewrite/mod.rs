@@ -124,6 +124,28 @@ impl Client {
         }
     }
 
+    /// The client's IP as X-Forwarded-For carries it.
+    pub(crate) fn ip(&self) -> &[u8] {
+        self.ip.as_bytes()
+    }
+
+    /// As `element`, for a host given as bytes (copied only when not cached).
+    pub(crate) fn element_for(
+        &self,
+        proto: &'static str,
+        host: Option<&[u8]>,
+    ) -> Option<HeaderValue> {
+        if let Some((for_proto, for_host, value)) = self.element.get() {
+            if *for_proto == proto && for_host.as_ref().map(HeaderValue::as_bytes) == host {
+                return Some(value.clone());
+            }
+        }
+        match host {
+            Some(h) => self.element(proto, Some(&HeaderValue::from_bytes(h).ok()?)),
+            None => self.element(proto, None),
+        }
+    }
+
     /// `for=...;proto=...;host=...` for a request from this client.
     fn element(&self, proto: &'static str, host: Option<&HeaderValue>) -> Option<HeaderValue> {
         if let Some((for_proto, for_host, value)) = self.element.get() {

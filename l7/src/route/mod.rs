@@ -158,6 +158,11 @@ impl<P> Router<P> {
             .or(self.fallback.as_ref())
     }
 
+    /// Whether any route looks at header fields.
+    pub fn reads_headers(&self) -> bool {
+        self.routes.iter().any(|r| !r.when.headers.is_empty())
+    }
+
     pub fn routes(&self) -> &[Route<P>] {
         &self.routes
     }

@@ -1,0 +1,228 @@
+//! The heads fulcrum's own HTTP/1 path sends on: the received field lines copied
+//! through as bytes, hop-by-hop fields dropped (RFC 9110 §7.6.1), and the
+//! forwarding fields and the operator's `[listener.headers]` spliced in; no map.
+
+use http::header::HeaderName;
+use httparse::Header;
+
+use super::head::trim;
+use crate::rewrite::Rewrite;
+
+/// Fields that describe one connection, never forwarded. `transfer-encoding` is
+/// not among them here: bodies are relayed in their own framing.
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
+
+/// What the forwarding fields say about a request's client.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client's IP, as X-Forwarded-For carries it.
+    pub ip: &'a [u8],
+    /// The Forwarded element (`for=...;proto=...;host=...`), if it could be built.
+    pub element: Option<&'a [u8]>,
+    pub proto: &'static str,
+    /// Keep (and append to) the client's chain.
+    pub trust: bool,
+}
+
+/// A request head as the backend gets it.
+#[derive(Debug)]
+pub struct RequestEdit<'a> {
+    pub method: &'a str,
+    /// Origin form: path and query.
+    pub path: &'a str,
+    /// HTTP/1.x minor version to speak: the client's (a 1.0 client's backend then
+    /// answers without chunking).
+    pub minor: u8,
+    /// The one authority the request was routed by, sent as Host.
+    pub host: Option<&'a [u8]>,
+    pub forwarding: Forwarding<'a>,
+    /// The protocol an Upgrade request asks for.
+    pub upgrade: Option<&'a [u8]>,
+    /// The client said `TE: trailers`: so does fulcrum, which carries them.
+    pub trailers: bool,
+    pub rewrite: &'a Rewrite,
+}
+
+/// Whether `name` is a hop-by-hop field, or (`connection`: the head has one) one
+/// that `Connection` lists.
+fn hop_by_hop(name: &str, headers: &[Header<'_>], connection: bool) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection
+            && connection_options(headers).any(|o| o.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// The options every `Connection` line lists, trimmed.
+pub fn connection_options<'h>(headers: &'h [Header<'_>]) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(trim)
+}
+
+fn named(names: &[HeaderName], name: &str) -> bool {
+    names.iter().any(|n| name.eq_ignore_ascii_case(n.as_str()))
+}
+
+fn added(add: &[(HeaderName, http::HeaderValue)], name: &str) -> bool {
+    add.iter()
+        .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the request head for the backend to `out`.
+pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header<'_>]) {
+    let fw = &edit.forwarding;
+    out.extend_from_slice(edit.method.as_bytes());
+    out.push(b' ');
+    if edit.path.starts_with('?') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(edit.path.as_bytes());
+    out.extend_from_slice(if edit.minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    if let Some(host) = edit.host {
+        line(out, b"host", host);
+    }
+    // With `trust`, the chains the client sent are kept and appended to.
+    let mut chain_xff: Vec<&[u8]> = Vec::new();
+    let mut chain_fwd: Vec<&[u8]> = Vec::new();
+    let (mut kept_proto, mut kept_host) = (false, false);
+    let has_connection = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    for h in headers {
+        let name = h.name;
+        let forwarding = if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if fw.trust && !trim(h.value).is_empty() {
+                chain_xff.push(trim(h.value));
+            }
+            true
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            if fw.trust && !trim(h.value).is_empty() {
+                chain_fwd.push(trim(h.value));
+            }
+            true
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            kept_proto |= fw.trust;
+            !fw.trust
+        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            kept_host |= fw.trust;
+            !fw.trust
+        } else {
+            false
+        };
+        if forwarding
+            || name.eq_ignore_ascii_case("host")
+            || hop_by_hop(name, headers, has_connection)
+            || named(&edit.rewrite.request_remove, name)
+            || added(&edit.rewrite.request_add, name)
+        {
+            continue;
+        }
+        line(out, name.as_bytes(), h.value);
+    }
+    if edit.trailers {
+        line(out, b"te", b"trailers");
+    }
+    if let Some(protocol) = edit.upgrade {
+        line(out, b"connection", b"upgrade");
+        line(out, b"upgrade", protocol);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for earlier in &chain_xff {
+        out.extend_from_slice(earlier);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(fw.ip);
+    out.extend_from_slice(b"\r\n");
+    if let Some(element) = fw.element {
+        out.extend_from_slice(b"forwarded: ");
+        for earlier in &chain_fwd {
+            out.extend_from_slice(earlier);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(element);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !kept_proto {
+        line(out, b"x-forwarded-proto", fw.proto.as_bytes());
+    }
+    if let (false, Some(host)) = (kept_host, edit.host) {
+        line(out, b"x-forwarded-host", host);
+    }
+    for (name, value) in &edit.rewrite.request_add {
+        line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response head as the client gets it.
+#[derive(Debug)]
+pub struct ResponseEdit<'a> {
+    pub status: u16,
+    pub reason: &'a [u8],
+    /// The connection closes after this response: say so.
+    pub close: bool,
+    /// A 101 to an Upgrade request: its Upgrade and `Connection: upgrade` stay.
+    pub upgraded: bool,
+    /// A sticky cookie that pins the client to the backend that answered.
+    pub set_cookie: Option<&'a [u8]>,
+    pub rewrite: &'a Rewrite,
+}
+
+/// Writes the response head for the client to `out`.
+pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Header<'_>]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let status = edit.status;
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(edit.reason);
+    out.extend_from_slice(b"\r\n");
+    let has_connection = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    for h in headers {
+        let name = h.name;
+        let upgrade_field = edit.upgraded && name.eq_ignore_ascii_case("upgrade");
+        if !upgrade_field
+            && (hop_by_hop(name, headers, has_connection)
+                || named(&edit.rewrite.response_remove, name)
+                || added(&edit.rewrite.response_add, name))
+        {
+            continue;
+        }
+        line(out, name.as_bytes(), h.value);
+    }
+    if edit.upgraded {
+        line(out, b"connection", b"upgrade");
+    } else if edit.close {
+        line(out, b"connection", b"close");
+    }
+    if let Some(cookie) = edit.set_cookie {
+        line(out, b"set-cookie", cookie);
+    }
+    for (name, value) in &edit.rewrite.response_add {
+        line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}

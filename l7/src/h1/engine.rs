@@ -1,0 +1,308 @@
+//! fulcrum's own HTTP/1 proxy path (`http1_engine = "fulcrum"`): a client
+//! connection's requests one after another, each routed from its head parsed in
+//! place, the head forwarded with its edits and the body relayed in its own
+//! framing over a kept-alive backend connection. An idle client holds no buffer.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use httparse::Header;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::edit::{self, Forwarding, RequestEdit};
+use super::forward::forward;
+use super::head::{trim, Body};
+use super::idle;
+use super::message::{Kind, Message};
+use crate::listener::{Current, Upstream, MAX_HEAD_H1};
+use crate::proxy::{choose_upstream, host_name, pinned_backend, Conn};
+use crate::route::RequestInfo;
+
+/// What the connection does after an exchange.
+pub(super) enum Next {
+    KeepAlive,
+    /// Answered; the client's connection closes.
+    Close,
+    /// Nothing more can be said on it.
+    Gone,
+}
+
+/// Serves one client connection until it closes, an exchange ends it, or
+/// `shutdown` (between requests).
+pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: CancellationToken) {
+    // Bytes of pipelined requests already read: the only buffer held between them.
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let current = conn.listener.current();
+        let wait = current.settings.header_read_timeout;
+        let mut buf = match held.take() {
+            Some(buf) => buf,
+            None => {
+                tokio::select! {
+                    ready = tokio::time::timeout(wait, client.readable()) => {
+                        if !matches!(ready, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+                idle::buffer()
+            }
+        };
+        let deadline = Instant::now() + wait;
+        let next = exchange(&mut client, &mut buf, &conn, &current, deadline).await;
+        match next {
+            Next::KeepAlive if !shutdown.is_cancelled() => {}
+            Next::KeepAlive | Next::Close => {
+                idle::give_back(buf);
+                let _ = client.shutdown().await;
+                return;
+            }
+            Next::Gone => return,
+        }
+        match buf.is_empty() {
+            true => idle::give_back(buf),
+            false => held = Some(buf),
+        }
+    }
+}
+
+/// A request as far as its head told: where it goes and how it is sent on.
+pub(super) struct Plan {
+    pub(super) head_len: usize,
+    pub(super) body: Body,
+    pub(super) upstream: Arc<Upstream>,
+    /// The backend a sticky cookie named, by its place in the pool.
+    pub(super) pinned: Option<usize>,
+    pub(super) key: Option<u64>,
+    pub(super) head_request: bool,
+    pub(super) keep_alive: bool,
+    pub(super) upgrade: bool,
+    pub(super) expect_continue: bool,
+    /// No Host: the backend's address goes in its place.
+    pub(super) host_missing: bool,
+    pub(super) logged: Option<(String, String)>,
+    /// The head for the backend.
+    pub(super) out: Vec<u8>,
+}
+
+/// fulcrum's own answer, and why.
+struct Answer(u16, &'static str);
+
+async fn exchange(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    current: &Current,
+    deadline: Instant,
+) -> Next {
+    let plan = loop {
+        let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
+        match Message::parse_with(buf, Kind::Request, &mut storage) {
+            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current) {
+                Ok(plan) => break plan,
+                Err(Answer(status, why)) => return refuse(client, conn, status, why).await,
+            },
+            Ok(None) if buf.len() < MAX_HEAD_H1 => {}
+            Ok(None) => return refuse(client, conn, 431, "request head too large").await,
+            Err(bad) => return refuse(client, conn, bad.status, bad.why).await,
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed, broken or slow before a whole head: nothing to answer.
+            Ok(Ok(_)) if buf.is_empty() => return Next::Gone,
+            Ok(_) => return Next::Gone,
+            Err(_) if buf.is_empty() => return Next::Gone,
+            Err(_) => return refuse(client, conn, 408, "request head too slow").await,
+        }
+    };
+    let started = Instant::now();
+    let outcome = forward(client, buf, conn, current, plan, started).await;
+    conn.listener.stats.latency.observe(started.elapsed());
+    outcome
+}
+
+/// Vets and routes a parsed head, and writes the head the backend gets.
+fn plan(
+    buf: &[u8],
+    message: &Message,
+    headers: &[Header<'_>],
+    conn: &Conn,
+    current: &Current,
+) -> Result<Plan, Answer> {
+    let settings = &current.settings;
+    let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
+    let (method, target) = (text(&message.method), text(&message.target));
+    if method == "CONNECT" {
+        return Err(Answer(405, "CONNECT is not served here"));
+    }
+    let Ok(parsed_method) = Method::from_bytes(method.as_bytes()) else {
+        return Err(Answer(400, "invalid method"));
+    };
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host_field = hosts.next().map(|h| trim(h.value));
+    if hosts.next().is_some() {
+        return Err(Answer(400, "more than one Host header"));
+    }
+    // RFC 9112 §3.2.2: the target's authority wins over Host.
+    let (authority, path) = match split_target(target) {
+        Some((Some(authority), path)) => (Some(authority.as_bytes()), path),
+        Some((None, path)) => (host_field, path),
+        None => return Err(Answer(400, "invalid request target")),
+    };
+    if authority.is_some_and(|a| !crate::vet::valid_host(a)) {
+        return Err(Answer(400, "invalid host in Host or the request target"));
+    }
+    if authority.is_none() && message.minor == 1 {
+        return Err(Answer(400, "HTTP/1.1 request without a Host header"));
+    }
+    let max = settings.max_request_body as u64;
+    if let (true, Body::Length(n)) = (max > 0, message.body) {
+        if n > max {
+            return Err(Answer(413, "request body over max_request_body"));
+        }
+    }
+    let options = || edit::connection_options(headers);
+    let upgrade_to = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| h.value)
+        .filter(|_| message.minor == 1 && options().any(|o| o.eq_ignore_ascii_case(b"upgrade")));
+    let keep_alive = match message.minor {
+        0 => options().any(|o| o.eq_ignore_ascii_case(b"keep-alive")),
+        _ => !options().any(|o| o.eq_ignore_ascii_case(b"close")),
+    };
+    // Header fields as a map only for what reads them: header routes, sticky
+    // cookies, hash keys.
+    let needs_map = current.router.reads_headers()
+        || current
+            .router
+            .routes()
+            .iter()
+            .map(|r| &r.target)
+            .chain(current.router.fallback())
+            .flat_map(|t| t.pools())
+            .any(|u| u.sticky_cookie.is_some() || u.hash_key.is_some());
+    let map = match needs_map {
+        true => header_map(headers),
+        false => HeaderMap::new(),
+    };
+    let host_text = authority.and_then(|a| std::str::from_utf8(a).ok());
+    let info = RequestInfo {
+        host: host_text.map(host_name),
+        path: path.split('?').next().unwrap_or(path),
+        method: &parsed_method,
+        headers: &map,
+    };
+    let target = current
+        .router
+        .find(&info)
+        .ok_or(Answer(404, "no route matches"))?;
+    let upstream = choose_upstream(target, &map).ok_or(Answer(404, "no route matches"))?;
+    let pinned = pinned_backend(upstream, &map).and_then(|p| {
+        upstream
+            .pool
+            .backends()
+            .iter()
+            .position(|b| std::ptr::eq(b, p))
+    });
+    let key = upstream.hash_key.as_ref().and_then(|k| k.hash(&map));
+    let proto = "http";
+    let element = conn.client.element_for(proto, authority);
+    let mut out = idle::buffer();
+    let edit = RequestEdit {
+        method,
+        path,
+        minor: message.minor,
+        host: authority,
+        forwarding: Forwarding {
+            ip: conn.client.ip(),
+            element: element.as_ref().map(HeaderValue::as_bytes),
+            proto,
+            trust: settings.trust_forwarded,
+        },
+        upgrade: upgrade_to,
+        trailers: false,
+        rewrite: &settings.rewrite,
+    };
+    edit::request_head(&mut out, &edit, headers);
+    let upstream = target
+        .pools()
+        .find(|u| std::ptr::eq(&***u, upstream))
+        .cloned()
+        .ok_or(Answer(404, "no route matches"))?;
+    Ok(Plan {
+        head_len: message.head_len,
+        body: message.body,
+        upstream,
+        pinned,
+        key,
+        head_request: parsed_method == Method::HEAD,
+        keep_alive,
+        upgrade: upgrade_to.is_some(),
+        expect_continue: headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect")
+                && trim(h.value).eq_ignore_ascii_case(b"100-continue")
+        }),
+        host_missing: authority.is_none(),
+        logged: settings
+            .access_log
+            .then(|| (method.to_owned(), path.to_owned())),
+        out,
+    })
+}
+
+/// The authority (absolute form) and the origin-form path of a request target;
+/// `None` for a target that is neither (RFC 9112 §3.2).
+fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
+    if target.starts_with('/') || target == "*" {
+        return Some((None, target));
+    }
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let rest = match (lower(7).as_deref(), lower(8).as_deref()) {
+        (Some("http://"), _) => &target[7..],
+        (_, Some("https://")) => &target[8..],
+        _ => return None,
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // An empty path is `/`; a bare query gets its `/` when the head is written.
+    let path = match &rest[end..] {
+        "" => "/",
+        p => p,
+    };
+    Some((Some(&rest[..end]), path))
+}
+
+fn header_map(headers: &[Header<'_>]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Answers the client with fulcrum's own `status`, then closes.
+pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, status: u16, why: &str) -> Next {
+    conn.listener.stats.count(status);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let text = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{why}\n",
+        why.len() + 1
+    );
+    let _ = client.write_all(text.as_bytes()).await;
+    Next::Close
+}

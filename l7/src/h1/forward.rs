@@ -1,0 +1,455 @@
+//! One request of fulcrum's own HTTP/1 path after its head: the body read ahead
+//! up to `request_buffer`, a backend chosen (queue, sticky, retries on connect
+//! failure), the head and body sent, and the response relayed in its framing.
+
+use fulcrum_l4::balance::Context;
+use fulcrum_l4::net::{count_local_error, local_shortage};
+use fulcrum_l4::pool::ActiveGuard;
+use fulcrum_l4::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::edit::{self, ResponseEdit};
+use super::engine::{refuse, Next, Plan};
+use super::head::Body;
+use super::idle;
+use super::message::{BodyEnd, Kind, Message};
+use crate::listener::{Current, MAX_HEAD_H1};
+use crate::proxy::Conn;
+use crate::sticky::set_cookie;
+
+/// A backend connection and whether it came from the idle pool.
+struct Link {
+    stream: TcpStream,
+    reused: bool,
+}
+
+pub(super) async fn forward(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    current: &Current,
+    mut plan: Plan,
+    started: Instant,
+) -> Next {
+    let settings = &current.settings;
+    // The body read ahead, so a slow upload holds no backend connection.
+    let mut end = BodyEnd::new(plan.body);
+    let mut body_end = match end.scan(&buf[plan.head_len..]) {
+        Ok(found) => found.map(|n| plan.head_len + n),
+        Err(e) => return refuse(client, conn, 400, chunk_why(e)).await,
+    };
+    let max = settings.max_request_body as u64;
+    while body_end.is_none()
+        && !plan.expect_continue
+        && buf.len() - plan.head_len < settings.request_buffer
+    {
+        let before = buf.len();
+        match read(client, buf, settings.body_read_timeout).await {
+            Ok(0) | Err(Read::Broken) => return Next::Gone,
+            Ok(_) => {}
+            Err(Read::Slow) => return refuse(client, conn, 408, "request body stalled").await,
+        }
+        match end.scan(&buf[before..]) {
+            Ok(found) => body_end = found.map(|n| before + n),
+            Err(e) => return refuse(client, conn, 400, chunk_why(e)).await,
+        }
+        if max > 0 && decoded(&end, plan.body) > max {
+            return refuse(client, conn, 413, "request body over max_request_body").await;
+        }
+    }
+    let in_hand = body_end.unwrap_or(buf.len());
+    let upstream = std::sync::Arc::clone(&plan.upstream);
+    let pool = &upstream.pool;
+    let ctx = Context {
+        client: Some(conn.peer),
+        key: plan.key,
+    };
+    let pinned = plan.pinned.and_then(|i| pool.backends().get(i));
+    let mut candidates = pool.candidates(&ctx);
+    let first = match pinned.and_then(|p| pool.slot(p).map(|slot| (p, slot))) {
+        Some(pinned) => Some(pinned),
+        None => match pool.first_slot(&mut candidates).await {
+            Ok(first) => first,
+            Err(full) => {
+                tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), why = %full, "request refused");
+                return refuse(client, conn, 503, "every backend is busy").await;
+            }
+        },
+    };
+    let first_backend = first.as_ref().map(|(b, _)| *b);
+    let rest = candidates
+        .filter(|b| !first_backend.is_some_and(|f| std::ptr::eq(f, *b)))
+        .map(|b| (b, None));
+    let tries = first.map(|(b, s)| (b, Some(s))).into_iter().chain(rest);
+    let mut chosen: Option<(&Backend, ActiveGuard, Link)> = None;
+    for (attempt, (backend, slot)) in tries.take(settings.retries as usize + 1).enumerate() {
+        let Some(slot) = slot.or_else(|| pool.slot(backend)) else {
+            continue;
+        };
+        if attempt > 0 {
+            conn.listener
+                .stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(link) = open(backend, pool, settings).await {
+            chosen = Some((backend, slot, link));
+            break;
+        }
+    }
+    let Some((backend, slot, mut link)) = chosen else {
+        tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), "no backend available");
+        return refuse(client, conn, 503, "no backend available").await;
+    };
+    let addr = backend.addr();
+    if plan.host_missing {
+        // HTTP/1.0 without Host goes on with the backend's address (RFC 9112 §3.2).
+        plan.out.truncate(plan.out.len() - 2);
+        plan.out
+            .extend_from_slice(format!("host: {addr}\r\n\r\n").as_bytes());
+    }
+    // Head and the body in hand in one write; a kept connection the backend
+    // closed meanwhile is replaced by a new one, once.
+    plan.out.extend_from_slice(&buf[plan.head_len..in_hand]);
+    let replayable = body_end.is_some();
+    let mut response = idle::buffer();
+    let deadline = started + settings.request_timeout;
+    let sent = loop {
+        let wrote = link.stream.write_all(&plan.out).await;
+        let first_bytes = match wrote {
+            Ok(()) if body_end.is_some() || plan.expect_continue => {
+                read_at(&mut link.stream, &mut response, deadline).await
+            }
+            Ok(()) => Ok(usize::MAX),
+            Err(_) => Ok(0),
+        };
+        match first_bytes {
+            Ok(0) if link.reused && replayable => match open_new(backend, pool, settings).await {
+                Some(fresh) => link = fresh,
+                None => break Err(502),
+            },
+            Ok(0) | Err(Read::Broken) => break Err(502),
+            Err(Read::Slow) => break Err(504),
+            Ok(_) => break Ok(()),
+        }
+    };
+    idle::give_back(std::mem::take(&mut plan.out));
+    if let Err(status) = sent {
+        pool.record_response(backend, true);
+        tracing::warn!(listener = %settings.name, backend = %addr, status, "backend failed before its response");
+        idle::give_back(response);
+        return refuse(client, conn, status, "the backend did not answer").await;
+    }
+    // The rest of a body too large to read ahead, streamed.
+    buf.drain(..in_hand);
+    if body_end.is_none() && !plan.expect_continue {
+        if let Err(next) = stream_body(
+            client,
+            &mut link.stream,
+            buf,
+            &mut end,
+            settings.body_read_timeout,
+        )
+        .await
+        {
+            return next;
+        }
+        if read_at(&mut link.stream, &mut response, deadline)
+            .await
+            .unwrap_or(0)
+            == 0
+        {
+            pool.record_response(backend, true);
+            return refuse(client, conn, 502, "the backend did not answer").await;
+        }
+    }
+    relay_response(
+        client, buf, conn, current, &plan, backend, slot, link, response, &mut end, deadline,
+    )
+    .await
+}
+
+/// Why a chunked body was refused.
+fn chunk_why(e: super::ChunkError) -> &'static str {
+    match e {
+        super::ChunkError::Size | super::ChunkError::TooLarge => "invalid chunk size",
+        super::ChunkError::Extension => "invalid chunk extension",
+        super::ChunkError::DataEnd => "chunk data not followed by CRLF",
+        super::ChunkError::Trailers => "invalid trailer section",
+    }
+}
+
+/// Body bytes so far, decoded.
+fn decoded(end: &BodyEnd, body: Body) -> u64 {
+    match (end, body) {
+        (BodyEnd::Chunked(c), _) => c.data_len(),
+        (BodyEnd::Length(left), Body::Length(n)) => n - left,
+        _ => 0,
+    }
+}
+
+enum Read {
+    Broken,
+    Slow,
+}
+
+/// Reads more into `buf` within `wait`.
+async fn read(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    wait: std::time::Duration,
+) -> Result<usize, Read> {
+    read_at(stream, buf, Instant::now() + wait).await
+}
+
+async fn read_at(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<usize, Read> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(idle::BUF);
+    }
+    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(_)) => Err(Read::Broken),
+        Err(_) => Err(Read::Slow),
+    }
+}
+
+/// A kept connection to `backend` if one is open, else a new one.
+async fn open(
+    backend: &Backend,
+    pool: &fulcrum_l4::Pool,
+    settings: &crate::Settings,
+) -> Option<Link> {
+    if let Some(stream) = idle::checkout(backend.addr()) {
+        return Some(Link {
+            stream,
+            reused: true,
+        });
+    }
+    open_new(backend, pool, settings).await
+}
+
+async fn open_new(
+    backend: &Backend,
+    pool: &fulcrum_l4::Pool,
+    settings: &crate::Settings,
+) -> Option<Link> {
+    let started = Instant::now();
+    match fulcrum_l4::tcp::connect(backend.addr(), settings.connect_timeout).await {
+        Ok(stream) => {
+            pool.record_connected(backend, started.elapsed());
+            Some(Link {
+                stream,
+                reused: false,
+            })
+        }
+        Err(e) if local_shortage(&e) => {
+            count_local_error();
+            tracing::warn!(listener = %settings.name, backend = %backend.addr(), error = %e, "cannot connect to a backend: out of local resources (not the backend's fault)");
+            None
+        }
+        Err(e) => {
+            pool.record_connect_error(backend);
+            tracing::warn!(listener = %settings.name, backend = %backend.addr(), error = %e, "backend connect failed");
+            None
+        }
+    }
+}
+
+/// Streams the rest of a request body from the client to the backend; bytes
+/// past its end (a pipelined request) stay in `buf`.
+async fn stream_body(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    end: &mut BodyEnd,
+    wait: std::time::Duration,
+) -> Result<(), Next> {
+    loop {
+        buf.clear();
+        match read(client, buf, wait).await {
+            Ok(0) | Err(_) => return Err(Next::Gone),
+            Ok(_) => {}
+        }
+        let found = end.scan(buf).map_err(|_| Next::Gone)?;
+        let upto = found.unwrap_or(buf.len());
+        backend
+            .write_all(&buf[..upto])
+            .await
+            .map_err(|_| Next::Gone)?;
+        if let Some(n) = found {
+            buf.drain(..n);
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the response head (passing 1xx on), sends the edited head and the body
+/// to the client, and keeps the backend connection when it ended cleanly.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    current: &Current,
+    plan: &Plan,
+    backend: &Backend,
+    slot: ActiveGuard,
+    mut link: Link,
+    mut response: Vec<u8>,
+    end: &mut BodyEnd,
+    deadline: Instant,
+) -> Next {
+    let settings = &current.settings;
+    let addr = backend.addr();
+    let pool = &plan.upstream.pool;
+    let mut out = idle::buffer();
+    let kind = Kind::Response {
+        head_request: plan.head_request,
+    };
+    let (message, close, backend_close) = loop {
+        let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
+        match Message::parse_with(&response, kind, &mut storage) {
+            Ok(Some((message, headers)))
+                if (100..200).contains(&message.status) && message.status != 101 =>
+            {
+                // Interim answers (100 Continue) go to the client as they are.
+                let len = message.head_len;
+                if client.write_all(&response[..len]).await.is_err() {
+                    return Next::Gone;
+                }
+                let _ = headers;
+                response.drain(..len);
+                if message.status == 100 && plan.expect_continue {
+                    // The client sends its body now.
+                    if stream_body(
+                        client,
+                        &mut link.stream,
+                        buf,
+                        end,
+                        settings.body_read_timeout,
+                    )
+                    .await
+                    .is_err()
+                    {
+                        return Next::Gone;
+                    }
+                }
+                continue;
+            }
+            Ok(Some((message, headers))) => {
+                let options = || edit::connection_options(headers);
+                let backend_close =
+                    message.minor == 0 || options().any(|o| o.eq_ignore_ascii_case(b"close"));
+                let close = !plan.keep_alive || message.body == Body::Close;
+                let upgraded = message.status == 101 && plan.upgrade;
+                let cookie = plan.upstream.sticky_cookie.as_deref().filter(|_| {
+                    plan.pinned
+                        .and_then(|i| pool.backends().get(i))
+                        .is_none_or(|p| p.addr() != addr)
+                });
+                let cookie = cookie.and_then(|name| set_cookie(name, addr));
+                let reason = &response[message.target.clone()];
+                let edit = ResponseEdit {
+                    status: message.status,
+                    reason,
+                    close,
+                    upgraded,
+                    set_cookie: cookie.as_ref().map(http::HeaderValue::as_bytes),
+                    rewrite: &settings.rewrite,
+                };
+                edit::response_head(&mut out, &edit, headers);
+                break (message, close, backend_close);
+            }
+            Ok(None) if response.len() < MAX_HEAD_H1 => {}
+            Ok(None) | Err(_) => {
+                pool.record_response(backend, true);
+                return refuse(client, conn, 502, "the backend's response was malformed").await;
+            }
+        }
+        match read_at(&mut link.stream, &mut response, deadline).await {
+            Ok(n) if n > 0 => {}
+            Err(Read::Slow) => {
+                return refuse(client, conn, 504, "no response within the request timeout").await
+            }
+            _ => {
+                pool.record_response(backend, true);
+                return refuse(client, conn, 502, "the backend closed before its response").await;
+            }
+        }
+    };
+    let status = message.status;
+    pool.record_response(backend, status >= 500);
+    conn.listener.stats.count(status);
+    if let Some((method, path)) = &plan.logged {
+        tracing::info!(listener = %settings.name, client = %conn.peer, backend = %addr, method = %method, path = %path, status, grpc_status = "-", ms = started_ms(deadline, settings), "http request");
+    }
+    if status == 101 && plan.upgrade {
+        out.extend_from_slice(&response[message.head_len..]);
+        if client.write_all(&out).await.is_err() || link.stream.write_all(buf).await.is_err() {
+            return Next::Gone;
+        }
+        let _ = tokio::io::copy_bidirectional(client, &mut link.stream).await;
+        drop(slot);
+        return Next::Gone;
+    }
+    let mut body = BodyEnd::new(message.body);
+    let held = &response[message.head_len..];
+    let found = match body.scan(held) {
+        Ok(found) => found,
+        Err(_) => return Next::Gone,
+    };
+    out.extend_from_slice(&held[..found.unwrap_or(held.len())]);
+    let extra = found.is_some_and(|n| n < held.len());
+    if client.write_all(&out).await.is_err() {
+        return Next::Gone;
+    }
+    let mut clean = found.is_some() && !extra;
+    if found.is_none() {
+        loop {
+            response.clear();
+            match read_at(
+                &mut link.stream,
+                &mut response,
+                Instant::now() + settings.request_timeout,
+            )
+            .await
+            {
+                Ok(0) if message.body == Body::Close => break,
+                Ok(0) | Err(_) => return Next::Gone,
+                Ok(_) => {}
+            }
+            let Ok(found) = body.scan(&response) else {
+                return Next::Gone;
+            };
+            let upto = found.unwrap_or(response.len());
+            if client.write_all(&response[..upto]).await.is_err() {
+                return Next::Gone;
+            }
+            if let Some(n) = found {
+                clean = n == response.len();
+                break;
+            }
+        }
+    }
+    idle::give_back(out);
+    idle::give_back(response);
+    if clean && !backend_close {
+        idle::keep(addr, link.stream, settings.upstream);
+    }
+    drop(slot);
+    match close {
+        true => Next::Close,
+        false => Next::KeepAlive,
+    }
+}
+
+fn started_ms(deadline: Instant, settings: &crate::Settings) -> u64 {
+    let started = deadline - settings.request_timeout;
+    started.elapsed().as_millis() as u64
+}
