@@ -303,7 +303,12 @@ fn content_length_with_chunked_cannot_smuggle_a_request() {
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     assert!(!answer.contains("/smuggled"), "{answer}");
     assert!(!answer.contains("h:content-length"), "{answer}");
-    assert_eq!(web.hits(), 1);
+    // hyper's path forwards it chunked (Content-Length removed); fulcrum's own path
+    // refuses it with 400, as §6.3 also allows ("ought to be handled as an error").
+    match answer.starts_with("HTTP/1.1 400") {
+        true => assert_eq!(web.hits(), 0),
+        false => assert_eq!(web.hits(), 1),
+    }
 }
 
 #[test]

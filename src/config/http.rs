@@ -332,12 +332,18 @@ pub(super) fn own_engine_fits(l: &FileListener, pools: &[PoolConfig]) -> Result<
     let Some(engine) = l.http1_engine.as_ref().filter(|e| e.get_ref() == "fulcrum") else {
         return Ok(());
     };
-    let unsupported = |what: &str| {
-        Err(invalid(
+    match own_engine_misfit(l, pools) {
+        None => Ok(()),
+        Some(what) => Err(invalid(
             engine,
             format!("http1_engine = \"fulcrum\" does not serve {what} yet: remove http1_engine (hyper serves it)"),
-        ))
-    };
+        )),
+    }
+}
+
+/// What of this listener fulcrum's own HTTP/1 path does not serve, if anything.
+pub(super) fn own_engine_misfit(l: &FileListener, pools: &[PoolConfig]) -> Option<String> {
+    let unsupported = |what: &str| Some(what.to_owned());
     if l.protocol.as_ref().is_some_and(|p| p.get_ref() != "http") {
         return unsupported("https listeners");
     }
@@ -367,7 +373,7 @@ pub(super) fn own_engine_fits(l: &FileListener, pools: &[PoolConfig]) -> Result<
             ));
         }
     }
-    Ok(())
+    None
 }
 
 /// A route matching `content-type = "application/grpc..."` carries gRPC calls,

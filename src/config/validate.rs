@@ -86,7 +86,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
     let mut names = HashSet::new();
     let mut binds = HashMap::new();
     for listener in &raw.listeners {
-        let l = validate_listener(listener, &pool_names, base)?;
+        let mut l = validate_listener(listener, &pool_names, base)?;
         let file = listener.get_ref();
         if !names.insert(l.name.clone()) {
             return Err(invalid(
@@ -96,6 +96,17 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
         }
         http::grpc_routes_speak_h2(file, &pools)?;
         http::own_engine_fits(file, &pools)?;
+        // FULCRUM_HTTP1_ENGINE=fulcrum: the default where it fits, so that one test
+        // run or bench can put every such listener on fulcrum's own path.
+        if let Protocol::Http(options) = &mut l.protocol {
+            let asked = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "fulcrum");
+            if asked
+                && file.http1_engine.is_none()
+                && http::own_engine_misfit(file, &pools).is_none()
+            {
+                options.http1_engine = fulcrum_l7::Http1Engine::Fulcrum;
+            }
+        }
         let http_only = pools.iter().find(|p| {
             Some(&p.name) == l.pool.as_ref()
                 && (p.sticky_cookie.is_some() || p.request_key.is_some())

@@ -83,12 +83,23 @@ impl Chunked {
     /// `n` of them (the rest is the next message); `None`: all of them belong to
     /// it and it goes on.
     pub fn scan(&mut self, input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        self.scan_with(input, |_| {})
+    }
+
+    /// As [`Chunked::scan`], also handing `data` where each run of chunk data lies
+    /// in `input` (to decode the body rather than relay it).
+    pub fn scan_with(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Option<usize>, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             if self.state == State::Data {
                 // The bulk of a body: skipped, not looked at.
                 let left = input.len() - i;
                 let take = usize::try_from(self.size).map_or(left, |s| s.min(left));
+                data(i..i + take);
                 i += take;
                 self.size -= take as u64;
                 self.data += take as u64;

@@ -36,9 +36,6 @@ pub struct RequestEdit<'a> {
     pub method: &'a str,
     /// Origin form: path and query.
     pub path: &'a str,
-    /// HTTP/1.x minor version to speak: the client's (a 1.0 client's backend then
-    /// answers without chunking).
-    pub minor: u8,
     /// The one authority the request was routed by, sent as Host.
     pub host: Option<&'a [u8]>,
     pub forwarding: Forwarding<'a>,
@@ -91,11 +88,7 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
         out.push(b'/');
     }
     out.extend_from_slice(edit.path.as_bytes());
-    out.extend_from_slice(if edit.minor == 0 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
     if let Some(host) = edit.host {
         line(out, b"host", host);
     }
@@ -179,6 +172,11 @@ pub struct ResponseEdit<'a> {
     pub reason: &'a [u8],
     /// The connection closes after this response: say so.
     pub close: bool,
+    /// An HTTP/1.0 client kept alive: say so, or it takes the response as the last.
+    pub keep_alive: bool,
+    /// The body goes out decoded (chunked to an HTTP/1.0 client): no
+    /// Transfer-Encoding.
+    pub decoded: bool,
     /// A 101 to an Upgrade request: its Upgrade and `Connection: upgrade` stay.
     pub upgraded: bool,
     /// A sticky cookie that pins the client to the backend that answered.
@@ -204,6 +202,9 @@ pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Head
     for h in headers {
         let name = h.name;
         let upgrade_field = edit.upgraded && name.eq_ignore_ascii_case("upgrade");
+        if edit.decoded && name.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        }
         if !upgrade_field
             && (hop_by_hop(name, headers, has_connection)
                 || named(&edit.rewrite.response_remove, name)
@@ -217,6 +218,8 @@ pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Head
         line(out, b"connection", b"upgrade");
     } else if edit.close {
         line(out, b"connection", b"close");
+    } else if edit.keep_alive {
+        line(out, b"connection", b"keep-alive");
     }
     if let Some(cookie) = edit.set_cookie {
         line(out, b"set-cookie", cookie);

@@ -16,7 +16,7 @@ use super::edit::{self, Forwarding, RequestEdit};
 use super::forward::forward;
 use super::head::{trim, Body};
 use super::idle;
-use super::message::{Kind, Message};
+use super::message::{BodyEnd, Kind, Message};
 use crate::listener::{Current, Upstream, MAX_HEAD_H1};
 use crate::proxy::{choose_upstream, host_name, pinned_backend, Conn};
 use crate::route::RequestInfo;
@@ -36,8 +36,7 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
     // Bytes of pipelined requests already read: the only buffer held between them.
     let mut held: Option<Vec<u8>> = None;
     loop {
-        let current = conn.listener.current();
-        let wait = current.settings.header_read_timeout;
+        let wait = conn.listener.current().settings.header_read_timeout;
         let mut buf = match held.take() {
             Some(buf) => buf,
             None => {
@@ -52,13 +51,16 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
                 idle::buffer()
             }
         };
+        // The config as it is when the request comes: a reload applies to open
+        // keep-alive connections too.
+        let current = conn.listener.current();
         let deadline = Instant::now() + wait;
         let next = exchange(&mut client, &mut buf, &conn, &current, deadline).await;
         match next {
             Next::KeepAlive if !shutdown.is_cancelled() => {}
             Next::KeepAlive | Next::Close => {
+                linger(&mut client, &mut buf).await;
                 idle::give_back(buf);
-                let _ = client.shutdown().await;
                 return;
             }
             Next::Gone => return,
@@ -73,6 +75,8 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
 /// A request as far as its head told: where it goes and how it is sent on.
 pub(super) struct Plan {
     pub(super) head_len: usize,
+    /// The client's HTTP/1.x minor version.
+    pub(super) minor: u8,
     pub(super) body: Body,
     pub(super) upstream: Arc<Upstream>,
     /// The backend a sticky cookie named, by its place in the pool.
@@ -102,8 +106,24 @@ async fn exchange(
     let plan = loop {
         let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
         match Message::parse_with(buf, Kind::Request, &mut storage) {
-            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current) {
+            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current)
+                .inspect_err(|_| {
+                    // Answered at once, and counted as a request all the same.
+                    conn.listener
+                        .stats
+                        .latency
+                        .observe(std::time::Duration::ZERO)
+                }) {
                 Ok(plan) => break plan,
+                // No route: the connection goes on when the body is all here.
+                Err(Answer(404, why)) => {
+                    let mut end = BodyEnd::new(message.body);
+                    let body_end = match end.scan(&buf[message.head_len..]) {
+                        Ok(Some(n)) => Some(message.head_len + n),
+                        _ => None,
+                    };
+                    return answer(client, buf, conn, 404, why, body_end).await;
+                }
                 Err(Answer(status, why)) => return refuse(client, conn, status, why).await,
             },
             Ok(None) if buf.len() < MAX_HEAD_H1 => {}
@@ -218,7 +238,6 @@ fn plan(
     let edit = RequestEdit {
         method,
         path,
-        minor: message.minor,
         host: authority,
         forwarding: Forwarding {
             ip: conn.client.ip(),
@@ -238,6 +257,7 @@ fn plan(
         .ok_or(Answer(404, "no route matches"))?;
     Ok(Plan {
         head_len: message.head_len,
+        minor: message.minor,
         body: message.body,
         upstream,
         pinned,
@@ -293,16 +313,64 @@ fn header_map(headers: &[Header<'_>]) -> HeaderMap {
 
 /// Answers the client with fulcrum's own `status`, then closes.
 pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, status: u16, why: &str) -> Next {
+    let _ = client
+        .write_all(own_answer(conn, status, why, true).as_bytes())
+        .await;
+    Next::Close
+}
+
+/// Answers with fulcrum's own `status`; the connection goes on when the request's
+/// body ended at `body_end` in `buf` (it is dropped), else it closes.
+pub(super) async fn answer(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    status: u16,
+    why: &str,
+    body_end: Option<usize>,
+) -> Next {
+    let Some(end) = body_end else {
+        return refuse(client, conn, status, why).await;
+    };
+    buf.drain(..end);
+    match client
+        .write_all(own_answer(conn, status, why, false).as_bytes())
+        .await
+    {
+        Ok(()) => Next::KeepAlive,
+        Err(_) => Next::Gone,
+    }
+}
+
+fn own_answer(conn: &Conn, status: u16, why: &str, close: bool) -> String {
     conn.listener.stats.count(status);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let text = format!(
+    let connection = if close { "connection: close\r\n" } else { "" };
+    format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{why}\n",
+         content-length: {}\r\n{connection}\r\n{why}\n",
         why.len() + 1
-    );
-    let _ = client.write_all(text.as_bytes()).await;
-    Next::Close
+    )
+}
+
+/// Closes after an answer without cutting it off: the client's unread bytes would
+/// make the close a reset, which can destroy the answer before it is read
+/// (RFC 9112 §9.6). The write side closes first; what the client still sends is
+/// read and dropped, for a second and 1 MiB at most.
+async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + std::time::Duration::from_secs(1);
+    let mut dropped = 0;
+    while dropped < 1 << 20 {
+        buf.clear();
+        match tokio::time::timeout_at(until, client.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => return,
+        }
+    }
 }

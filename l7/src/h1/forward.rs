@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::edit::{self, ResponseEdit};
-use super::engine::{refuse, Next, Plan};
+use super::engine::{answer, refuse, Next, Plan};
 use super::head::Body;
 use super::idle;
 use super::message::{BodyEnd, Kind, Message};
@@ -74,7 +74,7 @@ pub(super) async fn forward(
             Ok(first) => first,
             Err(full) => {
                 tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), why = %full, "request refused");
-                return refuse(client, conn, 503, "every backend is busy").await;
+                return answer(client, buf, conn, 503, "every backend is busy", body_end).await;
             }
         },
     };
@@ -101,7 +101,7 @@ pub(super) async fn forward(
     }
     let Some((backend, slot, mut link)) = chosen else {
         tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), "no backend available");
-        return refuse(client, conn, 503, "no backend available").await;
+        return answer(client, buf, conn, 503, "no backend available", body_end).await;
     };
     let addr = backend.addr();
     if plan.host_missing {
@@ -140,7 +140,15 @@ pub(super) async fn forward(
         pool.record_response(backend, true);
         tracing::warn!(listener = %settings.name, backend = %addr, status, "backend failed before its response");
         idle::give_back(response);
-        return refuse(client, conn, status, "the backend did not answer").await;
+        return answer(
+            client,
+            buf,
+            conn,
+            status,
+            "the backend did not answer",
+            body_end,
+        )
+        .await;
     }
     // The rest of a body too large to read ahead, streamed.
     buf.drain(..in_hand);
@@ -346,7 +354,10 @@ async fn relay_response(
                 let options = || edit::connection_options(headers);
                 let backend_close =
                     message.minor == 0 || options().any(|o| o.eq_ignore_ascii_case(b"close"));
-                let close = !plan.keep_alive || message.body == Body::Close;
+                // An HTTP/1.0 client cannot read chunked framing: it gets the
+                // data alone, ended by the close (RFC 9112 §7.1 and §9.3).
+                let decoded = plan.minor == 0 && message.body == Body::Chunked;
+                let close = !plan.keep_alive || message.body == Body::Close || decoded;
                 let upgraded = message.status == 101 && plan.upgrade;
                 let cookie = plan.upstream.sticky_cookie.as_deref().filter(|_| {
                     plan.pinned
@@ -359,6 +370,8 @@ async fn relay_response(
                     status: message.status,
                     reason,
                     close,
+                    keep_alive: plan.minor == 0 && !close,
+                    decoded,
                     upgraded,
                     set_cookie: cookie.as_ref().map(http::HeaderValue::as_bytes),
                     rewrite: &settings.rewrite,
@@ -398,13 +411,12 @@ async fn relay_response(
         drop(slot);
         return Next::Gone;
     }
+    let decoded = plan.minor == 0 && message.body == Body::Chunked;
     let mut body = BodyEnd::new(message.body);
     let held = &response[message.head_len..];
-    let found = match body.scan(held) {
-        Ok(found) => found,
-        Err(_) => return Next::Gone,
+    let Ok(found) = pass_on(&mut body, held, decoded, &mut out) else {
+        return Next::Gone;
     };
-    out.extend_from_slice(&held[..found.unwrap_or(held.len())]);
     let extra = found.is_some_and(|n| n < held.len());
     if client.write_all(&out).await.is_err() {
         return Next::Gone;
@@ -424,11 +436,11 @@ async fn relay_response(
                 Ok(0) | Err(_) => return Next::Gone,
                 Ok(_) => {}
             }
-            let Ok(found) = body.scan(&response) else {
+            out.clear();
+            let Ok(found) = pass_on(&mut body, &response, decoded, &mut out) else {
                 return Next::Gone;
             };
-            let upto = found.unwrap_or(response.len());
-            if client.write_all(&response[..upto]).await.is_err() {
+            if client.write_all(&out).await.is_err() {
                 return Next::Gone;
             }
             if let Some(n) = found {
@@ -446,6 +458,26 @@ async fn relay_response(
     match close {
         true => Next::Close,
         false => Next::KeepAlive,
+    }
+}
+
+/// Appends to `out` what of `input` belongs to the body (only the chunk data when
+/// `decoded`), and says where the body ended in `input`, if it did.
+fn pass_on(
+    body: &mut BodyEnd,
+    input: &[u8],
+    decoded: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>, super::chunked::ChunkError> {
+    match body {
+        BodyEnd::Chunked(chunked) if decoded => {
+            chunked.scan_with(input, |data| out.extend_from_slice(&input[data]))
+        }
+        _ => {
+            let found = body.scan(input)?;
+            out.extend_from_slice(&input[..found.unwrap_or(input.len())]);
+            Ok(found)
+        }
     }
 }
 

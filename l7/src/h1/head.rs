@@ -100,11 +100,12 @@ pub fn request_body(minor: u8, headers: &[Header<'_>]) -> Result<Body, Malformed
             // §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
             return Err(malformed(400, "Transfer-Encoding in an HTTP/1.0 request"));
         }
+        // An unknown coding is 501 whatever else the head says (as hyper's path).
+        framing.chunked()?;
         if framing.lengths > 0 {
             // §6.3: a sign of smuggling; refused rather than one length picked.
             return Err(malformed(400, "both Transfer-Encoding and Content-Length"));
         }
-        framing.chunked()?;
         return Ok(Body::Chunked);
     }
     if framing.lengths > 0 {
