@@ -41,6 +41,15 @@ pub(crate) enum Refusal {
     /// The body is larger than `max_request_body`.
     #[error("request body over max_request_body ({0} bytes)")]
     TooLarge(usize),
+    /// The client went away in the middle of its request body (HTTP/1 path).
+    #[error("the client closed during its request body")]
+    ClientGone,
+    /// The client's body broke its own framing (HTTP/1 path): why.
+    #[error("malformed request body: {0}")]
+    BadBody(&'static str),
+    /// A backend failed before its whole response head (HTTP/1 path): how.
+    #[error("backend {0}: {1}")]
+    BackendBroke(SocketAddr, &'static str),
 }
 
 /// nginx's code for a client that went away before its response: never sent,
@@ -52,19 +61,25 @@ impl Refusal {
         match self {
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::NoBackend(_) | Refusal::Queue(..) => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Backend(..) | Refusal::GrpcOverHttp1(_) => StatusCode::BAD_GATEWAY,
+            Refusal::Backend(..) | Refusal::BackendBroke(..) | Refusal::GrpcOverHttp1(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Refusal::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::Bad(r) => r.status,
             Refusal::ClientBody(e) if client_went_away(e) => {
                 StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
             }
-            Refusal::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Refusal::ClientGone => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            Refusal::ClientBody(_) | Refusal::BadBody(_) => StatusCode::BAD_REQUEST,
             Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
-    fn body(&self) -> String {
+    /// The text of fulcrum's answer (never sent for a client that went away).
+    pub(crate) fn body(&self) -> String {
         match self {
             Refusal::NoRoute => "404 not found: no route for this request\n".to_owned(),
             Refusal::NoBackend(_) => {
@@ -73,7 +88,9 @@ impl Refusal {
             Refusal::Queue(..) => {
                 "503 service unavailable: every backend is busy; try again later\n".to_owned()
             }
-            Refusal::Backend(..) => "502 bad gateway: the backend failed\n".to_owned(),
+            Refusal::Backend(..) | Refusal::BackendBroke(..) => {
+                "502 bad gateway: the backend failed\n".to_owned()
+            }
             Refusal::GrpcOverHttp1(_) => {
                 "502 bad gateway: gRPC needs HTTP/2 to the backend\n".to_owned()
             }
@@ -81,7 +98,10 @@ impl Refusal {
                 "504 gateway timeout: the backend did not answer in time\n".to_owned()
             }
             Refusal::Bad(r) => format!("{} {}\n", r.status, r.why),
-            Refusal::ClientBody(_) => "400 bad request: malformed request body\n".to_owned(),
+            Refusal::ClientBody(_) | Refusal::BadBody(_) => {
+                "400 bad request: malformed request body\n".to_owned()
+            }
+            Refusal::ClientGone => String::new(),
             Refusal::Stalled(_) => {
                 "408 request timeout: the request body stopped arriving\n".to_owned()
             }
@@ -104,13 +124,7 @@ impl Refusal {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let Refusal::Queue(_, full) = self {
-            // RFC 9110 §10.2.3: when to come back. A wait as long as the queue's
-            // (at least a second), or a second when the queue overflowed.
-            let secs = match full {
-                Full::Timeout(t) => t.as_secs().max(1),
-                Full::Overflow => 1,
-            };
+        if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -123,6 +137,16 @@ impl Refusal {
         response
     }
 
+    /// RFC 9110 §10.2.3: when to come back after a full queue, in seconds. A wait
+    /// as long as the queue's (at least a second), or a second when it overflowed.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            Refusal::Queue(_, Full::Timeout(t)) => Some(t.as_secs().max(1)),
+            Refusal::Queue(_, Full::Overflow) => Some(1),
+            _ => None,
+        }
+    }
+
     /// A failure of fulcrum or a backend (logged at warn), not of the client.
     pub(crate) fn is_server_side(&self) -> bool {
         matches!(
@@ -130,6 +154,7 @@ impl Refusal {
             Refusal::NoBackend(_)
                 | Refusal::Queue(..)
                 | Refusal::Backend(..)
+                | Refusal::BackendBroke(..)
                 | Refusal::Timeout
                 | Refusal::GrpcOverHttp1(_)
         )
@@ -137,10 +162,14 @@ impl Refusal {
 
     /// Whether the connection cannot carry another request after this answer:
     /// the client's body was left half read.
-    fn closes(&self) -> bool {
+    pub(crate) fn closes(&self) -> bool {
         matches!(
             self,
-            Refusal::ClientBody(_) | Refusal::Stalled(_) | Refusal::TooLarge(_)
+            Refusal::ClientBody(_)
+                | Refusal::Stalled(_)
+                | Refusal::TooLarge(_)
+                | Refusal::ClientGone
+                | Refusal::BadBody(_)
         )
     }
 }

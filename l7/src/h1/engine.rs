@@ -19,7 +19,9 @@ use super::idle;
 use super::message::{BodyEnd, Kind, Message};
 use crate::listener::{Current, Upstream, MAX_HEAD_H1};
 use crate::proxy::{choose_upstream, host_name, pinned_backend, Conn};
+use crate::refusal::Refusal;
 use crate::route::RequestInfo;
+use crate::vet::Refused;
 
 /// What the connection does after an exchange.
 pub(super) enum Next {
@@ -93,8 +95,40 @@ pub(super) struct Plan {
     pub(super) out: Vec<u8>,
 }
 
-/// fulcrum's own answer, and why.
-struct Answer(u16, &'static str);
+impl Plan {
+    /// fulcrum's own answer to this request.
+    pub(super) fn own(&self, refusal: Refusal, started: Instant) -> Own {
+        Own {
+            refusal,
+            request: self.logged.clone(),
+            started,
+        }
+    }
+}
+
+/// fulcrum's own answer to a request, and the request as its access log line
+/// names it (method and path, when the access log is on).
+pub(super) struct Own {
+    pub(super) refusal: Refusal,
+    pub(super) request: Option<(String, String)>,
+    pub(super) started: Instant,
+}
+
+impl Own {
+    /// An answer to a request whose head was not understood.
+    fn unnamed(refusal: Refusal) -> Own {
+        Own {
+            refusal,
+            request: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A refusal fulcrum's own checks make of a request.
+fn bad(status: http::StatusCode, why: &'static str) -> Refusal {
+    Refusal::Bad(Refused { status, why })
+}
 
 async fn exchange(
     client: &mut TcpStream,
@@ -106,29 +140,50 @@ async fn exchange(
     let plan = loop {
         let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
         match Message::parse_with(buf, Kind::Request, &mut storage) {
-            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current)
-                .inspect_err(|_| {
+            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current) {
+                Ok(plan) => break plan,
+                Err(refusal) => {
                     // Answered at once, and counted as a request all the same.
                     conn.listener
                         .stats
                         .latency
-                        .observe(std::time::Duration::ZERO)
-                }) {
-                Ok(plan) => break plan,
-                // No route: the connection goes on when the body is all here.
-                Err(Answer(404, why)) => {
+                        .observe(std::time::Duration::ZERO);
+                    let text =
+                        |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]);
+                    let own = Own {
+                        request: current.settings.access_log.then(|| {
+                            let target = text(&message.target);
+                            let path = target.split('?').next().unwrap_or("").to_owned();
+                            (text(&message.method).into_owned(), path)
+                        }),
+                        refusal,
+                        started: Instant::now(),
+                    };
+                    if !matches!(own.refusal, Refusal::NoRoute) {
+                        return refuse(client, conn, own).await;
+                    }
+                    // No route: the connection goes on when the body is all here.
                     let mut end = BodyEnd::new(message.body);
                     let body_end = match end.scan(&buf[message.head_len..]) {
                         Ok(Some(n)) => Some(message.head_len + n),
                         _ => None,
                     };
-                    return answer(client, buf, conn, 404, why, body_end).await;
+                    return answer(client, buf, conn, own, body_end).await;
                 }
-                Err(Answer(status, why)) => return refuse(client, conn, status, why).await,
             },
             Ok(None) if buf.len() < MAX_HEAD_H1 => {}
-            Ok(None) => return refuse(client, conn, 431, "request head too large").await,
-            Err(bad) => return refuse(client, conn, bad.status, bad.why).await,
+            Ok(None) => {
+                let too_large = bad(
+                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                );
+                return refuse(client, conn, Own::unnamed(too_large)).await;
+            }
+            Err(e) => {
+                let status =
+                    http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+                return refuse(client, conn, Own::unnamed(bad(status, e.why))).await;
+            }
         }
         match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
@@ -136,7 +191,10 @@ async fn exchange(
             Ok(Ok(_)) if buf.is_empty() => return Next::Gone,
             Ok(_) => return Next::Gone,
             Err(_) if buf.is_empty() => return Next::Gone,
-            Err(_) => return refuse(client, conn, 408, "request head too slow").await,
+            Err(_) => {
+                let slow = bad(http::StatusCode::REQUEST_TIMEOUT, "request head too slow");
+                return refuse(client, conn, Own::unnamed(slow)).await;
+            }
         }
     };
     let started = Instant::now();
@@ -152,39 +210,51 @@ fn plan(
     headers: &[Header<'_>],
     conn: &Conn,
     current: &Current,
-) -> Result<Plan, Answer> {
+) -> Result<Plan, Refusal> {
     let settings = &current.settings;
     let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
     let (method, target) = (text(&message.method), text(&message.target));
     if method == "CONNECT" {
-        return Err(Answer(405, "CONNECT is not served here"));
+        return Err(bad(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here",
+        ));
     }
     let Ok(parsed_method) = Method::from_bytes(method.as_bytes()) else {
-        return Err(Answer(400, "invalid method"));
+        return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
     let mut hosts = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("host"));
     let host_field = hosts.next().map(|h| trim(h.value));
     if hosts.next().is_some() {
-        return Err(Answer(400, "more than one Host header"));
+        return Err(bad(
+            http::StatusCode::BAD_REQUEST,
+            "more than one Host header",
+        ));
     }
     // RFC 9112 §3.2.2: the target's authority wins over Host.
     let (authority, path) = match split_target(target) {
         Some((Some(authority), path)) => (Some(authority.as_bytes()), path),
         Some((None, path)) => (host_field, path),
-        None => return Err(Answer(400, "invalid request target")),
+        None => return Err(bad(http::StatusCode::BAD_REQUEST, "invalid request target")),
     };
     if authority.is_some_and(|a| !crate::vet::valid_host(a)) {
-        return Err(Answer(400, "invalid host in Host or the request target"));
+        return Err(bad(
+            http::StatusCode::BAD_REQUEST,
+            "invalid host in Host or the request target",
+        ));
     }
     if authority.is_none() && message.minor == 1 {
-        return Err(Answer(400, "HTTP/1.1 request without a Host header"));
+        return Err(bad(
+            http::StatusCode::BAD_REQUEST,
+            "HTTP/1.1 request without a Host header",
+        ));
     }
     let max = settings.max_request_body as u64;
     if let (true, Body::Length(n)) = (max > 0, message.body) {
         if n > max {
-            return Err(Answer(413, "request body over max_request_body"));
+            return Err(Refusal::TooLarge(settings.max_request_body));
         }
     }
     let options = || edit::connection_options(headers);
@@ -219,11 +289,8 @@ fn plan(
         method: &parsed_method,
         headers: &map,
     };
-    let target = current
-        .router
-        .find(&info)
-        .ok_or(Answer(404, "no route matches"))?;
-    let upstream = choose_upstream(target, &map).ok_or(Answer(404, "no route matches"))?;
+    let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
+    let upstream = choose_upstream(target, &map).ok_or(Refusal::NoRoute)?;
     let pinned = pinned_backend(upstream, &map).and_then(|p| {
         upstream
             .pool
@@ -254,7 +321,7 @@ fn plan(
         .pools()
         .find(|u| std::ptr::eq(&***u, upstream))
         .cloned()
-        .ok_or(Answer(404, "no route matches"))?;
+        .ok_or(Refusal::NoRoute)?;
     Ok(Plan {
         head_len: message.head_len,
         minor: message.minor,
@@ -272,7 +339,7 @@ fn plan(
         host_missing: authority.is_none(),
         logged: settings
             .access_log
-            .then(|| (method.to_owned(), path.to_owned())),
+            .then(|| (method.to_owned(), info.path.to_owned())),
         out,
     })
 }
@@ -311,49 +378,73 @@ fn header_map(headers: &[Header<'_>]) -> HeaderMap {
     map
 }
 
-/// Answers the client with fulcrum's own `status`, then closes.
-pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, status: u16, why: &str) -> Next {
-    let _ = client
-        .write_all(own_answer(conn, status, why, true).as_bytes())
-        .await;
+/// Answers the client with fulcrum's own answer, then closes.
+pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, own: Own) -> Next {
+    let Some(text) = own.report(conn, true) else {
+        return Next::Gone;
+    };
+    let _ = client.write_all(&text).await;
     Next::Close
 }
 
-/// Answers with fulcrum's own `status`; the connection goes on when the request's
+/// Answers with fulcrum's own answer; the connection goes on when the request's
 /// body ended at `body_end` in `buf` (it is dropped), else it closes.
 pub(super) async fn answer(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
     conn: &Conn,
-    status: u16,
-    why: &str,
+    own: Own,
     body_end: Option<usize>,
 ) -> Next {
-    let Some(end) = body_end else {
-        return refuse(client, conn, status, why).await;
+    let Some(end) = body_end.filter(|_| !own.refusal.closes()) else {
+        return refuse(client, conn, own).await;
     };
     buf.drain(..end);
-    match client
-        .write_all(own_answer(conn, status, why, false).as_bytes())
-        .await
-    {
+    let Some(text) = own.report(conn, false) else {
+        return Next::Gone;
+    };
+    match client.write_all(&text).await {
         Ok(()) => Next::KeepAlive,
         Err(_) => Next::Gone,
     }
 }
 
-fn own_answer(conn: &Conn, status: u16, why: &str, close: bool) -> String {
-    conn.listener.stats.count(status);
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    let connection = if close { "connection: close\r\n" } else { "" };
-    format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\n{connection}\r\n{why}\n",
-        why.len() + 1
-    )
+impl Own {
+    /// Logs and counts the answer; its bytes, unless the client is gone.
+    fn report(self, conn: &Conn, close: bool) -> Option<Vec<u8>> {
+        let refusal = &self.refusal;
+        let listener = conn.listener.name();
+        if refusal.is_server_side() {
+            tracing::warn!(listener = %listener, client = %conn.peer, error = %refusal, "request failed");
+        } else if !matches!(refusal, Refusal::NoRoute) {
+            tracing::debug!(listener = %listener, client = %conn.peer, error = %refusal, "request refused");
+        }
+        let status = refusal.status();
+        conn.listener.stats.count(status.as_u16());
+        if let Some((method, path)) = &self.request {
+            let ms = self.started.elapsed().as_millis() as u64;
+            tracing::info!(listener = %listener, client = %conn.peer, backend = "-", method = %method, path = %path, status = status.as_u16(), grpc_status = "-", ms, "http request");
+        }
+        if matches!(refusal, Refusal::ClientGone) {
+            return None;
+        }
+        let text = refusal.body();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            text.len()
+        );
+        if let Some(secs) = refusal.retry_after() {
+            out.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        if close {
+            out.push_str("connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&text);
+        Some(out.into_bytes())
+    }
 }
 
 /// Closes after an answer without cutting it off: the client's unread bytes would

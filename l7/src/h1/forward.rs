@@ -17,6 +17,7 @@ use super::idle;
 use super::message::{BodyEnd, Kind, Message};
 use crate::listener::{Current, MAX_HEAD_H1};
 use crate::proxy::Conn;
+use crate::refusal::Refusal;
 use crate::sticky::set_cookie;
 
 /// A backend connection and whether it came from the idle pool.
@@ -36,29 +37,38 @@ pub(super) async fn forward(
     let settings = &current.settings;
     // The body read ahead, so a slow upload holds no backend connection.
     let mut end = BodyEnd::new(plan.body);
-    let mut body_end = match end.scan(&buf[plan.head_len..]) {
-        Ok(found) => found.map(|n| plan.head_len + n),
-        Err(e) => return refuse(client, conn, 400, chunk_why(e)).await,
-    };
     let max = settings.max_request_body as u64;
-    while body_end.is_none()
-        && !plan.expect_continue
-        && buf.len() - plan.head_len < settings.request_buffer
-    {
-        let before = buf.len();
-        match read(client, buf, settings.body_read_timeout).await {
-            Ok(0) | Err(Read::Broken) => return Next::Gone,
-            Ok(_) => {}
-            Err(Read::Slow) => return refuse(client, conn, 408, "request body stalled").await,
-        }
-        match end.scan(&buf[before..]) {
-            Ok(found) => body_end = found.map(|n| before + n),
-            Err(e) => return refuse(client, conn, 400, chunk_why(e)).await,
-        }
+    let mut scanned = plan.head_len;
+    let body_end = loop {
+        let found = match end.scan(&buf[scanned..]) {
+            Ok(found) => found.map(|n| scanned + n),
+            Err(e) => {
+                let malformed = Refusal::BadBody(chunk_why(e));
+                return refuse(client, conn, plan.own(malformed, started)).await;
+            }
+        };
         if max > 0 && decoded(&end, plan.body) > max {
-            return refuse(client, conn, 413, "request body over max_request_body").await;
+            let too_large = Refusal::TooLarge(settings.max_request_body);
+            return refuse(client, conn, plan.own(too_large, started)).await;
         }
-    }
+        if found.is_some()
+            || plan.expect_continue
+            || buf.len() - plan.head_len >= settings.request_buffer
+        {
+            break found;
+        }
+        scanned = buf.len();
+        match read(client, buf, settings.body_read_timeout).await {
+            Ok(0) | Err(Read::Broken) => {
+                return refuse(client, conn, plan.own(Refusal::ClientGone, started)).await
+            }
+            Ok(_) => {}
+            Err(Read::Slow) => {
+                let stalled = Refusal::Stalled(settings.body_read_timeout);
+                return refuse(client, conn, plan.own(stalled, started)).await;
+            }
+        }
+    };
     let in_hand = body_end.unwrap_or(buf.len());
     let upstream = std::sync::Arc::clone(&plan.upstream);
     let pool = &upstream.pool;
@@ -73,8 +83,8 @@ pub(super) async fn forward(
         None => match pool.first_slot(&mut candidates).await {
             Ok(first) => first,
             Err(full) => {
-                tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), why = %full, "request refused");
-                return answer(client, buf, conn, 503, "every backend is busy", body_end).await;
+                let busy = plan.own(Refusal::Queue(pool.name().to_owned(), full), started);
+                return answer(client, buf, conn, busy, body_end).await;
             }
         },
     };
@@ -100,8 +110,8 @@ pub(super) async fn forward(
         }
     }
     let Some((backend, slot, mut link)) = chosen else {
-        tracing::warn!(listener = %settings.name, client = %conn.peer, pool = pool.name(), "no backend available");
-        return answer(client, buf, conn, 503, "no backend available", body_end).await;
+        let none = plan.own(Refusal::NoBackend(pool.name().to_owned()), started);
+        return answer(client, buf, conn, none, body_end).await;
     };
     let addr = backend.addr();
     if plan.host_missing {
@@ -128,49 +138,44 @@ pub(super) async fn forward(
         match first_bytes {
             Ok(0) if link.reused && replayable => match open_new(backend, pool, settings).await {
                 Some(fresh) => link = fresh,
-                None => break Err(502),
+                None => break Err(Refusal::NoBackend(pool.name().to_owned())),
             },
-            Ok(0) | Err(Read::Broken) => break Err(502),
-            Err(Read::Slow) => break Err(504),
+            Ok(0) | Err(Read::Broken) => {
+                break Err(Refusal::BackendBroke(addr, "closed before its response"))
+            }
+            Err(Read::Slow) => break Err(Refusal::Timeout),
             Ok(_) => break Ok(()),
         }
     };
     idle::give_back(std::mem::take(&mut plan.out));
-    if let Err(status) = sent {
+    if let Err(refusal) = sent {
         pool.record_response(backend, true);
-        tracing::warn!(listener = %settings.name, backend = %addr, status, "backend failed before its response");
         idle::give_back(response);
-        return answer(
-            client,
-            buf,
-            conn,
-            status,
-            "the backend did not answer",
-            body_end,
-        )
-        .await;
+        return answer(client, buf, conn, plan.own(refusal, started), body_end).await;
     }
     // The rest of a body too large to read ahead, streamed.
     buf.drain(..in_hand);
     if body_end.is_none() && !plan.expect_continue {
-        if let Err(next) = stream_body(
-            client,
-            &mut link.stream,
-            buf,
-            &mut end,
-            settings.body_read_timeout,
-        )
-        .await
-        {
-            return next;
-        }
-        if read_at(&mut link.stream, &mut response, deadline)
-            .await
-            .unwrap_or(0)
-            == 0
-        {
+        let to = (&mut link.stream, addr);
+        let streamed = stream_body(client, to, buf, &mut end, &plan, settings).await;
+        let answered = match streamed {
+            Ok(()) => read_at(&mut link.stream, &mut response, deadline).await,
+            Err(refusal) => {
+                // The backend's connection is dropped half used.
+                if matches!(refusal, Refusal::BackendBroke(..)) {
+                    pool.record_response(backend, true);
+                }
+                return refuse(client, conn, plan.own(refusal, started)).await;
+            }
+        };
+        let failed = match answered {
+            Ok(n) if n > 0 => None,
+            Err(Read::Slow) => Some(Refusal::Timeout),
+            _ => Some(Refusal::BackendBroke(addr, "closed before its response")),
+        };
+        if let Some(failed) = failed {
             pool.record_response(backend, true);
-            return refuse(client, conn, 502, "the backend did not answer").await;
+            return refuse(client, conn, plan.own(failed, started)).await;
         }
     }
     relay_response(
@@ -270,26 +275,35 @@ async fn open_new(
 }
 
 /// Streams the rest of a request body from the client to the backend; bytes
-/// past its end (a pipelined request) stay in `buf`.
+/// past its end (a pipelined request) stay in `buf`. Fails with what the client
+/// is told: its own fault (gone, stalled, malformed, too large) or the backend's.
 async fn stream_body(
     client: &mut TcpStream,
-    backend: &mut TcpStream,
+    (backend, addr): (&mut TcpStream, std::net::SocketAddr),
     buf: &mut Vec<u8>,
     end: &mut BodyEnd,
-    wait: std::time::Duration,
-) -> Result<(), Next> {
+    plan: &Plan,
+    settings: &crate::Settings,
+) -> Result<(), Refusal> {
+    let max = settings.max_request_body as u64;
     loop {
         buf.clear();
-        match read(client, buf, wait).await {
-            Ok(0) | Err(_) => return Err(Next::Gone),
+        match read(client, buf, settings.body_read_timeout).await {
+            Ok(0) | Err(Read::Broken) => return Err(Refusal::ClientGone),
+            Err(Read::Slow) => return Err(Refusal::Stalled(settings.body_read_timeout)),
             Ok(_) => {}
         }
-        let found = end.scan(buf).map_err(|_| Next::Gone)?;
+        let found = end.scan(buf).map_err(|e| Refusal::BadBody(chunk_why(e)))?;
+        if max > 0 && decoded(end, plan.body) > max {
+            return Err(Refusal::TooLarge(settings.max_request_body));
+        }
         let upto = found.unwrap_or(buf.len());
-        backend
-            .write_all(&buf[..upto])
-            .await
-            .map_err(|_| Next::Gone)?;
+        if backend.write_all(&buf[..upto]).await.is_err() {
+            return Err(Refusal::BackendBroke(
+                addr,
+                "closed during the request body",
+            ));
+        }
         if let Some(n) = found {
             buf.drain(..n);
             return Ok(());
@@ -314,6 +328,7 @@ async fn relay_response(
     deadline: Instant,
 ) -> Next {
     let settings = &current.settings;
+    let started = deadline - settings.request_timeout;
     let addr = backend.addr();
     let pool = &plan.upstream.pool;
     let mut out = idle::buffer();
@@ -335,17 +350,12 @@ async fn relay_response(
                 response.drain(..len);
                 if message.status == 100 && plan.expect_continue {
                     // The client sends its body now.
-                    if stream_body(
-                        client,
-                        &mut link.stream,
-                        buf,
-                        end,
-                        settings.body_read_timeout,
-                    )
-                    .await
-                    .is_err()
-                    {
-                        return Next::Gone;
+                    let to = (&mut link.stream, addr);
+                    if let Err(refusal) = stream_body(client, to, buf, end, plan, settings).await {
+                        if matches!(refusal, Refusal::BackendBroke(..)) {
+                            pool.record_response(backend, true);
+                        }
+                        return refuse(client, conn, plan.own(refusal, started)).await;
                     }
                 }
                 continue;
@@ -382,17 +392,19 @@ async fn relay_response(
             Ok(None) if response.len() < MAX_HEAD_H1 => {}
             Ok(None) | Err(_) => {
                 pool.record_response(backend, true);
-                return refuse(client, conn, 502, "the backend's response was malformed").await;
+                let malformed = Refusal::BackendBroke(addr, "malformed response head");
+                return refuse(client, conn, plan.own(malformed, started)).await;
             }
         }
         match read_at(&mut link.stream, &mut response, deadline).await {
             Ok(n) if n > 0 => {}
             Err(Read::Slow) => {
-                return refuse(client, conn, 504, "no response within the request timeout").await
+                return refuse(client, conn, plan.own(Refusal::Timeout, started)).await
             }
             _ => {
                 pool.record_response(backend, true);
-                return refuse(client, conn, 502, "the backend closed before its response").await;
+                let closed = Refusal::BackendBroke(addr, "closed before its response");
+                return refuse(client, conn, plan.own(closed, started)).await;
             }
         }
     };
@@ -400,7 +412,7 @@ async fn relay_response(
     pool.record_response(backend, status >= 500);
     conn.listener.stats.count(status);
     if let Some((method, path)) = &plan.logged {
-        tracing::info!(listener = %settings.name, client = %conn.peer, backend = %addr, method = %method, path = %path, status, grpc_status = "-", ms = started_ms(deadline, settings), "http request");
+        tracing::info!(listener = %settings.name, client = %conn.peer, backend = %addr, method = %method, path = %path, status, grpc_status = "-", ms = started.elapsed().as_millis() as u64, "http request");
     }
     if status == 101 && plan.upgrade {
         out.extend_from_slice(&response[message.head_len..]);
@@ -479,9 +491,4 @@ fn pass_on(
             Ok(found)
         }
     }
-}
-
-fn started_ms(deadline: Instant, settings: &crate::Settings) -> u64 {
-    let started = deadline - settings.request_timeout;
-    started.elapsed().as_millis() as u64
 }

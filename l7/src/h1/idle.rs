@@ -24,6 +24,8 @@ thread_local! {
     // Each worker is one single-threaded event loop: no lock.
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     static IDLE: RefCell<Idle> = RefCell::new(HashMap::with_hasher(FixedState::default()));
+    // Whether this worker's sweep of expired idle connections is running.
+    static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// An empty buffer of `BUF` capacity.
@@ -80,4 +82,28 @@ pub fn keep(addr: SocketAddr, stream: TcpStream, limits: Limits) {
         }
         list.push((stream, expires));
     });
+    if !SWEEPING.replace(true) {
+        // The worker's own event loop runs it: the thread-locals are this one's.
+        tokio::spawn(sweep());
+    }
+}
+
+/// Closes idle connections as they expire, so a backend does not keep sockets
+/// for `upstream_idle_timeout` past use; ends when none is left.
+async fn sweep() {
+    loop {
+        let now = Instant::now();
+        let next = IDLE.with_borrow_mut(|idle| {
+            idle.retain(|_, list| {
+                list.retain(|(_, e)| *e > now);
+                !list.is_empty()
+            });
+            idle.values().flatten().map(|(_, e)| *e).min()
+        });
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => break,
+        }
+    }
+    SWEEPING.set(false);
 }
