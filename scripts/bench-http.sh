@@ -31,7 +31,7 @@ restart_l7() {
   wait "${!pid_var}" 2>/dev/null || true
   case "$1" in
     fulcrum) proxy_exec "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>>"$WORK/quiet.err" & ;;
-    engine) proxy_exec "$FULCRUM" run -c "$WORK/engine.toml" --workers 1 --log-level info 2>>"$WORK/engine.err" & ;;
+    hyper) proxy_exec "$FULCRUM" run -c "$WORK/hyper.toml" --workers 1 --log-level info 2>>"$WORK/hyper.err" & ;;
     haproxy) proxy_exec haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>>"$WORK/haproxy-http.err" & ;;
     nginx) proxy_exec nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null & ;;
   esac
@@ -68,7 +68,7 @@ CONF
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
   HTTP[quiet]=$(free_port)
   start_quiet "$WORK/fulcrum-http.toml" "${HTTP[fulcrum]}" "${HTTP[quiet]}"
-  start_engine "$(free_port)"
+  start_hyper "$(free_port)"
 
   cat > "$WORK/haproxy-http.cfg" <<CONF
 global
@@ -125,12 +125,12 @@ CONF
   proxy_exec nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null &
   PID_nginx=$!; PIDS+=($PID_nginx)
 
-  for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${HTTP[engine]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
+  for port in "$P_WEB1" "$P_WEB2" "${HTTP[fulcrum]}" "${HTTP[quiet]}" "${HTTP[hyper]}" "${HTTP[haproxy]}" "${HTTP[nginx]}"; do
     wait_port "$port"
   done
 
   headline_quiet
-  PROXIES="direct fulcrum engine logging haproxy nginx"
+  PROXIES="direct fulcrum hyper logging haproxy nginx"
   http_suite l7_keepalive "HTTP keep-alive through L7 proxies"
   WRK_KEY=cps http_suite l7_close "New connections through L7 proxies (Connection: close)" -H "Connection: close"
 
@@ -140,7 +140,7 @@ CONF
   head -c $((256 * 1024 * 1024)) /dev/zero > "$WORK/web/big.bin"
   # Each row in a fresh process: memory freed by an earlier row would otherwise be
   # reused and the later row would look cheaper than it is.
-  for name in fulcrum engine haproxy nginx; do
+  for name in fulcrum hyper haproxy nginx; do
     restart_l7 "$name"
     mem_row mem_l7_idle_small "$name" after "${HTTP[$name]}" "$L7_IDLE_CONNS" /
     restart_l7 "$name"

@@ -152,14 +152,6 @@ def table(path, suite, title, budget):
                 parts.append(f"fulcrum/{other} {ratio:.2f}x")
         if parts:
             print(f"  {HEADINGS.get(main, main)}: " + "  ".join(parts))
-    if "engine" in med and main in med["engine"]:
-        # fulcrum's own HTTP/1 path (http1_engine = "fulcrum") beside the others.
-        parts = [
-            f"engine/{other} {med['engine'][main] / med[other][main]:.2f}x"
-            for other in ("fulcrum", "haproxy", "nginx")
-            if other in med and med[other].get(main)
-        ]
-        print(f"  {HEADINGS.get(main, main)}: " + "  ".join(parts))
     print()
 
 

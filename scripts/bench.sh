@@ -251,15 +251,15 @@ PY
   PID_quiet=$!; PIDS+=($PID_quiet)
 }
 
-# Starts the quiet config with fulcrum's own HTTP/1 path (http1_engine = "fulcrum")
-# on port $1 instead of hyper's: the "engine" row (pid PID_engine). Call after
-# start_quiet.
-start_engine() {
-  sed -e "s/:${HTTP[quiet]}\"/:$1\"/" -e 's/^access_log = false$/access_log = false\nhttp1_engine = "fulcrum"/' \
-    "$WORK/quiet.toml" > "$WORK/engine.toml"
-  proxy_exec "$FULCRUM" run -c "$WORK/engine.toml" --workers 1 --log-level info 2>"$WORK/engine.err" &
-  PID_engine=$!; PIDS+=($PID_engine)
-  HTTP[engine]=$1
+# Starts the quiet config on port $1 with hyper's HTTP/1 path (http1_engine =
+# "hyper") instead of fulcrum's own: the "hyper" row (pid PID_hyper), for the
+# two paths side by side. Call after start_quiet.
+start_hyper() {
+  sed -e "s/:${HTTP[quiet]}\"/:$1\"/" -e 's/^access_log = false$/access_log = false\nhttp1_engine = "hyper"/' \
+    "$WORK/quiet.toml" > "$WORK/hyper.toml"
+  proxy_exec "$FULCRUM" run -c "$WORK/hyper.toml" --workers 1 --log-level info 2>"$WORK/hyper.err" &
+  PID_hyper=$!; PIDS+=($PID_hyper)
+  HTTP[hyper]=$1
 }
 
 # One wrk run for row $2 of suite $1 (port ${HTTP[$2]}, pid $PID_$2; "direct" has

@@ -349,6 +349,12 @@ impl HttpArgs {
                 Some(fulcrum_l7::tls::server_config(&tls_files, None).map_err(|e| e.to_string())?)
             }
         };
+        // fulcrum's own HTTP/1 path where it serves: plain HTTP to HTTP/1.1 backends.
+        let hyper_default = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "hyper");
+        let http1_engine = match tls_files.is_empty() && !self.backend_http2 && !hyper_default {
+            true => fulcrum_l7::Http1Engine::Fulcrum,
+            false => fulcrum_l7::Http1Engine::Hyper,
+        };
         let options = HttpOptions {
             tls,
             tls_files,
@@ -366,7 +372,7 @@ impl HttpArgs {
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
-            http1_engine: Default::default(),
+            http1_engine,
         };
         let mut config =
             self.pool

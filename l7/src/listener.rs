@@ -242,7 +242,7 @@ async fn connection(
     // Behind another proxy, the PROXY header names the real client.
     let peer = match current.settings.accept_proxy {
         false => peer,
-        true => match fulcrum_l4::proxy_protocol::read_header(&stream).await {
+        true => match Box::pin(fulcrum_l4::proxy_protocol::read_header(&stream)).await {
             Ok(real) => real.unwrap_or(peer),
             Err(why) => {
                 tracing::debug!(listener = %current.settings.name, client = %peer, why = %why, "bad PROXY header; closed");
@@ -256,20 +256,36 @@ async fn connection(
         listener,
         sessions,
     });
-    let Some(tls) = &current.settings.tls else {
-        if current.settings.http1_engine == Http1Engine::Fulcrum {
-            return match h2_preface(&stream).await {
-                Ok(true) => serve_http(TokioIo::new(stream), conn, shutdown, Speaks::H2).await,
-                Ok(false) => crate::h1::engine::serve(stream, conn, shutdown).await,
+    // Each path boxed: a connection's task holds the state of its own path only
+    // (an idle one on fulcrum's HTTP/1 path: a few hundred bytes).
+    match &current.settings.tls {
+        Some(tls) => Box::pin(serve_tls(stream, conn, tls, shutdown)).await,
+        None if current.settings.http1_engine == Http1Engine::Fulcrum => {
+            match h2_preface(&stream).await {
+                Ok(true) => {
+                    Box::pin(serve_http(TokioIo::new(stream), conn, shutdown, Speaks::H2)).await
+                }
+                Ok(false) => Box::pin(crate::h1::engine::serve(stream, conn, shutdown)).await,
                 Err(_) => {}
-            };
+            }
         }
-        return serve_http(TokioIo::new(stream), conn, shutdown, Speaks::Either).await;
-    };
-    let handshake = tokio::time::timeout(
-        current.settings.header_read_timeout,
-        tls_accept(stream, tls),
-    );
+        None => {
+            let speaks = Speaks::Either;
+            Box::pin(serve_http(TokioIo::new(stream), conn, shutdown, speaks)).await
+        }
+    }
+}
+
+/// An https listener's connection: the TLS handshake within
+/// `header_read_timeout`, then HTTP as ALPN chose.
+async fn serve_tls(
+    stream: TcpStream,
+    conn: Arc<proxy::Conn>,
+    tls: &Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let settings = &conn.listener.current().settings;
+    let handshake = tokio::time::timeout(settings.header_read_timeout, tls_accept(stream, tls));
     match handshake.await {
         Ok(Ok(stream)) => {
             // ALPN decides, not the first bytes: after `h2` a bad preface is an
@@ -278,13 +294,13 @@ async fn connection(
                 Some(b"h2") => Speaks::H2,
                 _ => Speaks::H1,
             };
-            serve_http(TokioIo::new(stream), conn, shutdown, speaks).await
+            Box::pin(serve_http(TokioIo::new(stream), conn, shutdown, speaks)).await
         }
         Ok(Err(e)) => {
-            tracing::debug!(listener = %current.settings.name, client = %conn.peer, error = %e, "tls handshake failed")
+            tracing::debug!(listener = %settings.name, client = %conn.peer, error = %e, "tls handshake failed")
         }
         Err(_) => {
-            tracing::debug!(listener = %current.settings.name, client = %conn.peer, "tls handshake timed out")
+            tracing::debug!(listener = %settings.name, client = %conn.peer, "tls handshake timed out")
         }
     }
 }

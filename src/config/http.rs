@@ -110,7 +110,7 @@ pub(super) fn options(
                 return Err(invalid(
                     e,
                     format!(
-                        "unknown http1_engine {:?}: write \"hyper\" (the default) or \"fulcrum\"",
+                        "unknown http1_engine {:?}: write \"fulcrum\" or \"hyper\" (unset: fulcrum's own where it serves the listener)",
                         e.get_ref()
                     ),
                 ))

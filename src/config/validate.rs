@@ -96,11 +96,12 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
         }
         http::grpc_routes_speak_h2(file, &pools)?;
         http::own_engine_fits(file, &pools)?;
-        // FULCRUM_HTTP1_ENGINE=fulcrum: the default where it fits, so that one test
-        // run or bench can put every such listener on fulcrum's own path.
+        // Unset: fulcrum's own HTTP/1 path where it serves the listener, hyper's
+        // elsewhere. FULCRUM_HTTP1_ENGINE=hyper makes hyper's the default, so
+        // that one test run or bench can put every listener on it.
         if let Protocol::Http(options) = &mut l.protocol {
-            let asked = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "fulcrum");
-            if asked
+            let hyper_default = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "hyper");
+            if !hyper_default
                 && file.http1_engine.is_none()
                 && http::own_engine_misfit(file, &pools).is_none()
             {

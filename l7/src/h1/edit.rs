@@ -6,7 +6,7 @@ use http::header::HeaderName;
 use httparse::Header;
 
 use super::head::trim;
-use crate::rewrite::Rewrite;
+use crate::rewrite::{is_token_byte, Rewrite};
 
 /// Fields that describe one connection, never forwarded. `transfer-encoding` is
 /// not among them here: bodies are relayed in their own framing.
@@ -23,8 +23,8 @@ const HOP_BY_HOP: [&str; 5] = [
 pub struct Forwarding<'a> {
     /// The client's IP, as X-Forwarded-For carries it.
     pub ip: &'a [u8],
-    /// The Forwarded element (`for=...;proto=...;host=...`), if it could be built.
-    pub element: Option<&'a [u8]>,
+    /// `for=...` as the Forwarded element carries the client (RFC 7239 §6).
+    pub node: &'a [u8],
     pub proto: &'static str,
     /// Keep (and append to) the client's chain.
     pub trust: bool,
@@ -144,15 +144,21 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
     }
     out.extend_from_slice(fw.ip);
     out.extend_from_slice(b"\r\n");
-    if let Some(element) = fw.element {
-        out.extend_from_slice(b"forwarded: ");
-        for earlier in &chain_fwd {
-            out.extend_from_slice(earlier);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(element);
-        out.extend_from_slice(b"\r\n");
+    // Written in place each time: nothing is kept per connection for it.
+    out.extend_from_slice(b"forwarded: ");
+    for earlier in &chain_fwd {
+        out.extend_from_slice(earlier);
+        out.extend_from_slice(b", ");
     }
+    out.extend_from_slice(fw.node);
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(fw.proto.as_bytes());
+    // A host that is not a plain token would need quoting; it is left out.
+    if let Some(host) = edit.host.filter(|h| h.iter().all(|&b| is_token_byte(b))) {
+        out.extend_from_slice(b";host=");
+        out.extend_from_slice(host);
+    }
+    out.extend_from_slice(b"\r\n");
     if !kept_proto {
         line(out, b"x-forwarded-proto", fw.proto.as_bytes());
     }

@@ -57,7 +57,9 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
         // keep-alive connections too.
         let current = conn.listener.current();
         let deadline = Instant::now() + wait;
-        let next = exchange(&mut client, &mut buf, &conn, &current, deadline).await;
+        // Boxed: the state of a request in flight (heads' field arrays and all)
+        // is held only while it is.
+        let next = Box::pin(exchange(&mut client, &mut buf, &conn, &current, deadline)).await;
         match next {
             Next::KeepAlive if !shutdown.is_cancelled() => {}
             Next::KeepAlive | Next::Close => {
@@ -300,7 +302,6 @@ fn plan(
     });
     let key = upstream.hash_key.as_ref().and_then(|k| k.hash(&map));
     let proto = "http";
-    let element = conn.client.element_for(proto, authority);
     let mut out = idle::buffer();
     let edit = RequestEdit {
         method,
@@ -308,7 +309,7 @@ fn plan(
         host: authority,
         forwarding: Forwarding {
             ip: conn.client.ip(),
-            element: element.as_ref().map(HeaderValue::as_bytes),
+            node: conn.client.node(),
             proto,
             trust: settings.trust_forwarded,
         },

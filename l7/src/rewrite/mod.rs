@@ -129,21 +129,9 @@ impl Client {
         self.ip.as_bytes()
     }
 
-    /// As `element`, for a host given as bytes (copied only when not cached).
-    pub(crate) fn element_for(
-        &self,
-        proto: &'static str,
-        host: Option<&[u8]>,
-    ) -> Option<HeaderValue> {
-        if let Some((for_proto, for_host, value)) = self.element.get() {
-            if *for_proto == proto && for_host.as_ref().map(HeaderValue::as_bytes) == host {
-                return Some(value.clone());
-            }
-        }
-        match host {
-            Some(h) => self.element(proto, Some(&HeaderValue::from_bytes(h).ok()?)),
-            None => self.element(proto, None),
-        }
+    /// `for=...` as the Forwarded element carries the client.
+    pub(crate) fn node(&self) -> &[u8] {
+        self.node.as_bytes()
     }
 
     /// `for=...;proto=...;host=...` for a request from this client.
@@ -250,7 +238,7 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
 }
 
 /// A byte of a host that can go into `Forwarded` unquoted.
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._:".contains(&b)
 }
 
