@@ -440,3 +440,28 @@ fn a_body_over_max_request_body_gets_413_and_the_backend_sees_none_of_it() {
     assert_eq!(got.len(), 1, "only the small one reached the backend");
     assert_eq!(got[0].body, b"hello");
 }
+
+#[test]
+fn a_client_stalling_inside_the_http2_preface_is_closed_after_header_read_timeout() {
+    let backend = Recorder::start();
+    let f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\nheader_read_timeout = \"300ms\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        backend.addr
+    ));
+    // A prefix of the preface, then nothing: neither HTTP/1 nor HTTP/2 yet.
+    let mut c = TcpStream::connect(f.addr("web")).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    // Closed: an end of stream, or a reset for the bytes it never read.
+    match c.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within {PATIENCE:?}: {e}"),
+    }
+    assert!(backend.taken().is_empty());
+    // The listener still serves.
+    let (status, _) = exchange(f.addr("web"), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(status, Some(200));
+}

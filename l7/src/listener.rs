@@ -217,6 +217,17 @@ pub async fn serve(
     while let Some((stream, peer)) = socket.accept(stop.as_mut(), &name).await {
         listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let (listener, tracker) = (Arc::clone(&listener), sessions.clone());
+        let settings = &listener.current().settings;
+        if settings.http1_engine == Http1Engine::Fulcrum
+            && settings.tls.is_none()
+            && !settings.accept_proxy
+        {
+            // Nothing to do before the first request: fulcrum's HTTP/1 path is
+            // the connection's task itself, the smallest it can be.
+            let conn = Arc::new(proxy::Conn::new(peer, listener, tracker));
+            sessions.spawn(crate::h1::engine::serve(stream, conn, shutdown.clone()));
+            continue;
+        }
         sessions.spawn(connection(
             stream,
             peer,
@@ -250,24 +261,13 @@ async fn connection(
             }
         },
     };
-    let conn = Arc::new(proxy::Conn {
-        peer,
-        client: crate::rewrite::Client::new(peer),
-        listener,
-        sessions,
-    });
+    let conn = Arc::new(proxy::Conn::new(peer, listener, sessions));
     // Each path boxed: a connection's task holds the state of its own path only
     // (an idle one on fulcrum's HTTP/1 path: a few hundred bytes).
     match &current.settings.tls {
         Some(tls) => Box::pin(serve_tls(stream, conn, tls, shutdown)).await,
         None if current.settings.http1_engine == Http1Engine::Fulcrum => {
-            match h2_preface(&stream).await {
-                Ok(true) => {
-                    Box::pin(serve_http(TokioIo::new(stream), conn, shutdown, Speaks::H2)).await
-                }
-                Ok(false) => Box::pin(crate::h1::engine::serve(stream, conn, shutdown)).await,
-                Err(_) => {}
-            }
+            Box::pin(crate::h1::engine::serve(stream, conn, shutdown)).await
         }
         None => {
             let speaks = Speaks::Either;
@@ -305,10 +305,20 @@ async fn serve_tls(
     }
 }
 
+/// An h2c connection (prior knowledge) that fulcrum's HTTP/1 path saw open with
+/// the HTTP/2 preface.
+pub(crate) async fn serve_h2(
+    stream: TcpStream,
+    conn: Arc<proxy::Conn>,
+    shutdown: CancellationToken,
+) {
+    serve_http(TokioIo::new(stream), conn, shutdown, Speaks::H2).await
+}
+
 /// Whether the client opens with the HTTP/2 preface (prior knowledge, RFC 9113
 /// §3.3), looked at without taking the bytes: as far as they came, within the
 /// header read timeout the caller's keep-alive wait applies after.
-async fn h2_preface(stream: &TcpStream) -> io::Result<bool> {
+pub(crate) async fn h2_preface(stream: &TcpStream) -> io::Result<bool> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut seen = [0u8; PREFACE.len()];
     loop {

@@ -41,6 +41,17 @@ pub(crate) struct Conn {
     pub sessions: TaskTracker,
 }
 
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, listener: Arc<Listener>, sessions: TaskTracker) -> Conn {
+        Conn {
+            peer,
+            client: rewrite::Client::new(peer),
+            listener,
+            sessions,
+        }
+    }
+}
+
 /// Serves one request; never fails (every failure is an HTTP answer).
 pub(crate) async fn handle(
     req: Request<Incoming>,

@@ -37,6 +37,7 @@ pub(super) enum Next {
 pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: CancellationToken) {
     // Bytes of pipelined requests already read: the only buffer held between them.
     let mut held: Option<Vec<u8>> = None;
+    let mut first = true;
     loop {
         let wait = conn.listener.current().settings.header_read_timeout;
         let mut buf = match held.take() {
@@ -49,6 +50,19 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
                         }
                     }
                     () = shutdown.cancelled() => return,
+                }
+                if std::mem::take(&mut first) {
+                    // An h2c client (prior knowledge) is hyper's to serve.
+                    // A client stalling inside the preface is closed in `wait`.
+                    let preface = crate::listener::h2_preface(&client);
+                    match tokio::time::timeout(wait, Box::pin(preface)).await {
+                        Ok(Ok(false)) => {}
+                        Ok(Ok(true)) => {
+                            return Box::pin(crate::listener::serve_h2(client, conn, shutdown))
+                                .await
+                        }
+                        _ => return,
+                    }
                 }
                 idle::buffer()
             }
