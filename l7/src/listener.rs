@@ -170,6 +170,27 @@ impl Stats {
 pub struct Current {
     pub settings: Settings,
     pub router: Router<Arc<Upstream>>,
+    /// Whether routing a request reads its header fields (header routes, sticky
+    /// cookies, hash keys): fulcrum's HTTP/1 path builds a map of them only then.
+    pub(crate) reads_headers: bool,
+}
+
+impl Current {
+    fn new(settings: Settings, router: Router<Arc<Upstream>>) -> Current {
+        let reads_headers = router.reads_headers()
+            || router
+                .routes()
+                .iter()
+                .map(|r| &r.target)
+                .chain(router.fallback())
+                .flat_map(|t| t.pools())
+                .any(|u| u.sticky_cookie.is_some() || u.hash_key.is_some());
+        Current {
+            settings,
+            router,
+            reads_headers,
+        }
+    }
 }
 
 /// One HTTP listener's shared state, across its workers.
@@ -182,7 +203,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(settings: Settings, router: Router<Arc<Upstream>>) -> Self {
         Listener {
-            current: ArcSwap::from_pointee(Current { settings, router }),
+            current: ArcSwap::from_pointee(Current::new(settings, router)),
             stats: Stats::default(),
         }
     }
@@ -198,7 +219,7 @@ impl Listener {
     /// Applies a reloaded config: every request from now on, including those on
     /// open keep-alive connections, is routed by it.
     pub fn update(&self, settings: Settings, router: Router<Arc<Upstream>>) {
-        self.current.store(Arc::new(Current { settings, router }));
+        self.current.store(Arc::new(Current::new(settings, router)));
     }
 }
 

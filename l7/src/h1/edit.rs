@@ -46,12 +46,50 @@ pub struct RequestEdit<'a> {
     pub rewrite: &'a Rewrite,
 }
 
-/// Whether `name` is a hop-by-hop field, or (`connection`: the head has one) one
-/// that `Connection` lists.
-fn hop_by_hop(name: &str, headers: &[Header<'_>], connection: bool) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection
-            && connection_options(headers).any(|o| o.eq_ignore_ascii_case(name.as_bytes()))
+/// The options a head's `Connection` lines list, found once per head rather than
+/// once per field: the first few kept, the rest looked up again if ever needed.
+struct Listed<'h> {
+    first: [&'h [u8]; 4],
+    len: usize,
+    headers: Option<&'h [Header<'h>]>,
+}
+
+impl<'h> Listed<'h> {
+    fn new(headers: &'h [Header<'h>]) -> Listed<'h> {
+        let mut listed = Listed {
+            first: [&[]; 4],
+            len: 0,
+            headers: None,
+        };
+        for option in connection_options(headers) {
+            match listed.first.get_mut(listed.len) {
+                Some(slot) => {
+                    *slot = option;
+                    listed.len += 1;
+                }
+                None => {
+                    listed.headers = Some(headers);
+                    break;
+                }
+            }
+        }
+        listed
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.first[..self.len]
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(name))
+            || self
+                .headers
+                .is_some_and(|h| connection_options(h).any(|o| o.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// Whether `name` is a hop-by-hop field, or one that `Connection` lists.
+fn hop_by_hop(name: &str, listed: &Listed<'_>) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed.contains(name)
 }
 
 /// The options every `Connection` line lists, trimmed.
@@ -96,9 +134,7 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
     let mut chain_xff: Vec<&[u8]> = Vec::new();
     let mut chain_fwd: Vec<&[u8]> = Vec::new();
     let (mut kept_proto, mut kept_host) = (false, false);
-    let has_connection = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    let listed = Listed::new(headers);
     for h in headers {
         let name = h.name;
         let forwarding = if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -122,7 +158,7 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
         };
         if forwarding
             || name.eq_ignore_ascii_case("host")
-            || hop_by_hop(name, headers, has_connection)
+            || hop_by_hop(name, &listed)
             || named(&edit.rewrite.request_remove, name)
             || added(&edit.rewrite.request_add, name)
         {
@@ -202,9 +238,7 @@ pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Head
     ]);
     out.extend_from_slice(edit.reason);
     out.extend_from_slice(b"\r\n");
-    let has_connection = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    let listed = Listed::new(headers);
     for h in headers {
         let name = h.name;
         let upgrade_field = edit.upgraded && name.eq_ignore_ascii_case("upgrade");
@@ -212,7 +246,7 @@ pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Head
             continue;
         }
         if !upgrade_field
-            && (hop_by_hop(name, headers, has_connection)
+            && (hop_by_hop(name, &listed)
                 || named(&edit.rewrite.response_remove, name)
                 || added(&edit.rewrite.response_add, name))
         {

@@ -283,18 +283,8 @@ fn plan(
         0 => options().any(|o| o.eq_ignore_ascii_case(b"keep-alive")),
         _ => !options().any(|o| o.eq_ignore_ascii_case(b"close")),
     };
-    // Header fields as a map only for what reads them: header routes, sticky
-    // cookies, hash keys.
-    let needs_map = current.router.reads_headers()
-        || current
-            .router
-            .routes()
-            .iter()
-            .map(|r| &r.target)
-            .chain(current.router.fallback())
-            .flat_map(|t| t.pools())
-            .any(|u| u.sticky_cookie.is_some() || u.hash_key.is_some());
-    let map = match needs_map {
+    // Header fields as a map only for what reads them.
+    let map = match current.reads_headers {
         true => header_map(headers),
         false => HeaderMap::new(),
     };
