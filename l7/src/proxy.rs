@@ -354,6 +354,14 @@ async fn forward(
         }
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && client_upgrade.is_none() {
+            // Switching protocols unasked: nothing could be relayed to the client.
+            pool.record_response(backend, true);
+            return Err(Refusal::BackendBroke(
+                addr,
+                "101 to a request without Upgrade",
+            ));
+        }
         if let (true, Some(client_side)) = (switching, client_upgrade) {
             let backend_side = hyper::upgrade::on(&mut response);
             conn.sessions

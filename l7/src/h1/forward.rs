@@ -178,8 +178,23 @@ pub(super) async fn forward(
             return refuse(client, conn, plan.own(failed, started)).await;
         }
     }
+    // With `Expect: 100-continue` the body waits for the backend's 100.
+    let mut unsent = match body_end.is_none() && plan.expect_continue {
+        true => Some(end),
+        false => None,
+    };
     relay_response(
-        client, buf, conn, current, &plan, backend, slot, link, response, &mut end, deadline,
+        client,
+        buf,
+        conn,
+        current,
+        &plan,
+        backend,
+        slot,
+        link,
+        response,
+        &mut unsent,
+        deadline,
     )
     .await
 }
@@ -324,7 +339,7 @@ async fn relay_response(
     slot: ActiveGuard,
     mut link: Link,
     mut response: Vec<u8>,
-    end: &mut BodyEnd,
+    unsent: &mut Option<BodyEnd>,
     deadline: Instant,
 ) -> Next {
     let settings = &current.settings;
@@ -348,10 +363,11 @@ async fn relay_response(
                 }
                 let _ = headers;
                 response.drain(..len);
-                if message.status == 100 && plan.expect_continue {
+                if let Some(mut end) = unsent.take().filter(|_| message.status == 100) {
                     // The client sends its body now.
                     let to = (&mut link.stream, addr);
-                    if let Err(refusal) = stream_body(client, to, buf, end, plan, settings).await {
+                    let streamed = stream_body(client, to, buf, &mut end, plan, settings).await;
+                    if let Err(refusal) = streamed {
                         if matches!(refusal, Refusal::BackendBroke(..)) {
                             pool.record_response(backend, true);
                         }
@@ -362,12 +378,23 @@ async fn relay_response(
             }
             Ok(Some((message, headers))) => {
                 let options = || edit::connection_options(headers);
-                let backend_close =
-                    message.minor == 0 || options().any(|o| o.eq_ignore_ascii_case(b"close"));
+                if message.status == 101 && !plan.upgrade {
+                    // Switching protocols unasked: nothing fulcrum could relay.
+                    pool.record_response(backend, true);
+                    let unasked = Refusal::BackendBroke(addr, "101 to a request without Upgrade");
+                    return refuse(client, conn, plan.own(unasked, started)).await;
+                }
+                // A final answer before the body was asked for (RFC 9110 §10.1.1):
+                // the body is not sent, so neither connection can carry another
+                // message (the client's next bytes are that body).
+                let body_left = unsent.is_some();
+                let backend_close = body_left
+                    || message.minor == 0
+                    || options().any(|o| o.eq_ignore_ascii_case(b"close"));
                 // An HTTP/1.0 client cannot read chunked framing: it gets the
                 // data alone, ended by the close (RFC 9112 §7.1 and §9.3).
                 let decoded = plan.minor == 0 && message.body == Body::Chunked;
-                let close = !plan.keep_alive || message.body == Body::Close || decoded;
+                let close = !plan.keep_alive || message.body == Body::Close || decoded || body_left;
                 let upgraded = message.status == 101 && plan.upgrade;
                 let cookie = plan.upstream.sticky_cookie.as_deref().filter(|_| {
                     plan.pinned

@@ -1,0 +1,189 @@
+//! Edges of HTTP/1 exchanges where a backend answers out of the usual order:
+//! `Expect: 100-continue` answered before or after the body, and a 101 nobody
+//! asked for. On fulcrum's own HTTP/1 path (the default), which passes
+//! `Expect` on to the backend; hyper's path answers 100 itself and reads the body
+//! ahead (also what RFC 9110 §10.1.1 allows), so the `Expect` cases are the own
+//! path's. The 101 runs on both.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use common::{Fulcrum, PATIENCE};
+
+/// What the scripted backend does with a request.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Reads the body (Content-Length), then answers 100 and 200.
+    ContinueAfterBody,
+    /// Answers 401 as soon as it has the head, and never reads a body.
+    RefuseBeforeBody,
+    /// Answers 101 to anything.
+    SwitchUnasked,
+}
+
+/// A backend that follows `script` and records every request line it reads.
+fn backend(script: Script) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = listener.local_addr().expect("addr");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&lines);
+    thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let seen = Arc::clone(&seen);
+            thread::spawn(move || serve(stream, script, &seen));
+        }
+    });
+    (addr, lines)
+}
+
+fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = read_until_head(&mut s, &mut buf) else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let line = head.lines().next().unwrap_or("").to_owned();
+        seen.lock().unwrap().push(line);
+        buf.drain(..end);
+        let answer: &[u8] = match script {
+            Script::ContinueAfterBody => {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < len {
+                    let mut more = [0u8; 4096];
+                    match s.read(&mut more) {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&more[..n]),
+                        _ => return,
+                    }
+                }
+                buf.drain(..len);
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            }
+            Script::RefuseBeforeBody => b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            Script::SwitchUnasked => {
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+            }
+        };
+        if s.write_all(answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads into `buf` until it holds a whole head; where the head ends.
+fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        let mut more = [0u8; 4096];
+        match s.read(&mut more) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&more[..n]),
+            _ => return None,
+        }
+    }
+}
+
+fn listener(backend: SocketAddr, engine: &str) -> Fulcrum {
+    Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\nbody_read_timeout = \"1s\"\nhttp1_engine = \"{engine}\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [\"{backend}\"]\n"
+    ))
+}
+
+/// What came back until a final response of the scripted backend ended, the
+/// connection closed, or PATIENCE passed.
+fn responses(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = Vec::new();
+    let mut more = [0u8; 4096];
+    loop {
+        match s.read(&mut more) {
+            Ok(n) if n > 0 => got.extend_from_slice(&more[..n]),
+            _ => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("\r\n\r\nok") || text.contains("Content-Length: 0\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn expect_100_continue_with_the_body_already_sent_is_answered_at_once() {
+    let (addr, _) = backend(Script::ContinueAfterBody);
+    let f = listener(addr, "fulcrum");
+    // The body comes with the head, as clients do that do not wait for the 100.
+    let mut c = TcpStream::connect(f.addr("web")).unwrap();
+    c.write_all(
+        b"POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let text = responses(&mut c);
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+    assert!(!text.contains("408"), "{text}");
+}
+
+#[test]
+fn a_final_answer_before_100_continue_closes_and_the_unsent_body_is_never_a_request() {
+    let (addr, lines) = backend(Script::RefuseBeforeBody);
+    let f = listener(addr, "fulcrum");
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    let mut c = TcpStream::connect(f.addr("web")).unwrap();
+    c.write_all(head.as_bytes()).unwrap();
+    let text = responses(&mut c);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    // The client sends its body anyway: it must not become a request.
+    let _ = c.write_all(smuggled);
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    // A request through a new connection proves fulcrum is done with the first.
+    let mut d = TcpStream::connect(f.addr("web")).unwrap();
+    d.write_all(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let _ = responses(&mut d);
+    let seen = lines.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|l| !l.contains("/smuggled")),
+        "the body reached the backend as a request: {seen:?}"
+    );
+    assert!(seen.iter().any(|l| l.contains("/after")), "{seen:?}");
+}
+
+#[test]
+fn a_101_nobody_asked_for_is_a_bad_gateway() {
+    let (addr, _) = backend(Script::SwitchUnasked);
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(addr, engine);
+        let mut c = TcpStream::connect(f.addr("web")).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = Vec::new();
+        let mut more = [0u8; 4096];
+        while let Ok(n @ 1..) = c.read(&mut more) {
+            got.extend_from_slice(&more[..n]);
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 502"), "{engine}: {text}");
+    }
+}
