@@ -4,6 +4,7 @@
 //! `Expect` on to the backend; hyper's path answers 100 itself and reads the body
 //! ahead (also what RFC 9110 §10.1.1 allows), so the `Expect` cases are the own
 //! path's. The 101 runs on both.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
