@@ -41,6 +41,18 @@ restart_l7() {
 }
 
 L7_IDLE_CONNS=${L7_IDLE_CONNS:-1000}
+DL_MB=${DL_MB:-1024}
+
+# One curl download of /dl.bin for row $2 of suite $1: Gbit/s and CPU per MB.
+download_run() {
+  local suite=$1 row=$2 pid_var="PID_$2" pid=- before after speed size
+  [ "$row" = direct ] || pid=${!pid_var}
+  before=$(snap "$pid")
+  read -r speed size < <(taskset -c "$LOAD_CPU" curl -s -o /dev/null -w '%{speed_download} %{size_download}\n' "http://127.0.0.1:${HTTP[$row]}/dl.bin")
+  after=$(snap "$pid")
+  python3 "$STATS" add "$SAMPLES" "$suite" "$row" gbps "$(python3 -c "print($speed * 8 / 1e9)")"
+  python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$(python3 -c "print($size / 1e6)")" "$TICK" "$before" "$after"
+}
 SLOW_CONNS=${SLOW_CONNS:-1000}
 SLOW_SECS=${SLOW_SECS:-8}
 
@@ -133,6 +145,14 @@ CONF
   PROXIES="direct fulcrum hyper logging haproxy nginx"
   http_suite l7_keepalive "HTTP keep-alive through L7 proxies"
   WRK_KEY=cps http_suite l7_close "New connections through L7 proxies (Connection: close)" -H "Connection: close"
+
+  # One large download per proxy (curl, one connection): what a body costs.
+  head -c $((DL_MB * 1024 * 1024)) /dev/zero > "$WORK/web/dl.bin"
+  for _ in $(seq "$ROUNDS"); do
+    for p in direct fulcrum hyper haproxy nginx; do download_run l7_download "$p"; done
+  done
+  table l7_download "A $DL_MB MiB download through L7 proxies (curl; µs per MB)"
+  rm -f "$WORK/web/dl.bin"
 
   # Memory per L7 client: idle keep-alive after a small and after a 2 MB response,
   # and a slow reader of a large response (10 KB/s, proxy holding back the backend).
