@@ -24,6 +24,16 @@ enum Script {
     RefuseBeforeBody,
     /// Answers 101 to anything.
     SwitchUnasked,
+    /// Answers with a body of `BIG` patterned bytes, or (`/short`) says so and
+    /// closes halfway.
+    Big,
+}
+
+/// A body large enough to be spliced.
+const BIG: usize = 3 * 1024 * 1024 + 7;
+
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
 }
 
 /// A backend that follows `script` and records every request line it reads.
@@ -49,8 +59,21 @@ fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         let line = head.lines().next().unwrap_or("").to_owned();
-        seen.lock().unwrap().push(line);
+        seen.lock().unwrap().push(line.clone());
         buf.drain(..end);
+        if let Script::Big = script {
+            let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+            let len = if line.contains("/short") {
+                BIG / 2
+            } else {
+                BIG
+            };
+            out.extend((0..len).map(pattern));
+            if s.write_all(&out).is_err() || line.contains("/short") {
+                return;
+            }
+            continue;
+        }
         let answer: &[u8] = match script {
             Script::ContinueAfterBody => {
                 let len = head
@@ -69,6 +92,7 @@ fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             }
             Script::RefuseBeforeBody => b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            Script::Big => unreachable!("answered above"),
             Script::SwitchUnasked => {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
             }
@@ -187,4 +211,47 @@ fn a_101_nobody_asked_for_is_a_bad_gateway() {
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 502"), "{engine}: {text}");
     }
+}
+
+#[test]
+fn a_large_body_of_known_length_arrives_intact_and_one_cut_short_is_not_passed_off_as_whole() {
+    let (addr, _) = backend(Script::Big);
+    let f = listener(addr, "fulcrum");
+    let mut c = TcpStream::connect(f.addr("web")).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    // Twice on one connection: the backend's connection is clean after each.
+    for _ in 0..2 {
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut more = vec![0u8; 1 << 16];
+        let body_at = loop {
+            let n = c.read(&mut more).unwrap();
+            assert!(n > 0, "closed before the head");
+            got.extend_from_slice(&more[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        while got.len() < body_at + BIG {
+            let n = c.read(&mut more).unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len() - body_at);
+            got.extend_from_slice(&more[..n]);
+        }
+        let body = &got[body_at..];
+        assert_eq!(body.len(), BIG, "bytes past the body");
+        assert!(
+            body.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+            "body corrupted"
+        );
+    }
+    // Cut short by the backend: the client's connection closes, it does not wait.
+    let mut d = TcpStream::connect(f.addr("web")).unwrap();
+    d.set_read_timeout(Some(PATIENCE)).unwrap();
+    d.write_all(b"GET /short HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = d.read_to_end(&mut got);
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(got.len() < BIG, "{} bytes", got.len());
 }

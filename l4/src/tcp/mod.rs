@@ -7,6 +7,7 @@ mod pipe;
 mod relay;
 mod session;
 mod socket;
+mod splice;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::sni::SniRoutes;
 pub use listener::{serve, Acceptor};
 pub use relay::{relay, RelayError, Relayed};
 pub use socket::{bind, connect, BindError};
+pub use splice::{splice_exact, SpliceError};
 
 /// Connect timeout when the operator gives none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -217,7 +217,7 @@ impl Half {
                         continue;
                     }
                 };
-                match src.try_io(Interest::READABLE, || splice_in(src, &mut pipe)) {
+                match src.try_io(Interest::READABLE, || splice_in(src, &mut pipe, usize::MAX)) {
                     Ok(0) => {
                         pipe::put(pipe);
                         self.eof = true;
@@ -365,16 +365,18 @@ fn read_closed(src: &TcpStream) -> bool {
     }
 }
 
-/// Splices from `src` until the pipe is full or `src` has nothing more queued.
+/// Splices from `src` until the pipe holds `limit` bytes (or is full) or `src` has
+/// nothing more queued.
 ///
 /// Filling the pipe before writing it out makes fewer, larger sends: on loopback
 /// iperf3 that measured ~15% more throughput than one splice per wake-up, because
 /// the receiving process is woken less often (scripts/bench.sh).
-fn splice_in(src: &TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
+pub(super) fn splice_in(src: &TcpStream, pipe: &mut Pipe, limit: usize) -> io::Result<usize> {
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     let mut total = 0;
-    while total < pipe.capacity {
-        match splice(src, None, &pipe.write, None, pipe.capacity - total, flags) {
+    let limit = limit.min(pipe.capacity);
+    while total < limit {
+        match splice(src, None, &pipe.write, None, limit - total, flags) {
             Ok(0) => break,
             Ok(n) => total += n,
             // With bytes already in the pipe, EAGAIN (the socket is drained, or the
@@ -387,13 +389,13 @@ fn splice_in(src: &TcpStream, pipe: &mut Pipe) -> io::Result<usize> {
     Ok(total)
 }
 
-fn splice_out(pipe: &Pipe, dst: &TcpStream, len: usize) -> io::Result<usize> {
+pub(super) fn splice_out(pipe: &Pipe, dst: &TcpStream, len: usize) -> io::Result<usize> {
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     Ok(splice(&pipe.read, None, dst, None, len, flags)?)
 }
 
 /// splice(2) cannot be used between these descriptors (not an error of the peer).
-fn splice_unsupported(e: &io::Error) -> bool {
+pub(super) fn splice_unsupported(e: &io::Error) -> bool {
     [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]
         .iter()
         .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))

@@ -5,6 +5,7 @@
 use fulcrum_l4::balance::Context;
 use fulcrum_l4::net::{count_local_error, local_shortage};
 use fulcrum_l4::pool::ActiveGuard;
+use fulcrum_l4::tcp::SpliceError;
 use fulcrum_l4::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +20,10 @@ use crate::listener::{Current, MAX_HEAD_H1};
 use crate::proxy::Conn;
 use crate::refusal::Refusal;
 use crate::sticky::set_cookie;
+
+/// A response body of known length at least this long past its head is spliced
+/// (splice(2)) rather than copied: below it, the pipe's set-up costs more.
+const SPLICE_AT: u64 = 64 * 1024;
 
 /// A backend connection and whether it came from the idle pool.
 struct Link {
@@ -461,7 +466,19 @@ async fn relay_response(
         return Next::Gone;
     }
     let mut clean = found.is_some() && !extra;
-    if found.is_none() {
+    let mut spliced = false;
+    if let (None, BodyEnd::Length(left)) = (found, &body) {
+        if *left >= SPLICE_AT {
+            // The rest of a large body of known length, socket -> pipe -> socket.
+            let wait = settings.request_timeout;
+            match fulcrum_l4::tcp::splice_exact(&link.stream, client, *left, wait).await {
+                Ok(()) => (clean, spliced) = (true, true),
+                Err(SpliceError::Unsupported) => {}
+                Err(SpliceError::Failed { .. }) => return Next::Gone,
+            }
+        }
+    }
+    if found.is_none() && !spliced {
         loop {
             response.clear();
             match read_at(
