@@ -350,8 +350,8 @@ impl HttpArgs {
             }
         };
         // fulcrum's own HTTP/1 path where it serves: plain HTTP to HTTP/1.1 backends.
-        let hyper_default = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "hyper");
-        let http1_engine = match tls_files.is_empty() && !self.backend_http2 && !hyper_default {
+        let own = tls_files.is_empty() && !self.backend_http2 && !crate::config::hyper_is_default();
+        let http1_engine = match own {
             true => fulcrum_l7::Http1Engine::Fulcrum,
             false => fulcrum_l7::Http1Engine::Hyper,
         };

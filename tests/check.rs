@@ -49,6 +49,32 @@ fn good_config_prints_a_summary() {
 }
 
 #[test]
+fn summary_says_which_http1_path_serves_each_listener() {
+    let listener = |name: &str, extra: &str| {
+        format!("[[listener]]\nname = \"{name}\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n{extra}\n")
+    };
+    let text = [
+        listener("own", ""),
+        listener("asked", "http1_engine = \"hyper\""),
+        listener("retries", "retry_on = [\"503\"]"),
+        "[[pool]]\nname = \"p\"\nbackends = [\"127.0.0.1:9001\"]\n".to_owned(),
+    ]
+    .concat();
+    let (code, stdout, stderr) = check(&text);
+    assert_eq!(code, 0, "{stderr}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("listener {name} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("own").contains("HTTP/1 by fulcrum"), "{stdout}");
+    assert!(line("asked").contains("HTTP/1 by hyper"), "{stdout}");
+    assert!(line("retries").contains("HTTP/1 by hyper"), "{stdout}");
+}
+
+#[test]
 fn summary_names_the_algorithm_and_its_key() {
     let text = GOOD.replace(
         "name = \"web\"\nbackends",

@@ -313,6 +313,10 @@ impl Config {
                             .then(|| format!(", retry on {}", h.retry_on.describe())),
                         h.try_timeout
                             .map(|t| format!(", try timeout {}", duration::display(t))),
+                        Some(match h.http1_engine {
+                            fulcrum_l7::Http1Engine::Fulcrum => ", HTTP/1 by fulcrum".to_owned(),
+                            fulcrum_l7::Http1Engine::Hyper => ", HTTP/1 by hyper".to_owned(),
+                        }),
                     ]
                     .into_iter()
                     .flatten()
@@ -528,6 +532,13 @@ fn or_unlimited(n: u64) -> String {
         0 => "unlimited".to_owned(),
         n => n.to_string(),
     }
+}
+
+/// Whether `FULCRUM_HTTP1_ENGINE=hyper` makes hyper's HTTP/1 path the default (for
+/// a test run or bench of the whole suite on it); else fulcrum's own path serves
+/// every listener it can.
+pub fn hyper_is_default() -> bool {
+    std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "hyper")
 }
 
 #[cfg(test)]

@@ -100,8 +100,7 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
         // elsewhere. FULCRUM_HTTP1_ENGINE=hyper makes hyper's the default, so
         // that one test run or bench can put every listener on it.
         if let Protocol::Http(options) = &mut l.protocol {
-            let hyper_default = std::env::var("FULCRUM_HTTP1_ENGINE").is_ok_and(|e| e == "hyper");
-            if !hyper_default
+            if !super::hyper_is_default()
                 && file.http1_engine.is_none()
                 && http::own_engine_misfit(file, &pools).is_none()
             {

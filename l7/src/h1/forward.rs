@@ -469,7 +469,13 @@ async fn relay_response(
     let mut spliced = false;
     if let (None, BodyEnd::Length(left)) = (found, &body) {
         if *left >= SPLICE_AT {
-            // The rest of a large body of known length, socket -> pipe -> socket.
+            // The rest of a large body of known length, socket -> pipe -> socket;
+            // the buffers go back first, so a slow reader holds none while it reads.
+            idle::give_back(std::mem::take(&mut out));
+            idle::give_back(std::mem::take(&mut response));
+            if buf.is_empty() {
+                idle::give_back(std::mem::take(buf));
+            }
             let wait = settings.request_timeout;
             match fulcrum_l4::tcp::splice_exact(&link.stream, client, *left, wait).await {
                 Ok(()) => (clean, spliced) = (true, true),

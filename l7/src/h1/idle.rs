@@ -37,8 +37,9 @@ pub fn buffer() -> Vec<u8> {
 
 /// Gives a buffer back for the next message.
 pub fn give_back(mut buf: Vec<u8>) {
-    // One that grew (a large head) is not kept at that size.
-    if buf.capacity() > BUF * 2 {
+    // One that grew (a large head) is not kept at that size; an empty one (its
+    // storage given back earlier) is not kept at all.
+    if buf.capacity() > BUF * 2 || buf.capacity() < BUF {
         return;
     }
     buf.clear();
