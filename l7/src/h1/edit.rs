@@ -117,6 +117,17 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Starts a forwarding field: its name, then each element of the chain kept from
+/// the client followed by ", "; the caller appends this hop's own.
+fn chain_start(out: &mut Vec<u8>, name: &[u8], earlier: &[&[u8]]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for element in earlier {
+        out.extend_from_slice(element);
+        out.extend_from_slice(b", ");
+    }
+}
+
 /// Writes the request head for the backend to `out`.
 pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header<'_>]) {
     let fw = &edit.forwarding;
@@ -173,19 +184,11 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
         line(out, b"connection", b"upgrade");
         line(out, b"upgrade", protocol);
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for earlier in &chain_xff {
-        out.extend_from_slice(earlier);
-        out.extend_from_slice(b", ");
-    }
+    chain_start(out, b"x-forwarded-for", &chain_xff);
     out.extend_from_slice(fw.ip);
     out.extend_from_slice(b"\r\n");
     // Written in place each time: nothing is kept per connection for it.
-    out.extend_from_slice(b"forwarded: ");
-    for earlier in &chain_fwd {
-        out.extend_from_slice(earlier);
-        out.extend_from_slice(b", ");
-    }
+    chain_start(out, b"forwarded", &chain_fwd);
     out.extend_from_slice(fw.node);
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(fw.proto.as_bytes());
