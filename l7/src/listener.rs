@@ -238,11 +238,15 @@ pub async fn serve(
     while let Some((stream, peer)) = socket.accept(stop.as_mut(), &name).await {
         listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let (listener, tracker) = (Arc::clone(&listener), sessions.clone());
-        let settings = &listener.current().settings;
-        if settings.http1_engine == Http1Engine::Fulcrum
-            && settings.tls.is_none()
-            && !settings.accept_proxy
-        {
+        // A borrow of the config (no reference count taken) to pick the path.
+        let own_path = {
+            let current = listener.current.load();
+            let settings = &current.settings;
+            settings.http1_engine == Http1Engine::Fulcrum
+                && settings.tls.is_none()
+                && !settings.accept_proxy
+        };
+        if own_path {
             // Nothing to do before the first request: fulcrum's HTTP/1 path is
             // the connection's task itself, the smallest it can be.
             let conn = Arc::new(proxy::Conn::new(peer, listener, tracker));
