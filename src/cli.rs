@@ -101,6 +101,12 @@ pub enum Command {
         after_help = "Example:\n  fulcrum http --listen 0.0.0.0:8080 --backend 10.0.0.1:80 --backend 10.0.0.2:80 --sticky-cookie FULCRUM"
     )]
     Http(HttpArgs),
+    /// Change a running fulcrum through its admin API: drain, ready, maint,
+    /// weight, add and remove backends, or list them.
+    #[command(
+        after_help = "Examples:\n  fulcrum ctl backends\n  fulcrum ctl drain web 10.0.0.1:80\n  fulcrum ctl --admin unix:/run/fulcrum/admin.sock weight web 10.0.0.1:80 5\n\nExit codes: 0 done, 1 refused by fulcrum, 2 bad usage or config, 3 admin listener unreachable."
+    )]
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// The pool half of the flag-only modes.
@@ -147,7 +153,7 @@ impl PoolArgs {
         };
         Ok(Config {
             drain_timeout: self.drain_timeout,
-            admin: self.admin,
+            admin: self.admin.map(config::AdminConfig::from),
             resolver: None,
             listeners: vec![ListenerConfig {
                 name: name.to_owned(),

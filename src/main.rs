@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod ctl;
 mod dns;
 mod logging;
 mod memory;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let (config, path) = match &cli.command {
+        Command::Ctl(args) => return ctl::run(args),
         Command::Check { config: path } => {
             return match config::load(path) {
                 Ok(config) => {

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/status` (JSON) and `/` (an
-//! HTML status page) over what the server runs now; the server swaps in a new
-//! [`View`] on every (re)load.
+//! HTML status page) over what the server runs now, and the runtime write API
+//! under `/api/`; the server swaps in a new [`View`] on every (re)load.
 
+pub mod api;
 mod metrics;
 pub mod names;
 mod page;
@@ -10,13 +11,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::config::AdminBind;
 use arc_swap::ArcSwap;
 use fulcrum_l4::{tcp, udp, Pool};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 /// One running listener, as the admin pages show it.
@@ -32,18 +34,42 @@ pub enum ListenerView {
 pub struct View {
     pub listeners: Vec<ListenerView>,
     pub pools: Vec<Arc<Pool>>,
+    /// Runtime overrides, in pool then address order.
+    pub overrides: Vec<Overridden>,
+}
+
+/// One backend the operator changed at runtime.
+#[derive(Debug, Clone)]
+pub struct Overridden {
+    pub pool: String,
+    pub addr: SocketAddr,
+    /// What was changed, for people: `state=drain weight=5`.
+    pub what: String,
+    /// The backend is removed from its pool at runtime.
+    pub removed: bool,
+}
+
+/// Where the admin listener accepts.
+#[derive(Debug)]
+pub enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
 }
 
 /// Shared between the server (which updates the view) and the admin listener.
 #[derive(Debug)]
 pub struct Admin {
     view: ArcSwap<View>,
+    auth: ArcSwap<api::Auth>,
+    commands: api::Commands,
 }
 
 impl Admin {
-    pub fn new() -> Arc<Admin> {
+    pub fn new(auth: api::Auth, commands: api::Commands) -> Arc<Admin> {
         Arc::new(Admin {
             view: ArcSwap::from_pointee(View::default()),
+            auth: ArcSwap::from_pointee(auth),
+            commands,
         })
     }
 
@@ -51,30 +77,70 @@ impl Admin {
         self.view.store(Arc::new(view));
     }
 
-    /// Serves the admin pages on `listener` until `shutdown`.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// A reload may change the token.
+    pub fn set_auth(&self, auth: api::Auth) {
+        self.auth.store(Arc::new(auth));
+    }
+
+    /// Serves the admin pages on `socket` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, socket: Socket, shutdown: CancellationToken) {
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
+                accepted = socket.accept() => accepted,
             };
-            let Ok((stream, _)) = accepted else { continue };
-            let admin = Arc::clone(&self);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.respond(&req)) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "admin connection failed");
+            match accepted {
+                Ok(Stream::Tcp(stream)) => self.connection(stream),
+                Ok(Stream::Unix(stream)) => self.connection(stream),
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin accept failed");
+                    // Out of descriptors, most likely: give it a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-            });
+            }
         }
     }
 
-    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn connection<S>(self: &Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let admin = Arc::clone(self);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.respond(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection failed");
+            }
+        });
+    }
+
+    async fn respond(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path().starts_with("/api/") {
+            let auth = self.auth.load_full();
+            let outcome = match api::read(req, &auth).await {
+                Ok(command) => api::carry_out(&self.commands, command).await,
+                Err(refused) => Err(refused),
+            };
+            let (status, body) = match outcome {
+                Ok(done) => (StatusCode::OK, serde_json::json!({ "ok": done })),
+                Err(r) => (r.status, serde_json::json!({ "error": r.message })),
+            };
+            let mut response = reply(status, "application/json", format!("{body}\n"));
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return response;
+        }
         let (status, kind, body) = match (req.method().as_str(), req.uri().path()) {
             ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             ("GET", "/status") => (StatusCode::OK, "application/json", self.status()),
@@ -87,16 +153,77 @@ impl Admin {
             _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
-                "only GET\n".to_owned(),
+                "only GET here; writes go to /api/\n".to_owned(),
             ),
         };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = kind.parse() {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, value);
-        }
+        reply(status, kind, body)
+    }
+}
+
+fn reply(status: StatusCode, kind: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = kind.parse() {
         response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// One accepted admin connection.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Socket {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Socket::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+            Socket::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+}
+
+/// Binds the admin listener (never SO_REUSEPORT: one process owns it). A stale
+/// unix socket left by an earlier run is replaced; the socket is made 0660 so
+/// that the service's group may use `fulcrum ctl`. Call inside a runtime.
+pub fn bind(at: &AdminBind) -> anyhow::Result<Socket> {
+    use anyhow::Context as _;
+    match at {
+        AdminBind::Tcp(addr) => {
+            let socket = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("admin listener: cannot bind {addr}"))?;
+            socket.set_nonblocking(true)?;
+            Ok(Socket::Tcp(TcpListener::from_std(socket)?))
+        }
+        AdminBind::Unix(path) => {
+            use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    anyhow::bail!(
+                        "admin listener: {} exists and is not a socket; remove it or bind elsewhere",
+                        path.display()
+                    );
+                }
+                // Another fulcrum still listening there keeps it.
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    anyhow::bail!(
+                        "admin listener: {} is in use by a running process",
+                        path.display()
+                    );
+                }
+                std::fs::remove_file(path).with_context(|| {
+                    format!("admin listener: cannot replace {}", path.display())
+                })?;
+            }
+            let socket = std::os::unix::net::UnixListener::bind(path)
+                .with_context(|| format!("admin listener: cannot bind {}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("admin listener: cannot chmod {}", path.display()))?;
+            socket.set_nonblocking(true)?;
+            Ok(Socket::Unix(UnixListener::from_std(socket)?))
+        }
     }
 }

@@ -26,6 +26,10 @@ struct ListenerRow {
 
 struct BackendRow {
     addr: String,
+    /// The operator's state: ready, drain or maint.
+    state: &'static str,
+    /// Runtime overrides, for people (`state=drain weight=5`).
+    overridden: Option<String>,
     weight: u32,
     up: bool,
     healthy: bool,
@@ -41,6 +45,8 @@ struct PoolRow {
     name: String,
     algorithm: String,
     backends: Vec<BackendRow>,
+    /// Backends the config has that were removed at runtime.
+    removed: Vec<String>,
     /// Under `max_connections`: the limit per backend and the queue.
     queue: Option<(u32, QueueStats)>,
 }
@@ -110,6 +116,12 @@ fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
         .pools
         .iter()
         .map(|p| PoolRow {
+            removed: view
+                .overrides
+                .iter()
+                .filter(|o| o.removed && o.pool == p.name())
+                .map(|o| o.addr.to_string())
+                .collect(),
             name: p.name().to_owned(),
             algorithm: p.algorithm().to_string(),
             queue: match p.policy().max_connections {
@@ -123,6 +135,12 @@ fn rows(view: &View) -> (Vec<ListenerRow>, Vec<PoolRow>) {
                     let (sent, received) = b.bytes();
                     BackendRow {
                         addr: b.addr().to_string(),
+                        state: b.admin_state().as_str(),
+                        overridden: view
+                            .overrides
+                            .iter()
+                            .find(|o| o.pool == p.name() && o.addr == b.addr())
+                            .map(|o| o.what.clone()),
                         weight: b.weight(),
                         up: b.is_up(),
                         healthy: b.is_healthy(),
@@ -165,15 +183,18 @@ impl Admin {
                     .iter()
                     .map(|b| {
                         json!({
-                            "addr": b.addr, "weight": b.weight, "up": b.up,
+                            "addr": b.addr, "state": b.state, "override": b.overridden,
+                            "weight": b.weight, "up": b.up,
                             "healthy": b.healthy, "ejected": b.ejected, "active": b.active,
                             "connections": b.connections, "connect_errors": b.connect_errors,
                             "bytes_sent": b.sent, "bytes_received": b.received,
                         })
                     })
                     .collect();
-                let mut pool =
-                    json!({ "name": p.name, "algorithm": p.algorithm, "backends": backends });
+                let mut pool = json!({
+                    "name": p.name, "algorithm": p.algorithm, "backends": backends,
+                    "removed": p.removed,
+                });
                 if let (Some((max, q)), Some(map)) = (&p.queue, pool.as_object_mut()) {
                     map.insert("max_connections".to_owned(), json!(max));
                     map.insert(
@@ -237,11 +258,20 @@ impl Admin {
                 p.backends.len()
             );
             for b in &p.backends {
-                let (class, state) = match (b.up, b.healthy, b.ejected) {
-                    (true, _, _) => ("up", "up"),
-                    (false, _, true) => ("ejected", "ejected"),
-                    (false, false, _) => ("down", "down (health check)"),
-                    (false, true, false) => ("down", "down"),
+                let (class, state) = match (b.state, b.up, b.healthy, b.ejected) {
+                    ("drain", ..) => ("admin", "draining"),
+                    ("maint", ..) => ("admin", "maintenance (checks paused)"),
+                    (_, true, _, _) => ("up", "up"),
+                    (_, false, _, true) => ("ejected", "ejected"),
+                    (_, false, false, _) => ("down", "down (health check)"),
+                    (_, false, true, false) => ("down", "down"),
+                };
+                let state = match &b.overridden {
+                    Some(what) => format!(
+                        "{state} <span class=\"dim\">(runtime: {})</span>",
+                        esc(what)
+                    ),
+                    None => state.to_owned(),
                 };
                 let _ = write!(
                     out,
@@ -257,6 +287,13 @@ impl Admin {
                 );
             }
             out.push_str("</table>");
+            if !p.removed.is_empty() {
+                let _ = write!(
+                    out,
+                    "<p class=\"dim\">Removed at runtime: {}</p>",
+                    esc(&p.removed.join(", "))
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -273,7 +310,8 @@ th,td{padding:6px 12px;border-bottom:1px solid #e4e7eb;text-align:left}th{backgr
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
 .dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:6px;background:#999}\
 tr.up .dot{background:#1f9d55}tr.down .dot{background:#d64545}tr.ejected .dot{background:#e8a317}\
-tr.down{background:#fdecec}tr.ejected{background:#fff6e0}";
+tr.down{background:#fdecec}tr.ejected{background:#fff6e0}\
+tr.admin .dot{background:#5a6b7d}tr.admin{background:#eef1f4}";
 
 /// Text made safe for HTML.
 fn esc(text: &str) -> String {

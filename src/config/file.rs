@@ -37,6 +37,7 @@ pub struct FileResolver {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub bind: S<String>,
+    pub token_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Configuration: the TOML file (or the flag-only modes) validated into the types the
 //! server runs. Every error names `FILE:LINE:COL`; l4 and l7 never see TOML.
 
+mod admin;
 pub mod duration;
 mod file;
 mod hint;
@@ -9,6 +10,7 @@ mod pool;
 pub mod size;
 mod validate;
 
+pub use admin::{AdminBind, AdminConfig, Token};
 pub use pool::{backend_entry, Entry as BackendEntry};
 
 use std::fmt::{self, Write as _};
@@ -38,8 +40,8 @@ pub const MAX_WEIGHT: u32 = 1000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub drain_timeout: Duration,
-    /// Where `/metrics` and `/status` are served, when `[admin]` is there.
-    pub admin: Option<SocketAddr>,
+    /// Where `/metrics`, `/status` and the runtime API are served, when `[admin]` is there.
+    pub admin: Option<AdminConfig>,
     /// Name servers for DNS backends (`[resolver]`); `None`: the system's.
     pub resolver: Option<Resolver>,
     pub listeners: Vec<ListenerConfig>,
@@ -273,8 +275,17 @@ impl Config {
             backends,
             duration::display(self.drain_timeout),
         );
-        if let Some(admin) = self.admin {
-            let _ = writeln!(out, "admin    /metrics /status on {admin}");
+        if let Some(admin) = &self.admin {
+            let writes = match (&admin.token, admin.bind.is_local()) {
+                (Some(_), false) => "writes need the token",
+                (None, false) => "writes refused: set token_file",
+                (_, true) => "writes open to this host",
+            };
+            let _ = writeln!(
+                out,
+                "admin    /metrics /status /api on {} ({writes})",
+                admin.bind
+            );
         }
         for l in &self.listeners {
             let details = match &l.protocol {

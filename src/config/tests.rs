@@ -331,10 +331,25 @@ fn unknown_values_are_refused_not_ignored() {
     );
     assert_eq!(
         c.map(|c| c.admin),
-        Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9090))))
+        Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9090)).into()))
     );
     let e = err(&format!("{GOOD}[admin]\nbind = \"localhost\"\n"));
-    assert!(e.starts_with("f.toml:18:8: invalid `bind` address"), "{e}");
+    assert!(e.starts_with("f.toml:18:8: invalid admin address"), "{e}");
+    let c = parse(
+        &format!("{GOOD}[admin]\nbind = \"unix:/run/fulcrum/admin.sock\"\n"),
+        "f.toml",
+    );
+    assert_eq!(
+        c.map(|c| c.admin.map(|a| a.bind)),
+        Ok(Some(AdminBind::Unix("/run/fulcrum/admin.sock".into())))
+    );
+    let e = err(&format!(
+        "{GOOD}[admin]\nbind = \"0.0.0.0:9090\"\ntoken_file = \"/nonexistent/admin.token\"\n"
+    ));
+    assert!(
+        e.starts_with("f.toml:19:14: cannot read the token file /nonexistent/admin.token"),
+        "{e}"
+    );
 }
 
 #[test]

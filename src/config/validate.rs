@@ -37,7 +37,7 @@ pub(super) fn invalid<T>(at: &Spanned<T>, message: impl Into<String>) -> Invalid
 
 pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
     let admin = match &raw.admin {
-        Some(a) => Some(parse_addr(&a.get_ref().bind, "bind")?),
+        Some(a) => Some(super::admin::validate(a, base)?),
         None => None,
     };
     let resolver = match &raw.resolver {

@@ -4,7 +4,7 @@
 //! live connections and flows on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,12 +18,15 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod control;
 mod listeners;
+mod overrides;
 
 use listeners::{bind, update, Added, Shared, Target, Upstreams};
+use overrides::Overrides;
 
-use crate::admin::{Admin, ListenerView, View};
-use crate::config::{self, Config, ListenerConfig, Protocol};
+use crate::admin::{self, api::Auth, Admin};
+use crate::config::{self, AdminBind, AdminConfig, Config, ListenerConfig, Protocol};
 use crate::dns::Dns;
 use crate::logging;
 use crate::systemd;
@@ -47,10 +50,7 @@ pub fn run(
     let (dns_changes, mut dns_changed) = tokio::sync::mpsc::unbounded_channel();
     let mut dns = Dns::new(dns_changes);
     server.activated = activated;
-    let admin_socket = match config.admin {
-        Some(addr) => Some(bind_admin(addr)?),
-        None => None,
-    };
+    let (commands, mut requests) = tokio::sync::mpsc::unbounded_channel();
     let (mut term, mut int, mut hup) = {
         // Signal handlers go in before the first listener is announced, so a
         // signal sent at once is handled, not fatal. Health checks spawned by
@@ -61,16 +61,20 @@ pub fn run(
             signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
             signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
         );
-        if let Some(socket) = admin_socket {
-            let admin = Admin::new();
-            let listener = tokio::net::TcpListener::from_std(socket).context("admin listener")?;
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(listener = "admin", addr = %addr, "listening");
-            }
-            tokio::spawn(Arc::clone(&admin).serve(listener, server.stop.clone()));
+        if let Some(at) = &config.admin {
+            let socket = admin::bind(&at.bind)?;
+            let addr = match &socket {
+                admin::Socket::Tcp(l) => l
+                    .local_addr()
+                    .map_or(at.bind.to_string(), |a| a.to_string()),
+                admin::Socket::Unix(_) => at.bind.to_string(),
+            };
+            tracing::info!(listener = "admin", addr = %addr, "listening");
+            let admin = Admin::new(auth(at), commands.clone());
+            tokio::spawn(Arc::clone(&admin).serve(socket, server.stop.clone()));
             server.admin = Some(admin);
         }
-        server.admin_bind = config.admin;
+        server.admin_bind = config.admin.as_ref().map(|a| a.bind.clone());
         let effective = control.block_on(dns.prepare(config.clone()))?;
         server.apply(&effective)?;
         server.activated.warn_unused();
@@ -83,6 +87,12 @@ pub fn run(
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                Some((command, reply)) = requests.recv() => {
+                    let outcome = server.command(&command);
+                    overrides::log(&command, &outcome);
+                    // The asker may have gone; the change stands either way.
+                    let _ = reply.send(outcome);
+                }
                 Some(change) = dns_changed.recv() => {
                     if let Some(config) = dns.changed(change) {
                         if let Err(e) = server.apply(&config) {
@@ -144,12 +154,16 @@ struct Server {
     health: CancellationToken,
     /// The admin pages, when `[admin]` is configured, and the address asked for.
     admin: Option<Arc<Admin>>,
-    admin_bind: Option<SocketAddr>,
+    admin_bind: Option<AdminBind>,
     /// Sockets from systemd socket activation not yet claimed by a listener.
     activated: systemd::Activated,
     /// Backends removed by a reload whose connections are draining, by pool name
     /// and address, until they are cut.
     draining: HashMap<(String, SocketAddr), Draining>,
+    /// The config last applied, before runtime overrides.
+    base: Option<Config>,
+    /// What the admin API changed; laid over every config applied.
+    overrides: Overrides,
 }
 
 /// A removed backend whose connections end when its drain time is over.
@@ -243,6 +257,8 @@ impl Server {
             admin_bind: None,
             activated: systemd::Activated::default(),
             draining: HashMap::new(),
+            base: None,
+            overrides: Overrides::default(),
         })
     }
 
@@ -258,8 +274,13 @@ impl Server {
                 return None;
             }
         };
-        if config.admin != self.admin_bind {
-            tracing::warn!("[admin] changed: the admin listener keeps its address until a restart");
+        if config.admin.as_ref().map(|a| &a.bind) != self.admin_bind.as_ref() {
+            tracing::warn!(
+                "[admin] bind changed: the admin listener keeps its address until a restart"
+            );
+        }
+        if let (Some(admin), Some(at)) = (&self.admin, &config.admin) {
+            admin.set_auth(auth(at));
         }
         let applied = match dns.prepare(config).await {
             Ok(config) => self.apply(&config).map(|()| config.drain_timeout),
@@ -278,8 +299,19 @@ impl Server {
     /// backends' live state by address; listeners with an unchanged protocol and
     /// bind keep their sockets and switch to the new settings for new connections;
     /// new listeners are bound first (any failure changes nothing); removed ones
-    /// stop accepting while their connections finish.
+    /// stop accepting while their connections finish. Runtime overrides are laid
+    /// over it.
     fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
+        let shaped = self.overrides.shape(config);
+        self.install(&shaped, true)?;
+        self.base = Some(config.clone());
+        self.publish();
+        Ok(())
+    }
+
+    /// Runs `config` as it is (overrides already laid over it); `announce` logs
+    /// the reload line.
+    fn install(&mut self, config: &Config, announce: bool) -> anyhow::Result<()> {
         let workers = self.workers.len();
         let pools: HashMap<String, Arc<Pool>> = config
             .pools
@@ -302,6 +334,7 @@ impl Server {
                 (p.name.clone(), Arc::new(pool))
             })
             .collect();
+        self.overrides.set_states(&pools);
 
         let mut added = Vec::new();
         let mut updates = Vec::new();
@@ -382,7 +415,7 @@ impl Server {
                 });
             }
         }
-        if !self.pools.is_empty() {
+        if announce && !self.pools.is_empty() {
             tracing::info!(
                 kept,
                 added = fresh,
@@ -392,26 +425,6 @@ impl Server {
             );
         }
         self.pools = pools;
-        if let Some(admin) = &self.admin {
-            // In config order, so /metrics and /status list them the same way on
-            // every scrape and after every reload.
-            let listeners = config
-                .listeners
-                .iter()
-                .filter_map(|l| self.listeners.get(&Key::of(l)))
-                .map(|r| match &r.listener {
-                    Shared::Tcp(l) => ListenerView::Tcp(Arc::clone(l), r.addr),
-                    Shared::Udp(l) => ListenerView::Udp(Arc::clone(l), r.addr),
-                    Shared::Http(l) => ListenerView::Http(Arc::clone(l), r.addr),
-                })
-                .collect();
-            let pools = config
-                .pools
-                .iter()
-                .filter_map(|p| self.pools.get(&p.name).cloned())
-                .collect();
-            admin.set_view(View { listeners, pools });
-        }
         Ok(())
     }
 
@@ -477,16 +490,6 @@ fn log_carried(pool: &Pool) {
     }
 }
 
-/// Binds the admin listener (plain TCP, never SO_REUSEPORT: one process owns it).
-fn bind_admin(addr: SocketAddr) -> anyhow::Result<StdListener> {
-    let socket =
-        StdListener::bind(addr).with_context(|| format!("admin listener: cannot bind {addr}"))?;
-    socket
-        .set_nonblocking(true)
-        .with_context(|| format!("admin listener {addr}"))?;
-    Ok(socket)
-}
-
 /// Raises the soft open-file limit to the hard limit: each proxied connection needs
 /// two descriptors, and the common soft default of 1024 is far too low.
 fn raise_fd_limit() {
@@ -499,5 +502,13 @@ fn raise_fd_limit() {
             Ok(()) => tracing::debug!(?before, now = ?limit.current, "raised RLIMIT_NOFILE"),
             Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
         }
+    }
+}
+
+/// Who may write to the admin API under `at`.
+fn auth(at: &AdminConfig) -> Auth {
+    Auth {
+        local: at.bind.is_local(),
+        token: at.token.clone(),
     }
 }

@@ -101,12 +101,17 @@ impl Fulcrum {
             listeners: Vec::new(),
             config: None,
         };
-        while f.listeners.len() < listeners {
+        let mut wanted = listeners;
+        while f.listeners.len() < wanted {
             let line = f.next_line("listening");
             let name = field(&line, "listener").expect("listener field");
-            let addr = field(&line, "addr")
-                .and_then(|a| a.parse().ok())
-                .expect("addr field");
+            let addr = field(&line, "addr").expect("addr field");
+            if addr.starts_with("unix:") {
+                // A unix socket has no address to connect to by TCP.
+                wanted -= 1;
+                continue;
+            }
+            let addr = addr.parse().expect("addr field");
             f.listeners.push((name, addr));
         }
         f

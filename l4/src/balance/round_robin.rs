@@ -33,11 +33,17 @@ impl Balance for RoundRobin {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        // A down backend's turns pass to the next entries of the sequence, so the
-        // backends that are up keep their relative weights.
-        (0..len)
-            .map(|k| self.sequence[(start + k) % len] as usize)
-            .find(|&i| backends.get(i).is_some_and(Backend::is_up))
+        // A down backend's turns are skipped, and the entries passed over are used
+        // up (not offered again to the next pick), so the backends that are up
+        // keep their relative weights.
+        let k = (0..len).find(|&k| {
+            let i = self.sequence[(start + k) % len] as usize;
+            backends.get(i).is_some_and(Backend::is_up)
+        })?;
+        if k > 0 {
+            self.next.fetch_add(k, Ordering::Relaxed);
+        }
+        Some(self.sequence[(start + k) % len] as usize)
     }
 }
 

@@ -164,6 +164,10 @@ async fn watch(pool: &Pool, index: usize, check: &Check, rng: &Rng) {
     let mut verdicts = Verdicts::from(backend.is_healthy());
     loop {
         tokio::time::sleep(jittered(check.interval, rng)).await;
+        if backend.in_maintenance() {
+            // The operator took it out: its checks pause until it is ready again.
+            continue;
+        }
         let result = probe(backend.addr(), check).await;
         if let Err(probe::Failure::Io(e)) = &result {
             if local_shortage(e) {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub struct BackendStats {
     retired: watch::Sender<bool>,
     /// The queue of the pool it serves in, once that pool has `max_connections`.
     queue: std::sync::OnceLock<Arc<Queue>>,
+    /// What the operator set at runtime: an [`AdminState`] as a number.
+    admin: AtomicU8,
 }
 
 impl Default for BackendStats {
@@ -79,6 +81,7 @@ impl Default for BackendStats {
             bytes_out: AtomicU64::default(),
             retired: watch::Sender::new(false),
             queue: std::sync::OnceLock::new(),
+            admin: AtomicU8::default(),
         }
     }
 }
@@ -121,10 +124,12 @@ impl Backend {
         self.stats.connect_errors.load(Ordering::Relaxed)
     }
 
-    /// Whether balancers may pick this backend: not failing its health checks and
-    /// not ejected for failing connects.
+    /// Whether balancers may pick this backend: not failing its health checks,
+    /// not ejected for failing connects, and not drained or in maintenance.
     pub fn is_up(&self) -> bool {
-        !self.stats.down.load(Ordering::Relaxed) && !self.stats.ejected.load(Ordering::Relaxed)
+        !self.stats.down.load(Ordering::Relaxed)
+            && !self.stats.ejected.load(Ordering::Relaxed)
+            && self.in_service()
     }
 
     /// Sets the active health check verdict. A passing check also ends an ejection.
@@ -509,11 +514,18 @@ impl Pool {
         let mut fallback = self.balancer.fallback(ctx);
         let mut ignore_health = false;
         if first.is_none() && self.policy.fail_open && !self.backends.is_empty() {
+            // Failing open offers backends the checks hold down, never one the
+            // operator took out of service.
             let start = self.fail_open_next.fetch_add(1, Ordering::Relaxed) as usize;
-            first = Some(start % self.backends.len());
+            let n = self.backends.len();
+            first = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.backends[i].in_service());
             fallback = Fallback::Ring;
             ignore_health = true;
-            self.warn_fail_open();
+            if first.is_some() {
+                self.warn_fail_open();
+            }
         }
         Candidates {
             backends: &self.backends,
@@ -566,7 +578,8 @@ impl<'a> Iterator for Candidates<'a> {
                 while self.step < n {
                     let i = (first + self.step) % n;
                     self.step += 1;
-                    if self.step == 1 || self.ignore_health || self.backends[i].is_up() {
+                    let b = &self.backends[i];
+                    if self.step == 1 || (self.ignore_health && b.in_service()) || b.is_up() {
                         return self.backends.get(i);
                     }
                 }
@@ -597,8 +610,11 @@ impl<'a> Iterator for Candidates<'a> {
     }
 }
 
+mod admin;
 mod outlier;
 mod queue;
+
+pub use admin::AdminState;
 
 pub use queue::{Full, Queue, QueueStats};
 
