@@ -107,6 +107,12 @@ pub enum Command {
         after_help = "Examples:\n  fulcrum ctl backends\n  fulcrum ctl drain web 10.0.0.1:80\n  fulcrum ctl --admin unix:/run/fulcrum/admin.sock weight web 10.0.0.1:80 5\n\nExit codes: 0 done, 1 refused by fulcrum, 2 bad usage or config, 3 admin listener unreachable."
     )]
     Ctl(crate::ctl::CtlArgs),
+    /// Replace the running binary without refusing a connection: starts the
+    /// binary at the running executable's path with the same arguments, hands it
+    /// every listening socket and each backend's state, and drains the old
+    /// process (SIGUSR2 does the same). Exits 1 with the reason when the new
+    /// process will not take over (the old one keeps serving).
+    Upgrade(crate::ctl::AdminArgs),
 }
 
 /// The pool half of the flag-only modes.

@@ -18,11 +18,13 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
 
-/// How long one request may take, connecting included.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, connecting included (an upgrade waits for
+/// the new process to start serving).
+const TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Where the admin listener is and how to write to it.
 #[derive(Debug, Args)]
-pub struct CtlArgs {
+pub struct AdminArgs {
     /// The admin listener: IP:PORT or unix:/PATH [default: the config's [admin] bind].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
@@ -34,6 +36,12 @@ pub struct CtlArgs {
     /// File holding the bearer token [default: the config's [admin] token_file].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    pub to: AdminArgs,
 
     #[command(subcommand)]
     pub action: Action,
@@ -68,8 +76,43 @@ pub enum Action {
     Clear { pool: String, addr: String },
 }
 
+/// `fulcrum upgrade`: asks the running fulcrum to start its binary anew and hand
+/// over; waits until the new process serves (or says why it will not).
+pub fn upgrade(to: &AdminArgs) -> ExitCode {
+    let (at, token) = match target(to) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("fulcrum upgrade: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match send(&at, token.as_ref(), "POST", "/api/upgrade", "") {
+        Ok((status, reply)) => {
+            let json: Option<Value> = serde_json::from_str(&reply).ok();
+            let field = |key: &str| {
+                json.as_ref()
+                    .and_then(|j| j.get(key))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            if (200..300).contains(&status) {
+                println!("upgraded: {}", field("ok").unwrap_or_default());
+                ExitCode::SUCCESS
+            } else {
+                let why = field("error").unwrap_or_else(|| reply.trim().to_owned());
+                eprintln!("fulcrum upgrade: {status}: {why}");
+                ExitCode::from(EXIT_REFUSED)
+            }
+        }
+        Err(e) => {
+            eprintln!("fulcrum upgrade: cannot reach the admin listener at {at}: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
+    }
+}
+
 pub fn run(args: &CtlArgs) -> ExitCode {
-    let (at, token) = match target(args) {
+    let (at, token) = match target(&args.to) {
         Ok(found) => found,
         Err(e) => {
             eprintln!("fulcrum ctl: {e}");
@@ -152,7 +195,7 @@ impl Action {
 }
 
 /// The admin address and token: from the flags, else from the config.
-fn target(args: &CtlArgs) -> Result<(AdminBind, Option<Token>), String> {
+fn target(args: &AdminArgs) -> Result<(AdminBind, Option<Token>), String> {
     let token = match &args.token_file {
         Some(file) => Some(Token::read(file)?),
         None => None,

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any thread starts: it edits the environment.
     let activated = systemd::Activated::from_env();
+    // Started by `fulcrum upgrade`: the old process waits on this channel.
+    let upgrade = server::Upgrade::from_env();
     if let Err(e) = logging::init(&cli) {
         eprintln!("fulcrum: {e}");
         return ExitCode::from(EXIT_BAD_CONFIG);
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         .unwrap_or(1);
     let (config, path) = match &cli.command {
         Command::Ctl(args) => return ctl::run(args),
+        Command::Upgrade(to) => return ctl::upgrade(to),
         Command::Check { config: path } => {
             return match config::load(path) {
                 Ok(config) => {
@@ -52,6 +55,9 @@ fn main() -> ExitCode {
             Ok(config) => (config, Some(path.as_path())),
             Err(e) => {
                 eprintln!("{e}");
+                if let Some(upgrade) = &upgrade {
+                    upgrade.refuse(&format!("the new process's config check failed: {e}"));
+                }
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
@@ -68,7 +74,7 @@ fn main() -> ExitCode {
             Err(e) => return flag_error("http", &e),
         },
     };
-    match server::run(&config, workers, path, activated) {
+    match server::run(&config, workers, path, activated, upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -25,6 +25,11 @@ pub fn stopping() {
     send("STOPPING=1");
 }
 
+/// Any sd_notify message, e.g. `MAINPID=..` when an upgrade hands over.
+pub fn notify(state: &str) {
+    send(state);
+}
+
 fn send(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;

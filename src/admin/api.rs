@@ -7,6 +7,7 @@
 //! POST   /api/pools/{pool}/backends                  {"addr":"10.0.0.1:80","weight":2}
 //! DELETE /api/pools/{pool}/backends/{addr}           remove (its connections drain)
 //! DELETE /api/pools/{pool}/backends/{addr}/override  back to what the config says
+//! POST   /api/upgrade                                start the new binary, hand over, drain
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +24,14 @@ use crate::config::{Token, MAX_WEIGHT};
 
 /// Largest write body read.
 const MAX_BODY: usize = 64 * 1024;
+
+/// One write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Backend(Command),
+    /// Start the binary anew and hand everything over (`fulcrum upgrade`).
+    Upgrade,
+}
 
 /// One runtime change to one backend of one pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +76,7 @@ impl Refused {
 pub type Outcome = Result<String, Refused>;
 
 /// Where the admin listener sends commands; the server's control loop answers.
-pub type Commands = mpsc::UnboundedSender<(Command, oneshot::Sender<Outcome>)>;
+pub type Commands = mpsc::UnboundedSender<(Write, oneshot::Sender<Outcome>)>;
 
 /// Who may write.
 #[derive(Debug, Clone)]
@@ -117,8 +126,22 @@ struct AddBody {
     weight: Option<u32>,
 }
 
-/// Reads one write into a command, or says why it is refused.
-pub async fn read(req: Request<Incoming>, auth: &Auth) -> Result<Command, Refused> {
+/// Reads one write, or says why it is refused.
+pub async fn read(req: Request<Incoming>, auth: &Auth) -> Result<Write, Refused> {
+    if req.uri().path() == "/api/upgrade" {
+        if req.method() != Method::POST {
+            return Err(Refused::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /api/upgrade starts the new binary",
+            ));
+        }
+        auth.check(&req)?;
+        return Ok(Write::Upgrade);
+    }
+    read_backend(req, auth).await.map(Write::Backend)
+}
+
+async fn read_backend(req: Request<Incoming>, auth: &Auth) -> Result<Command, Refused> {
     let segments: Vec<String> = req
         .uri()
         .path()
@@ -196,16 +219,17 @@ pub async fn read(req: Request<Incoming>, auth: &Auth) -> Result<Command, Refuse
     Ok(command)
 }
 
-/// Hands `command` to the server and waits for its answer.
-pub async fn carry_out(commands: &Commands, command: Command) -> Outcome {
+/// Hands `write` to the server and waits for its answer.
+pub async fn carry_out(commands: &Commands, write: Write) -> Outcome {
     let (tx, rx) = oneshot::channel();
     let gone = || Refused::new(StatusCode::SERVICE_UNAVAILABLE, "fulcrum is shutting down");
-    commands.send((command, tx)).map_err(|_| gone())?;
+    commands.send((write, tx)).map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?
 }
 
 const USAGE: &str = "unknown API path: PUT or DELETE /api/pools/POOL/backends/ADDR, \
-     POST /api/pools/POOL/backends, DELETE /api/pools/POOL/backends/ADDR/override";
+     POST /api/pools/POOL/backends, DELETE /api/pools/POOL/backends/ADDR/override, \
+     POST /api/upgrade";
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refused> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {

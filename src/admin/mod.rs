@@ -62,6 +62,8 @@ pub struct Admin {
     view: ArcSwap<View>,
     auth: ArcSwap<api::Auth>,
     commands: api::Commands,
+    /// Open admin connections: an answer in flight is written before exit.
+    connections: tokio_util::task::TaskTracker,
 }
 
 impl Admin {
@@ -70,11 +72,20 @@ impl Admin {
             view: ArcSwap::from_pointee(View::default()),
             auth: ArcSwap::from_pointee(auth),
             commands,
+            connections: tokio_util::task::TaskTracker::new(),
         })
     }
 
     pub fn set_view(&self, view: View) {
         self.view.store(Arc::new(view));
+    }
+
+    /// Waits (a little at most) for answers still being written, such as the
+    /// one that tells `fulcrum upgrade` it worked.
+    pub async fn finish(&self) {
+        self.connections.close();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.connections.wait()).await;
     }
 
     /// A reload may change the token.
@@ -106,7 +117,7 @@ impl Admin {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let admin = Arc::clone(self);
-        tokio::spawn(async move {
+        self.connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = Arc::clone(&admin);
                 async move { Ok::<_, Infallible>(admin.respond(req).await) }
@@ -125,7 +136,7 @@ impl Admin {
         if req.uri().path().starts_with("/api/") {
             let auth = self.auth.load_full();
             let outcome = match api::read(req, &auth).await {
-                Ok(command) => api::carry_out(&self.commands, command).await,
+                Ok(write) => api::carry_out(&self.commands, write).await,
                 Err(refused) => Err(refused),
             };
             let (status, body) = match outcome {
@@ -225,5 +236,42 @@ pub fn bind(at: &AdminBind) -> anyhow::Result<Socket> {
             socket.set_nonblocking(true)?;
             Ok(Socket::Unix(UnixListener::from_std(socket)?))
         }
+    }
+}
+
+/// Takes over the admin socket an upgrade handed over (`kind`: tcp or unix),
+/// when the config still asks for that kind; else binds anew.
+pub fn adopt(at: &AdminBind, kind: &str, fd: std::os::fd::OwnedFd) -> anyhow::Result<Socket> {
+    match (at, kind) {
+        (AdminBind::Tcp(_), "tcp") => {
+            let socket = std::net::TcpListener::from(fd);
+            socket.set_nonblocking(true)?;
+            Ok(Socket::Tcp(TcpListener::from_std(socket)?))
+        }
+        (AdminBind::Unix(_), "unix") => {
+            let socket = std::os::unix::net::UnixListener::from(fd);
+            socket.set_nonblocking(true)?;
+            Ok(Socket::Unix(UnixListener::from_std(socket)?))
+        }
+        _ => bind(at),
+    }
+}
+
+impl Socket {
+    /// Where it listens, for the log: the bound port when the config said 0.
+    pub fn describe(&self, at: &AdminBind) -> String {
+        match self {
+            Socket::Tcp(l) => l.local_addr().map_or(at.to_string(), |a| a.to_string()),
+            Socket::Unix(_) => at.to_string(),
+        }
+    }
+
+    /// Its kind and a duplicate of its descriptor, to hand over on upgrade.
+    pub fn handover(&self) -> anyhow::Result<(String, std::os::fd::OwnedFd)> {
+        use std::os::fd::AsFd as _;
+        Ok(match self {
+            Socket::Tcp(l) => ("tcp".to_owned(), l.as_fd().try_clone_to_owned()?),
+            Socket::Unix(l) => ("unix".to_owned(), l.as_fd().try_clone_to_owned()?),
+        })
     }
 }

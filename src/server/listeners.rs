@@ -1,9 +1,11 @@
 //! Building listeners from their config: the settings each kind runs with, what it
-//! serves (a pool, SNI routes or HTTP routes), its sockets (bound here or handed
-//! over by systemd), and applying a reload to one that keeps running.
+//! serves (a pool, SNI routes or HTTP routes), its sockets (bound here, handed
+//! over by systemd or by the process a binary upgrade replaced), and applying a
+//! reload to one that keeps running.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -53,6 +55,16 @@ impl Shard {
             Shard::Http(socket, listener) => {
                 fulcrum_l7::serve(socket, listener, stop, sessions).await
             }
+        }
+    }
+}
+
+impl Shard {
+    /// Its socket, to hand over on an upgrade.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Shard::Tcp(s, _) | Shard::Http(s, _) => s.as_fd(),
+            Shard::Udp(s, _) => s.as_fd(),
         }
     }
 }
@@ -240,12 +252,20 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
     }
 }
 
-/// Binds a new listener's sockets, one per worker.
+/// Where a new listener's sockets come from.
+pub(super) enum Source<'a> {
+    /// Bound here, unless systemd passed one for the address.
+    Bind(&'a mut systemd::Activated),
+    /// The sockets the process before an upgrade had (its SO_REUSEPORT set).
+    Inherited(Vec<OwnedFd>),
+}
+
+/// Binds a new listener's sockets, one per worker (or takes them over).
 pub(super) fn bind(
     l: &ListenerConfig,
     target: Target,
     workers: usize,
-    activated: &mut systemd::Activated,
+    source: Source<'_>,
 ) -> anyhow::Result<Added> {
     let context = || format!("listener `{}`", l.name);
     let (listener, shards): (Shared, Vec<Shard>) = match (&l.protocol, target) {
@@ -258,7 +278,7 @@ pub(super) fn bind(
                 pool,
                 t.max_connections,
             ));
-            let sockets = tcp_sockets(l.bind, workers, activated).with_context(context)?;
+            let sockets = tcp_sockets(l.bind, workers, source).with_context(context)?;
             let shards = sockets
                 .into_iter()
                 .map(|s| Shard::Tcp(s, Arc::clone(&listener)))
@@ -267,14 +287,23 @@ pub(super) fn bind(
         }
         (Protocol::Udp(u), Target::Pool(pool)) => {
             let listener = Arc::new(udp::Listener::new(udp_settings(l, u, workers), pool));
-            let sockets = match activated.take_udp(l.bind) {
-                Some(socket) => shared_socket(
-                    socket,
+            let sockets = match source {
+                Source::Inherited(fds) => inherited(
+                    fds,
                     workers,
+                    StdUdpSocket::from,
                     |s| s.set_nonblocking(true),
                     |s| s.try_clone(),
                 )?,
-                None => udp::bind(l.bind, workers).with_context(context)?,
+                Source::Bind(activated) => match activated.take_udp(l.bind) {
+                    Some(socket) => shared_socket(
+                        socket,
+                        workers,
+                        |s| s.set_nonblocking(true),
+                        |s| s.try_clone(),
+                    )?,
+                    None => udp::bind(l.bind, workers).with_context(context)?,
+                },
             };
             let shards = sockets
                 .into_iter()
@@ -284,7 +313,7 @@ pub(super) fn bind(
         }
         (Protocol::Http(h), Target::Routes(router)) => {
             let listener = Arc::new(fulcrum_l7::Listener::new(http_settings(l, h), router));
-            let sockets = tcp_sockets(l.bind, workers, activated).with_context(context)?;
+            let sockets = tcp_sockets(l.bind, workers, source).with_context(context)?;
             let shards = sockets
                 .into_iter()
                 .map(|s| Shard::Http(s, Arc::clone(&listener)))
@@ -312,8 +341,20 @@ pub(super) fn bind(
 fn tcp_sockets(
     addr: SocketAddr,
     workers: usize,
-    activated: &mut systemd::Activated,
+    source: Source<'_>,
 ) -> anyhow::Result<Vec<StdListener>> {
+    let activated = match source {
+        Source::Inherited(fds) => {
+            return inherited(
+                fds,
+                workers,
+                StdListener::from,
+                |s| s.set_nonblocking(true),
+                |s| s.try_clone(),
+            )
+        }
+        Source::Bind(activated) => activated,
+    };
     match activated.take_tcp(addr) {
         Some(socket) => shared_socket(
             socket,
@@ -323,6 +364,29 @@ fn tcp_sockets(
         ),
         None => Ok(tcp::bind(addr, workers)?),
     }
+}
+
+/// Sockets an upgrade handed over: every one is kept (a socket left behind would
+/// take its queued connections with it), and when this process runs more workers
+/// than the old one, the extra workers share duplicates.
+fn inherited<S>(
+    fds: Vec<OwnedFd>,
+    workers: usize,
+    from: impl Fn(OwnedFd) -> S,
+    nonblocking: impl Fn(&S) -> std::io::Result<()>,
+    dup: impl Fn(&S) -> std::io::Result<S>,
+) -> anyhow::Result<Vec<S>> {
+    let mut all: Vec<S> = fds.into_iter().map(from).collect();
+    anyhow::ensure!(!all.is_empty(), "the old process handed over no socket");
+    for s in &all {
+        nonblocking(s).context("inherited socket")?;
+    }
+    let handed = all.len();
+    for i in handed..workers.max(1) {
+        let copy = dup(&all[i % handed]).context("inherited socket: dup")?;
+        all.push(copy);
+    }
+    Ok(all)
 }
 
 /// One inherited socket shared by every worker (each gets a duplicate descriptor

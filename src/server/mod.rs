@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,128 +14,29 @@ use anyhow::Context as _;
 use fulcrum_l4::health;
 use fulcrum_l4::{Backend, Pool};
 use tokio::runtime::{Builder, Handle};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod control;
+mod handover;
 mod listeners;
 mod overrides;
+mod run;
+mod upgrade;
 
-use listeners::{bind, update, Added, Shared, Target, Upstreams};
+pub use handover::Upgrade;
+pub use run::run;
+
+use handover::Inherited;
+use listeners::{bind, update, Added, Shared, Source, Target, Upstreams};
 use overrides::Overrides;
 
-use crate::admin::{self, api::Auth, Admin};
+use crate::admin::{api::Auth, Admin};
 use crate::config::{self, AdminBind, AdminConfig, Config, ListenerConfig, Protocol};
 use crate::dns::Dns;
 use crate::logging;
 use crate::systemd;
-
-/// Runs `config` on `workers` threads until SIGTERM or SIGINT, then drains. With a
-/// config `path`, SIGHUP reloads it.
-pub fn run(
-    config: &Config,
-    workers: usize,
-    path: Option<&Path>,
-    activated: systemd::Activated,
-) -> anyhow::Result<()> {
-    activated.log();
-    raise_fd_limit();
-    crate::memory::start_trimming();
-    let control = Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the control event loop")?;
-    let mut server = Server::start(workers)?;
-    let (dns_changes, mut dns_changed) = tokio::sync::mpsc::unbounded_channel();
-    let mut dns = Dns::new(dns_changes);
-    server.activated = activated;
-    let (commands, mut requests) = tokio::sync::mpsc::unbounded_channel();
-    let (mut term, mut int, mut hup) = {
-        // Signal handlers go in before the first listener is announced, so a
-        // signal sent at once is handled, not fatal. Health checks spawned by
-        // apply run on the control loop, which block_on drives below.
-        let _context = control.enter();
-        let handlers = (
-            signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
-            signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
-            signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
-        );
-        if let Some(at) = &config.admin {
-            let socket = admin::bind(&at.bind)?;
-            let addr = match &socket {
-                admin::Socket::Tcp(l) => l
-                    .local_addr()
-                    .map_or(at.bind.to_string(), |a| a.to_string()),
-                admin::Socket::Unix(_) => at.bind.to_string(),
-            };
-            tracing::info!(listener = "admin", addr = %addr, "listening");
-            let admin = Admin::new(auth(at), commands.clone());
-            tokio::spawn(Arc::clone(&admin).serve(socket, server.stop.clone()));
-            server.admin = Some(admin);
-        }
-        server.admin_bind = config.admin.as_ref().map(|a| a.bind.clone());
-        let effective = control.block_on(dns.prepare(config.clone()))?;
-        server.apply(&effective)?;
-        server.activated.warn_unused();
-        handlers
-    };
-    systemd::ready();
-    let mut drain_timeout = config.drain_timeout;
-    control.block_on(async {
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                Some((command, reply)) = requests.recv() => {
-                    let outcome = server.command(&command);
-                    overrides::log(&command, &outcome);
-                    // The asker may have gone; the change stands either way.
-                    let _ = reply.send(outcome);
-                }
-                Some(change) = dns_changed.recv() => {
-                    if let Some(config) = dns.changed(change) {
-                        if let Err(e) = server.apply(&config) {
-                            tracing::error!("dns change not applied: {e:#}");
-                        }
-                    }
-                }
-                _ = hup.recv() => match path {
-                    Some(path) => {
-                        systemd::reloading();
-                        if let Some(timeout) = server.reload(path, &mut dns).await {
-                            drain_timeout = timeout;
-                        }
-                        // Ready again, with the new config or the old one kept.
-                        systemd::ready();
-                    }
-                    None => tracing::warn!("SIGHUP: no config file to reload (flag-only mode)"),
-                },
-            }
-        }
-        systemd::stopping();
-        let live = server.sessions.len();
-        tracing::info!(
-            live,
-            timeout_ms = drain_timeout.as_millis() as u64,
-            "shutting down: no new connections, draining live ones"
-        );
-        server.shutdown.cancel();
-        server.sessions.close();
-        tokio::select! {
-            () = server.sessions.wait() => tracing::info!("drained"),
-            () = tokio::time::sleep(drain_timeout) => {
-                tracing::warn!(cut = server.sessions.len(), "drain timeout reached; closing remaining connections");
-            }
-            _ = term.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
-            _ = int.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
-        }
-        anyhow::Ok(())
-    })?;
-    server.stop();
-    Ok(())
-}
 
 /// The running workers and what they serve.
 struct Server {
@@ -164,6 +66,13 @@ struct Server {
     base: Option<Config>,
     /// What the admin API changed; laid over every config applied.
     overrides: Overrides,
+    /// A duplicate of the admin socket (`tcp` or `unix`), to hand over on upgrade.
+    admin_socket: Option<(String, OwnedFd)>,
+    /// Stops the admin listener (once an upgrade handed it over, or at the end).
+    admin_stop: CancellationToken,
+    /// What the process this one replaced handed over, until the first config
+    /// is applied.
+    inherited: Option<Inherited>,
 }
 
 /// A removed backend whose connections end when its drain time is over.
@@ -199,6 +108,8 @@ impl Key {
 struct Running {
     listener: Shared,
     addr: SocketAddr,
+    /// Duplicates of its sockets (one per shard), to hand over on upgrade.
+    sockets: Vec<OwnedFd>,
     /// Stops this listener alone (when a reload removes it).
     stop: CancellationToken,
 }
@@ -244,6 +155,7 @@ impl Server {
             threads.push(thread);
         }
         let shutdown = CancellationToken::new();
+        let admin_stop = stop.child_token();
         Ok(Server {
             health: shutdown.child_token(),
             shutdown,
@@ -259,6 +171,9 @@ impl Server {
             draining: HashMap::new(),
             base: None,
             overrides: Overrides::default(),
+            admin_socket: None,
+            admin_stop,
+            inherited: None,
         })
     }
 
@@ -335,6 +250,9 @@ impl Server {
             })
             .collect();
         self.overrides.set_states(&pools);
+        if let Some(inherited) = &mut self.inherited {
+            inherited.restore(&pools);
+        }
 
         let mut added = Vec::new();
         let mut updates = Vec::new();
@@ -344,7 +262,14 @@ impl Server {
             let key = Key::of(l);
             match self.listeners.get(&key) {
                 Some(running) => updates.push((running.listener.clone(), l, target)),
-                None => added.push(bind(l, target, workers, &mut self.activated)?),
+                None => {
+                    let handed = self.inherited.as_mut().and_then(|i| i.take(&key));
+                    let source = match handed {
+                        Some(fds) => Source::Inherited(fds),
+                        None => Source::Bind(&mut self.activated),
+                    };
+                    added.push(bind(l, target, workers, source)?);
+                }
             }
         }
 
@@ -432,7 +357,15 @@ impl Server {
     fn launch(&mut self, added: Added) {
         let stop = self.shutdown.child_token();
         let name = added.listener.name();
-        for (worker, shard) in self.workers.iter().zip(added.shards) {
+        let sockets = added
+            .shards
+            .iter()
+            .filter_map(|s| s.fd().try_clone_to_owned().ok())
+            .collect();
+        // Round robin: an upgrade may hand over more sockets than there are
+        // workers, and every one must be served.
+        let workers = self.workers.iter().cycle();
+        for (worker, shard) in workers.zip(added.shards) {
             let (stop, sessions, name) = (stop.clone(), self.sessions.clone(), Arc::clone(&name));
             worker.spawn(async move {
                 if let Err(e) = shard.serve(stop, sessions).await {
@@ -446,6 +379,7 @@ impl Server {
             Running {
                 listener: added.listener,
                 addr: added.addr,
+                sockets,
                 stop,
             },
         );

@@ -220,6 +220,20 @@ impl Overrides {
     }
 }
 
+impl Overrides {
+    /// Every override, for the process an upgrade starts.
+    pub fn entries(&self) -> impl Iterator<Item = (&(String, SocketAddr), &Override)> {
+        self.by_backend.iter()
+    }
+
+    /// Takes over an override handed over by the process being upgraded.
+    pub fn insert(&mut self, pool: String, addr: SocketAddr, o: Override) {
+        if !o.is_empty() {
+            self.by_backend.insert((pool, addr), o);
+        }
+    }
+}
+
 /// The line the log gets for a change.
 pub fn log(command: &Command, outcome: &Outcome) {
     match outcome {

@@ -46,6 +46,21 @@ impl PeakEwma {
         self.stamp.store(now_ns, Ordering::Relaxed);
     }
 
+    /// The raw estimate (f64 bits, 0 = none) and the clock reading of its last
+    /// sample: what a binary upgrade hands over.
+    pub fn raw(&self) -> (u64, u64) {
+        (
+            self.estimate.load(Ordering::Relaxed),
+            self.stamp.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Takes over an estimate from [`PeakEwma::raw`].
+    pub fn restore(&self, (estimate, stamp): (u64, u64)) {
+        self.estimate.store(estimate, Ordering::Relaxed);
+        self.stamp.store(stamp, Ordering::Relaxed);
+    }
+
     /// The estimate at `now_ns`, decayed towards zero since the last sample.
     pub fn at(&self, now_ns: u64) -> Option<f64> {
         let bits = self.estimate.load(Ordering::Relaxed);

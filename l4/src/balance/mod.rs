@@ -15,8 +15,7 @@ mod round_robin;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use crate::pool::Backend;
 
@@ -64,14 +63,17 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now_ns(&self) -> u64;
 }
 
-/// The process's monotonic clock.
+/// The system's monotonic clock (CLOCK_MONOTONIC, since boot): the same in every
+/// process, so a binary upgrade hands over readings (slow start, ejections) as they are.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        (now.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now.tv_nsec as u64)
     }
 }
 

@@ -43,6 +43,8 @@ pub struct BackendStats {
     consecutive_5xx: AtomicU32,
     /// Ejections so far: each one lasts longer.
     ejections: AtomicU32,
+    /// Clock reading (ns) when the current ejection ends.
+    ejected_until: AtomicU64,
     /// Clock reading (ns) when the backend last came into service (added by a
     /// reload, or up after a failed health check); 0 = since before start-up.
     /// Slow start ramps from here.
@@ -74,6 +76,7 @@ impl Default for BackendStats {
             consecutive_failures: AtomicU32::default(),
             consecutive_5xx: AtomicU32::default(),
             ejections: AtomicU32::default(),
+            ejected_until: AtomicU64::default(),
             up_since: AtomicU64::default(),
             ewma: PeakEwma::default(),
             connect_time: Histogram::default(),
@@ -611,10 +614,12 @@ impl<'a> Iterator for Candidates<'a> {
 }
 
 mod admin;
+mod carry;
 mod outlier;
 mod queue;
 
 pub use admin::AdminState;
+pub use carry::Carried;
 
 pub use queue::{Full, Queue, QueueStats};
 

@@ -78,11 +78,18 @@ impl Pool {
             }
             let nth = backend.stats.ejections.fetch_add(1, Ordering::Relaxed);
             backend.stats.ejected.store(true, Ordering::Relaxed);
-            self.policy
+            let backoff = self
+                .policy
                 .eject_time
                 .checked_mul(1 << nth.min(16))
                 .unwrap_or(MAX_EJECTION)
-                .min(MAX_EJECTION)
+                .min(MAX_EJECTION);
+            let until = self
+                .clock
+                .now_ns()
+                .saturating_add(backoff.as_nanos() as u64);
+            backend.stats.ejected_until.store(until, Ordering::Relaxed);
+            backoff
         };
         tracing::warn!(
             pool = %self.name,
@@ -90,6 +97,12 @@ impl Pool {
             backoff_ms = backoff.as_millis() as u64,
             "backend ejected after {why} in a row"
         );
+        self.end_ejection_after(backend, backoff);
+        Some(backoff)
+    }
+
+    /// Ends `backend`'s ejection once `backoff` is over.
+    pub(super) fn end_ejection_after(&self, backend: &Backend, backoff: Duration) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (stats, addr, pool) = (
                 Arc::clone(&backend.stats),
@@ -103,6 +116,5 @@ impl Pool {
                 }
             });
         }
-        Some(backoff)
     }
 }
