@@ -123,7 +123,7 @@ impl Channel {
         }
     }
 
-    fn next_packet(&self) -> anyhow::Result<Option<(u8, Vec<u8>, Option<OwnedFd>)>> {
+    fn next_packet(&self) -> anyhow::Result<Option<Packet>> {
         let mut buf = vec![0u8; CHUNK + 1];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -152,6 +152,9 @@ impl Channel {
         Ok(Some((tag, buf, fd)))
     }
 }
+
+/// One packet: its tag, its body and the descriptor it carried.
+type Packet = (u8, Vec<u8>, Option<OwnedFd>);
 
 /// What the new process says.
 #[derive(Debug, Serialize, Deserialize)]
