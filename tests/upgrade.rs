@@ -60,7 +60,7 @@ fn status(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(reply.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
 
-fn backend<'a>(status: &'a serde_json::Value, addr: SocketAddr) -> &'a serde_json::Value {
+fn backend(status: &serde_json::Value, addr: SocketAddr) -> &serde_json::Value {
     status["pools"][0]["backends"]
         .as_array()
         .unwrap()
