@@ -178,3 +178,69 @@ fn upgrade_says_when_there_is_nothing_to_upgrade() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+fn round_trip(s: &mut std::net::TcpStream, bytes: &[u8]) {
+    s.write_all(bytes).expect("write");
+    let mut back = vec![0; bytes.len()];
+    s.read_exact(&mut back).expect("read back");
+    assert_eq!(back, bytes);
+}
+
+#[test]
+fn idle_connections_move_to_the_new_process_and_the_old_one_exits_at_once() {
+    const N: usize = 200;
+    let echo = Backend::echo();
+    let web = HttpBackend::start("web");
+    let text = format!(
+        "drain_timeout = \"60s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n\
+         [[listener]]\nname = \"h\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"w\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [{}]\n\n\
+         [[pool]]\nname = \"w\"\nbackends = [{}]\n",
+        quoted(echo.addr),
+        quoted(web.addr)
+    );
+    let mut f = Fulcrum::run_with(&text, &["--workers", "2"]);
+    let (proxy, admin, http) = (f.addr("l"), f.addr("admin"), f.addr("h"));
+    let mut tcp: Vec<_> = (0..N)
+        .map(|i| {
+            let mut s = connect(proxy);
+            round_trip(&mut s, format!("hello {i}").as_bytes());
+            s
+        })
+        .collect();
+    let mut clients: Vec<_> = (0..N)
+        .map(|_| {
+            let mut c = common::http::HttpClient::connect(http);
+            assert_eq!(c.get("/", &[]).backend(), Some("web"));
+            c
+        })
+        .collect();
+    assert_eq!(echo.accepted.load(std::sync::atomic::Ordering::SeqCst), N);
+
+    let (code, out, err) = fulcrum(&["upgrade", "--admin", &admin.to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let started = std::time::Instant::now();
+    let successor = Successor::from_log(&mut f);
+    // Every connection was idle: all move, and the old process has nothing left
+    // to drain (its drain_timeout is 60 s).
+    assert!(f.wait().success());
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "the old process took {took:?} to exit"
+    );
+    let line = f.saw("connections taken over from the old process");
+    assert!(line.contains(&format!("connections={}", 2 * N)), "{line}");
+
+    // Each still works both ways, served by the new process, on the same sockets.
+    for (i, s) in tcp.iter_mut().enumerate() {
+        round_trip(s, format!("still here {i}").as_bytes());
+    }
+    for c in &mut clients {
+        assert_eq!(c.get("/again", &[]).backend(), Some("web"));
+    }
+    // No new backend connection was needed for the relays.
+    assert_eq!(echo.accepted.load(std::sync::atomic::Ordering::SeqCst), N);
+    drop(successor);
+}

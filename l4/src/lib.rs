@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod handover;
 pub mod health;
 pub mod histogram;
 pub mod net;

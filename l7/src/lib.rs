@@ -19,6 +19,6 @@ pub mod upstream;
 mod vet;
 
 pub use listener::{
-    serve, Http1Engine, Listener, Settings, Stats, Upstream, DEFAULT_BODY_READ_TIMEOUT,
+    resume, serve, Http1Engine, Listener, Settings, Stats, Upstream, DEFAULT_BODY_READ_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_BUFFER, DEFAULT_REQUEST_TIMEOUT,
 };

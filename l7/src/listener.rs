@@ -264,6 +264,42 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves a keep-alive connection the process before an upgrade handed over
+/// (between requests, nothing read). Run it as a task on the worker that is to
+/// serve it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice, for the connection's life"
+)]
+pub fn resume(
+    client: std::net::TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    sessions: TaskTracker,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let Ok(stream) = TcpStream::from_std(client) else {
+            return;
+        };
+        let current = listener.current();
+        if current.settings.tls.is_some() {
+            // Plain HTTP was handed over; this listener now wants TLS.
+            return;
+        }
+        let conn = Arc::new(proxy::Conn::new(peer, listener, sessions));
+        match current.settings.http1_engine {
+            Http1Engine::Fulcrum => {
+                Box::pin(crate::h1::engine::serve(stream, conn, shutdown)).await
+            }
+            _ => {
+                let io = TokioIo::new(stream);
+                Box::pin(serve_http(io, conn, shutdown, Speaks::Either)).await
+            }
+        }
+    }
+}
+
 /// Serves one client connection until it closes, or until shutdown lets its
 /// current request finish. On an https listener the TLS handshake comes first,
 /// within `header_read_timeout`.

@@ -156,6 +156,15 @@ impl Channel {
 /// One packet: its tag, its body and the descriptor it carried.
 type Packet = (u8, Vec<u8>, Option<OwnedFd>);
 
+/// One connection handed over after the new process serves; its client socket
+/// follows, then (a TCP relay) its backend socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandedConn {
+    pub listener: String,
+    pub peer: SocketAddr,
+    pub backend: Option<SocketAddr>,
+}
+
 /// What the new process says.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -319,6 +328,22 @@ impl Upgrade {
         if let Err(e) = self.channel.send(&Said::Ready(std::process::id())) {
             tracing::warn!(error = %e, "upgrade: cannot tell the old process we are ready");
         }
+    }
+
+    /// The next connection the old process hands over: what it is, the client's
+    /// socket and (a TCP relay) the backend's; `None` once it let go.
+    pub fn next_conn(&self) -> anyhow::Result<Option<(HandedConn, OwnedFd, Option<OwnedFd>)>> {
+        // The old process sends nothing while its connections are busy.
+        let _ = self.channel.set_timeout(Duration::from_secs(24 * 3600));
+        let Some(conn) = self.channel.recv::<HandedConn>()? else {
+            return Ok(None);
+        };
+        let client = self.channel.recv_fd()?;
+        let upstream = match conn.backend {
+            Some(_) => Some(self.channel.recv_fd()?),
+            None => None,
+        };
+        Ok(Some((conn, client, upstream)))
     }
 }
 

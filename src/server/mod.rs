@@ -22,6 +22,7 @@ mod control;
 mod handover;
 mod listeners;
 mod overrides;
+mod resume;
 mod run;
 mod upgrade;
 
@@ -73,6 +74,12 @@ struct Server {
     /// What the process this one replaced handed over, until the first config
     /// is applied.
     inherited: Option<Inherited>,
+    /// An upgrade under way: where idle connections go once the new process
+    /// serves, and the thread that passes them on.
+    handing: Option<(
+        std::sync::mpsc::Sender<fulcrum_l4::handover::Handed>,
+        JoinHandle<()>,
+    )>,
 }
 
 /// A removed backend whose connections end when its drain time is over.
@@ -174,6 +181,7 @@ impl Server {
             admin_socket: None,
             admin_stop,
             inherited: None,
+            handing: None,
         })
     }
 

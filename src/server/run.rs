@@ -93,7 +93,7 @@ pub fn run(
             return Err(e);
         }
     };
-    match &upgrade {
+    match upgrade {
         Some(upgrade) => {
             upgrade.ready();
             tracing::info!(
@@ -101,10 +101,10 @@ pub fn run(
                 "upgrade: serving; the old process drains"
             );
             systemd::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+            server.take_connections(upgrade);
         }
         None => systemd::ready(),
     }
-    drop(upgrade);
     let mut drain_timeout = config.drain_timeout;
     let (upgraded_tx, mut upgraded) = mpsc::unbounded_channel::<Upgraded>();
     // Who asked for the upgrade in flight (SIGUSR2 asks nobody back).
@@ -121,11 +121,11 @@ pub fn run(
                         // The asker may have gone; the change stands either way.
                         let _ = reply.send(outcome);
                     }
-                    Write::Upgrade => begin(&server, &mut upgrading, Some(reply), &upgraded_tx),
+                    Write::Upgrade => begin(&mut server, &mut upgrading, Some(reply), &upgraded_tx),
                 },
                 _ = usr2.recv() => {
                     tracing::info!("SIGUSR2: upgrading the binary");
-                    begin(&server, &mut upgrading, None, &upgraded_tx);
+                    begin(&mut server, &mut upgrading, None, &upgraded_tx);
                 }
                 Some(outcome) = upgraded.recv() => {
                     let askers = upgrading.take().unwrap_or_default();
@@ -140,6 +140,7 @@ pub fn run(
                             break Some(pid);
                         }
                         Err(why) => {
+                            server.handing = None;
                             tracing::error!(reason = %why, "upgrade failed; this process keeps serving");
                             for reply in askers {
                                 let _ = reply.send(Err(Refused::new(
@@ -175,6 +176,7 @@ pub fn run(
             Some(pid) => {
                 // systemd follows MAINPID to the new process; nothing to say.
                 server.admin_stop.cancel();
+                server.hand_over_idle();
                 tracing::info!(
                     new_pid = pid,
                     live,
@@ -201,6 +203,7 @@ pub fn run(
             _ = term.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
             _ = int.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
         }
+        server.finish_handing_over().await;
         if let Some(admin) = &server.admin {
             admin.finish().await;
         }
@@ -212,7 +215,7 @@ pub fn run(
 
 /// Starts an upgrade unless one is under way (then `reply` waits for that one).
 fn begin(
-    server: &Server,
+    server: &mut Server,
     upgrading: &mut Option<Vec<oneshot::Sender<Outcome>>>,
     reply: Option<oneshot::Sender<Outcome>>,
     done: &mpsc::UnboundedSender<Upgraded>,

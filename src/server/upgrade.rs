@@ -14,7 +14,11 @@ use anyhow::Context as _;
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use tokio::sync::mpsc;
 
-use super::handover::{BackendState, Channel, ListenerFds, Manifest, OverrideState, Said, ENV};
+use fulcrum_l4::handover::Handed;
+
+use super::handover::{
+    BackendState, Channel, HandedConn, ListenerFds, Manifest, OverrideState, Said, ENV,
+};
 use super::Server;
 
 /// How long the new process may take to start serving.
@@ -54,9 +58,11 @@ impl Server {
         Ok((manifest, fds))
     }
 
-    /// Starts the new process; `done` hears how it went.
-    pub(super) fn upgrade(&self, done: mpsc::UnboundedSender<Outcome>) -> anyhow::Result<u32> {
+    /// Starts the new process; `done` hears how it went. Once it serves, the
+    /// same thread passes it the connections [`Server::hand_over_idle`] lets go.
+    pub(super) fn upgrade(&mut self, done: mpsc::UnboundedSender<Outcome>) -> anyhow::Result<u32> {
         let (manifest, fds) = self.manifest()?;
+        let (handed_tx, handed) = std::sync::mpsc::channel::<Handed>();
         let exe = executable()?;
         let (ours, theirs) = socketpair(
             AddressFamily::UNIX,
@@ -78,19 +84,78 @@ impl Server {
         let channel = Channel::new(ours);
         channel.set_timeout(PATIENCE)?;
         tracing::info!(binary = %exe.display(), pid, listeners = manifest.listeners.len(), "upgrade: new process started");
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fulcrum-upgrade".to_owned())
             .spawn(move || {
                 let mut child = child;
                 let outcome = converse(&channel, &manifest, &fds, &mut child);
-                if outcome.is_err() {
+                let served = outcome.is_ok();
+                if !served {
                     reap(&mut child);
                 }
                 let _ = done.send(outcome);
+                if served {
+                    forward(&channel, handed);
+                }
             })
             .context("upgrade: cannot start its thread")?;
+        self.handing = Some((handed_tx, thread));
         Ok(pid)
     }
+
+    /// The new process serves: idle connections go to it from now on. Relays
+    /// waiting on their sockets are woken to see that.
+    pub(super) fn hand_over_idle(&mut self) {
+        let Some((sink, _)) = &self.handing else {
+            return;
+        };
+        fulcrum_l4::handover::begin(sink.clone());
+        for pool in self.pools.values() {
+            pool.backends().iter().for_each(fulcrum_l4::Backend::nudge);
+        }
+        for draining in self.draining.values() {
+            draining.backend.nudge();
+        }
+    }
+
+    /// Every connection is handed over or done: the last ones are sent before
+    /// this process exits.
+    pub(super) async fn finish_handing_over(&mut self) {
+        fulcrum_l4::handover::end();
+        let Some((sink, thread)) = self.handing.take() else {
+            return;
+        };
+        drop(sink);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !thread.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Sends each handed-over connection to the new process until this one lets go.
+fn forward(channel: &Channel, handed: std::sync::mpsc::Receiver<Handed>) {
+    let mut sent = 0u64;
+    for conn in handed {
+        let message = HandedConn {
+            listener: conn.listener.to_string(),
+            peer: conn.peer,
+            backend: conn.backend.as_ref().map(|(addr, _)| *addr),
+        };
+        let sent_ok = channel.send(&message).and_then(|()| {
+            channel.send_fd(conn.client.as_fd())?;
+            match &conn.backend {
+                Some((_, upstream)) => channel.send_fd(upstream.as_fd()),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = sent_ok {
+            tracing::warn!(error = %format!("{e:#}"), client = %conn.peer, "upgrade: a connection could not be handed over; closed");
+            continue;
+        }
+        sent += 1;
+    }
+    tracing::info!(connections = sent, "upgrade: idle connections handed over");
 }
 
 /// Hands everything over once the new process says its config is good; waits

@@ -159,6 +159,12 @@ impl Backend {
         *self.stats.retired.borrow()
     }
 
+    /// Wakes every connection to this backend (without ending any), so that an
+    /// idle one sees a request to hand it over.
+    pub fn nudge(&self) {
+        self.stats.retired.send_modify(|_| {});
+    }
+
     /// Ends the backend's remaining connections.
     pub fn retire(&self) {
         self.stats.retired.send_replace(true);

@@ -78,7 +78,7 @@ async fn accept_loop(
         listener.stats.accepted.fetch_add(1, Ordering::Relaxed);
         // The snapshot as of now: a reload while we waited applies.
         let current = listener.current();
-        let session = session::run(stream, peer, Arc::clone(&listener), current, permit);
+        let session = session::run(stream, peer, Arc::clone(&listener), current, permit, None);
         sessions.spawn(session);
     }
 }

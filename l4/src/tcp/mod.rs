@@ -22,6 +22,7 @@ use crate::sni::SniRoutes;
 
 pub use listener::{serve, Acceptor};
 pub use relay::{relay, RelayError, Relayed};
+pub use session::resume;
 pub use socket::{bind, connect, BindError};
 pub use splice::{splice_exact, SpliceError};
 

@@ -40,6 +40,9 @@ pub enum RelayError {
     Backend(#[source] io::Error),
     #[error("idle for {0:?}")]
     Idle(Duration),
+    /// Stopped while idle to be handed to the next process (an upgrade).
+    #[error("handed over")]
+    HandedOver,
 }
 
 impl RelayError {
@@ -50,6 +53,7 @@ impl RelayError {
             RelayError::Client(_) => "client-error",
             RelayError::Backend(_) => "backend-error",
             RelayError::Idle(_) => "idle",
+            RelayError::HandedOver => "handed-over",
         }
     }
 }
@@ -95,6 +99,9 @@ pub fn relay<'a>(
             };
             if up_done && down_done {
                 return Poll::Ready(Ok(()));
+            }
+            if crate::handover::requested() && up.is_idle() && down.is_idle() {
+                return Poll::Ready(Err(RelayError::HandedOver));
             }
             if up.bytes + down.bytes != moved {
                 // The timer is only moved when it fires: one clock read per wake-up
@@ -181,6 +188,12 @@ impl fmt::Debug for Half {
 }
 
 impl Half {
+    /// Holds nothing it read and is open both ways: its sockets can move to
+    /// another process without a byte lost.
+    fn is_idle(&self) -> bool {
+        self.in_pipe == 0 && self.pending_at >= self.pending.len() && !self.eof && !self.done
+    }
+
     fn poll(
         &mut self,
         cx: &mut Context<'_>,

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::limits::ClientSlot;
-use super::{connect, relay, Current, Listener, HELLO_TIMEOUT};
+use super::{connect, relay, Current, Listener, RelayError, HELLO_TIMEOUT};
 use crate::balance::{fnv1a, Context};
 use crate::net::{count_local_error, local_shortage};
 use crate::pool::{ActiveGuard, Backend};
@@ -35,6 +35,7 @@ pub(crate) fn run(
     shared: Arc<Listener>,
     listener: Arc<Current>,
     permit: Option<OwnedSemaphorePermit>,
+    resumed: Option<Box<Resumed>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         // Moved in, so the slot is held until the session ends.
@@ -43,7 +44,8 @@ pub(crate) fn run(
         // order, connect attempts) is freed once the relay starts, so the task of a
         // long-lived idle connection holds only what relaying needs (memory per
         // connection).
-        let Some(opened) = Box::pin(open(&client, &mut peer, &shared, &listener)).await else {
+        let opening = open(&client, &mut peer, &shared, &listener, resumed);
+        let Some(opened) = Box::pin(opening).await else {
             return;
         };
         let started = Instant::now();
@@ -67,6 +69,10 @@ pub(crate) fn run(
             relayed.client_to_backend + u64::from(opened.prelude),
             relayed.backend_to_client,
         );
+        if matches!(relayed.end, Err(RelayError::HandedOver)) {
+            hand_over(client, opened, peer, &settings.name);
+            return;
+        }
         if settings.access_log {
             // `end` is one lower-case word (closed, idle, client-error,
             // backend-error); `error` says more when there is more to say.
@@ -113,8 +119,12 @@ async fn open<'a>(
     peer: &mut SocketAddr,
     shared: &Listener,
     listener: &'a Current,
+    resumed: Option<Box<Resumed>>,
 ) -> Option<Opened<'a>> {
     let settings = &listener.settings;
+    if let Some(resumed) = resumed {
+        return reopen(*resumed, *peer, listener);
+    }
     // Behind another proxy, the PROXY header names the real client.
     *peer = match settings.accept_proxy {
         false => *peer,
@@ -254,6 +264,95 @@ async fn open<'a>(
     None
 }
 
+/// A relay the process before an upgrade handed over: its backend side.
+#[derive(Debug)]
+pub struct Resumed {
+    upstream: std::net::TcpStream,
+    backend: SocketAddr,
+}
+
+/// Picks up a relay the process before an upgrade handed over: the backend's
+/// connection is the same socket, so it goes on where it stopped. Run it as a
+/// task on the worker that is to serve it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+pub fn resume(
+    client: std::net::TcpStream,
+    upstream: std::net::TcpStream,
+    peer: SocketAddr,
+    backend: SocketAddr,
+    shared: Arc<Listener>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let client = match TcpStream::from_std(client) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(listener = %shared.name(), client = %peer, error = %e, "handed-over connection lost");
+                return;
+            }
+        };
+        let current = shared.current();
+        let resumed = Box::new(Resumed { upstream, backend });
+        run(
+            client,
+            peer,
+            Arc::clone(&shared),
+            current,
+            None,
+            Some(resumed),
+        )
+        .await;
+    }
+}
+
+/// The opened state of a handed-over relay, when its backend is in this config.
+fn reopen(resumed: Resumed, peer: SocketAddr, listener: &Current) -> Option<Opened<'_>> {
+    let name = &listener.settings.name;
+    let Some(backend) = listener
+        .pool
+        .backends()
+        .iter()
+        .find(|b| b.addr() == resumed.backend)
+    else {
+        tracing::warn!(listener = %name, client = %peer, backend = %resumed.backend, "handed-over connection closed: its backend is not in this config");
+        return None;
+    };
+    let upstream = match TcpStream::from_std(resumed.upstream) {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(listener = %name, client = %peer, error = %e, "handed-over connection lost");
+            return None;
+        }
+    };
+    Some(Opened {
+        upstream,
+        backend,
+        _active: backend.track(),
+        _slot: None,
+        prelude: 0,
+        hello: 0,
+    })
+}
+
+/// Gives an idle relay's sockets to the next process; closes them if none takes them.
+fn hand_over(client: TcpStream, opened: Opened<'_>, peer: SocketAddr, listener: &Arc<str>) {
+    let backend = opened.backend.addr();
+    let (Ok(client), Ok(upstream)) = (client.into_std(), opened.upstream.into_std()) else {
+        return;
+    };
+    let handed = crate::handover::Handed {
+        listener: Arc::clone(listener),
+        peer,
+        client,
+        backend: Some((backend, upstream)),
+    };
+    if crate::handover::hand(handed).is_err() {
+        tracing::debug!(listener = %listener, client = %peer, "no process to hand the connection to; closed");
+    }
+}
+
 /// Reads the client's first bytes until they hold a whole ClientHello (within
 /// [`HELLO_TIMEOUT`] and [`MAX_PEEK`] bytes); returns its server name.
 async fn read_hello(client: &TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, String> {
@@ -332,10 +431,12 @@ mod tests {
             Arc::clone(&listener),
             listener.current(),
             None,
+            None,
         );
         let size = std::mem::size_of_val(&session);
-        // Unoptimized builds keep a few more locals in the future.
-        let limit = if cfg!(debug_assertions) { 792 } else { 776 };
+        // Unoptimized builds keep a few more locals in the future. (+8 for the
+        // pointer a relay handed over by an upgrade comes in.)
+        let limit = if cfg!(debug_assertions) { 800 } else { 784 };
         assert!(size <= limit, "a session's future grew to {size} bytes");
         Ok(())
     }

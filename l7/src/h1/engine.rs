@@ -49,7 +49,12 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
                             return;
                         }
                     }
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => {
+                        // Between requests with nothing read: the next process
+                        // may take it over (an upgrade), else it closes.
+                        hand_over(client, &conn);
+                        return;
+                    }
                 }
                 if std::mem::take(&mut first) {
                     // An h2c client (prior knowledge) is hyper's to serve.
@@ -76,6 +81,11 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
         let next = Box::pin(exchange(&mut client, &mut buf, &conn, &current, deadline)).await;
         match next {
             Next::KeepAlive if !shutdown.is_cancelled() => {}
+            Next::KeepAlive if buf.is_empty() && fulcrum_l4::handover::requested() => {
+                idle::give_back(buf);
+                hand_over(client, &conn);
+                return;
+            }
             Next::KeepAlive | Next::Close => {
                 linger(&mut client, &mut buf).await;
                 idle::give_back(buf);
@@ -468,5 +478,25 @@ async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
             Ok(Ok(n)) if n > 0 => dropped += n,
             _ => return,
         }
+    }
+}
+
+/// Gives an idle keep-alive connection to the process an upgrade started; when
+/// there is none (a plain shutdown), it closes.
+fn hand_over(client: TcpStream, conn: &Conn) {
+    if !fulcrum_l4::handover::requested() {
+        return;
+    }
+    let Ok(client) = client.into_std() else {
+        return;
+    };
+    let handed = fulcrum_l4::handover::Handed {
+        listener: conn.listener.name(),
+        peer: conn.peer,
+        client,
+        backend: None,
+    };
+    if fulcrum_l4::handover::hand(handed).is_err() {
+        tracing::debug!(client = %conn.peer, "no process to hand the connection to; closed");
     }
 }
