@@ -128,3 +128,40 @@ fn listen_fds_activation_serves_traffic() {
         assert_eq!(hello(addr).1, 'a');
     }
 }
+
+#[test]
+fn an_upgrade_hands_systemd_the_new_main_pid() {
+    let path = scratch("notify-upgrade.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let backend = Backend::named("a");
+    let text = config(&[quoted(backend.addr)], "round-robin", "");
+    let mut f = Fulcrum::run_env(
+        &text,
+        &["--workers", "1"],
+        &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],
+    );
+    assert_eq!(next(&socket), "READY=1");
+    f.signal(rustix::process::Signal::USR2);
+    let said = next(&socket);
+    let pid: i32 = said
+        .strip_prefix("MAINPID=")
+        .and_then(|rest| rest.strip_suffix("\nREADY=1"))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert_ne!(pid as u32, f.pid());
+    let new = rustix::process::Pid::from_raw(pid).expect("pid");
+    assert!(f.wait().success());
+    // The old process said nothing more (no STOPPING=1): the service is up.
+    socket.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 512];
+    let more = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(more.is_err(), "the old process said {more:?}");
+    assert_eq!(hello(f.addr("l")).1, 'a');
+    socket.set_nonblocking(false).expect("blocking");
+    rustix::process::kill_process(new, rustix::process::Signal::TERM).expect("kill");
+    assert_eq!(next(&socket), "STOPPING=1");
+    let _ = std::fs::remove_file(&path);
+}

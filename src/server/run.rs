@@ -95,12 +95,14 @@ pub fn run(
     };
     match upgrade {
         Some(upgrade) => {
+            // systemd hears of the new main process before the old one can
+            // exit (NotifyAccess=all: this process is not the main one yet).
+            systemd::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
             upgrade.ready();
             tracing::info!(
                 pid = std::process::id(),
                 "upgrade: serving; the old process drains"
             );
-            systemd::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
             server.take_connections(upgrade);
         }
         None => systemd::ready(),
