@@ -101,8 +101,8 @@ impl Admin {
                 accepted = socket.accept() => accepted,
             };
             match accepted {
-                Ok(Stream::Tcp(stream)) => self.connection(stream),
-                Ok(Stream::Unix(stream)) => self.connection(stream),
+                Ok(Stream::Tcp(stream)) => self.connection(stream, shutdown.clone()),
+                Ok(Stream::Unix(stream)) => self.connection(stream, shutdown.clone()),
                 Err(e) => {
                     tracing::debug!(error = %e, "admin accept failed");
                     // Out of descriptors, most likely: give it a moment.
@@ -112,7 +112,9 @@ impl Admin {
         }
     }
 
-    fn connection<S>(self: &Arc<Self>, stream: S)
+    /// Serves one admin connection; once `shutdown`, an answer in flight is
+    /// finished and the connection closed.
+    fn connection<S>(self: &Arc<Self>, stream: S, shutdown: CancellationToken)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -126,7 +128,15 @@ impl Admin {
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "admin connection failed");
             }
         });

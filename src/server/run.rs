@@ -206,6 +206,7 @@ pub fn run(
             _ = int.recv() => tracing::warn!(cut = server.sessions.len(), "second signal; closing remaining connections"),
         }
         server.finish_handing_over().await;
+        server.admin_stop.cancel();
         if let Some(admin) = &server.admin {
             admin.finish().await;
         }
