@@ -196,6 +196,9 @@ pub fn run(
             }
         }
         server.shutdown.cancel();
+        // The duplicates kept for an upgrade would keep the closed listeners'
+        // sockets accepting into their queues.
+        server.release_sockets();
         server.sessions.close();
         tokio::select! {
             () = server.sessions.wait() => tracing::info!("drained"),

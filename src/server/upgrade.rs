@@ -118,6 +118,15 @@ impl Server {
         }
     }
 
+    /// Drops the socket duplicates kept for an upgrade (this process stops
+    /// listening: they must not keep its sockets open).
+    pub(super) fn release_sockets(&mut self) {
+        for running in self.listeners.values_mut() {
+            running.sockets.clear();
+        }
+        self.admin_socket = None;
+    }
+
     /// Every connection is handed over or done: the last ones are sent before
     /// this process exits.
     pub(super) async fn finish_handing_over(&mut self) {
