@@ -169,6 +169,7 @@ impl PoolArgs {
                 access_log: !self.no_access_log,
                 proxy_protocol: None,
                 accept_proxy_protocol: false,
+                access: Default::default(),
             }],
             pools: vec![PoolConfig {
                 name: name.to_owned(),

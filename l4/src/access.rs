@@ -51,7 +51,9 @@ impl FromStr for Cidr {
             None => (text, None),
         };
         let ip: IpAddr = addr.parse().map_err(|_| {
-            format!("`{text}` is not an address range: write 10.0.0.0/8, 2001:db8::/32 or one address")
+            format!(
+                "`{text}` is not an address range: write 10.0.0.0/8, 2001:db8::/32 or one address"
+            )
         })?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let len = match len {
@@ -115,7 +117,9 @@ mod tests {
     use super::{Access, Cidr};
 
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
-        list.iter().map(|c| c.parse().unwrap_or_else(|e| panic!("{e}"))).collect()
+        list.iter()
+            .map(|c| c.parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect()
     }
 
     #[test]
@@ -152,6 +156,9 @@ mod tests {
             "2001:db8::/32".parse::<Cidr>().map(|c| c.to_string()),
             Ok("2001:db8::/32".to_owned())
         );
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().map(|c| c.to_string()), Ok("0.0.0.0/0".to_owned()));
+        assert_eq!(
+            "0.0.0.0/0".parse::<Cidr>().map(|c| c.to_string()),
+            Ok("0.0.0.0/0".to_owned())
+        );
     }
 }

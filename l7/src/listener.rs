@@ -81,6 +81,8 @@ pub struct Settings {
     pub accept_proxy: bool,
     /// Who serves HTTP/1 clients (`http1_engine`).
     pub http1_engine: Http1Engine,
+    /// `allow`/`deny`: who gets answers (others get 403).
+    pub access: fulcrum_l4::access::Access,
 }
 
 /// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own
@@ -150,6 +152,8 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// gRPC calls by the `grpc-status` they ended with (0-16).
     pub grpc: [AtomicU64; 17],
+    /// Requests answered 403 by `allow`/`deny`.
+    pub denied: AtomicU64,
 }
 
 impl Stats {

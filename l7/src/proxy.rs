@@ -52,6 +52,15 @@ impl Conn {
     }
 }
 
+/// The answer to a client `allow`/`deny` keeps out: 403, counted.
+pub(crate) fn denied(conn: &Conn) -> Refusal {
+    conn.listener.stats.denied.fetch_add(1, Ordering::Relaxed);
+    Refusal::Bad(Refused {
+        status: StatusCode::FORBIDDEN,
+        why: "your address may not use this service",
+    })
+}
+
 /// Serves one request; never fails (every failure is an HTTP answer).
 pub(crate) async fn handle(
     req: Request<Incoming>,
@@ -156,6 +165,9 @@ async fn forward(
     grpc: bool,
 ) -> Result<(Response<ProxyBody>, Option<SocketAddr>), Refusal> {
     let settings = &current.settings;
+    if !settings.access.permits(conn.peer.ip()) {
+        return Err(denied(conn));
+    }
     // Upgrades are HTTP/1.1 only (RFC 9110 §7.8); the client side's upgraded
     // connection is claimed before the request is taken apart.
     let upgrade = req.version() == Version::HTTP_11 && rewrite::is_upgrade(req.headers());

@@ -149,6 +149,7 @@ impl Admin {
                             names::LISTENER_REFUSED_PER_CLIENT,
                             &l.stats.refused_per_client,
                         ),
+                        (names::LISTENER_DENIED, &l.stats.denied),
                         (names::LISTENER_PAUSED_AT_LIMIT, &l.stats.paused_at_limit),
                         (names::LISTENER_RETRIES, &l.stats.retries),
                     ] {
@@ -160,6 +161,7 @@ impl Admin {
                     let labels = [("listener", &*name)];
                     text.sample(names::LISTENER_ACCEPTED, &labels, count(&l.stats.accepted));
                     text.sample(names::LISTENER_RETRIES, &labels, count(&l.stats.retries));
+                    text.sample(names::LISTENER_DENIED, &labels, count(&l.stats.denied));
                     for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
                         .into_iter()
                         .zip(&l.stats.responses)
@@ -188,6 +190,7 @@ impl Admin {
                         (names::UDP_FLOWS_EXPIRED, &s.flows_expired),
                         (names::UDP_FLOWS_EVICTED, &s.flows_evicted),
                         (names::UDP_FLOWS_REFUSED, &s.flows_refused),
+                        (names::LISTENER_DENIED, &s.denied),
                         (names::UDP_DATAGRAMS_IN, &s.datagrams_in),
                         (names::UDP_DATAGRAMS_OUT, &s.datagrams_out),
                         (names::UDP_DATAGRAMS_DROPPED, &s.dropped),

@@ -88,6 +88,11 @@ pub const LISTENER_REFUSED_PER_CLIENT: Family = family(
     Kind::Counter,
     "Connections closed at once for max_connections_per_client.",
 );
+pub const LISTENER_DENIED: Family = family(
+    "fulcrum_listener_denied_total",
+    Kind::Counter,
+    "Connections closed (TCP), requests answered 403 (HTTP) or datagrams dropped (UDP) by allow/deny.",
+);
 pub const LISTENER_PAUSED_AT_LIMIT: Family = family(
     "fulcrum_listener_accept_paused_total",
     Kind::Counter,
@@ -207,6 +212,7 @@ pub const ALL: &[Family] = &[
     POOL_QUEUE_SECONDS,
     LISTENER_ACCEPTED,
     LISTENER_REFUSED_PER_CLIENT,
+    LISTENER_DENIED,
     LISTENER_PAUSED_AT_LIMIT,
     LISTENER_RETRIES,
     HTTP_RESPONSES,

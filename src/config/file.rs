@@ -54,6 +54,8 @@ pub struct FileListener {
     pub max_connections_per_client: Option<S<u32>>,
     pub proxy_protocol: Option<S<String>>,
     pub accept_proxy_protocol: Option<S<bool>>,
+    pub allow: Option<S<Vec<S<String>>>>,
+    pub deny: Option<S<Vec<S<String>>>>,
     pub flow_idle_timeout: Option<S<String>>,
     pub responses: Option<S<u32>>,
     pub max_flows: Option<S<u32>>,

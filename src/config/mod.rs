@@ -6,6 +6,7 @@ pub mod duration;
 mod file;
 mod hint;
 mod http;
+mod policy;
 mod pool;
 pub mod size;
 mod validate;
@@ -62,6 +63,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Expect a PROXY header from the client side (tcp, tls, http, https).
     pub accept_proxy_protocol: bool,
+    /// `allow`/`deny` address ranges, checked on the real client.
+    pub access: fulcrum_l4::access::Access,
 }
 
 /// A listener's protocol and the options that only it has.

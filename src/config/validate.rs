@@ -372,6 +372,7 @@ fn validate_listener(
         access_log: l.access_log.as_ref().is_none_or(|a| *a.get_ref()),
         proxy_protocol,
         accept_proxy_protocol,
+        access: super::policy::access(l)?,
     })
 }
 

@@ -94,6 +94,7 @@ fn tcp_settings(
         sni,
         send_proxy: l.proxy_protocol,
         accept_proxy: l.accept_proxy_protocol,
+        access: l.access.clone(),
     }
 }
 
@@ -107,6 +108,7 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
             .unwrap_or_else(|| udp::default_max_flows(workers)),
         access_log: l.access_log,
         send_proxy: l.proxy_protocol.is_some(),
+        access: l.access.clone(),
     }
 }
 
@@ -249,6 +251,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         tls: h.tls.clone(),
         accept_proxy: l.accept_proxy_protocol,
         http1_engine: h.http1_engine,
+        access: l.access.clone(),
     }
 }
 

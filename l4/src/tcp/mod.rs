@@ -55,6 +55,8 @@ pub struct Settings {
     pub send_proxy: Option<proxy_protocol::Version>,
     /// Expect a PROXY header from the client side; its address is the client's.
     pub accept_proxy: bool,
+    /// `allow`/`deny`: who may connect (checked on the real client).
+    pub access: crate::access::Access,
 }
 
 /// Counters of one TCP listener, summed over its workers; they survive reloads.
@@ -63,6 +65,8 @@ pub struct Stats {
     pub accepted: AtomicU64,
     /// Connections closed at once for `max_connections_per_client`.
     pub refused_per_client: AtomicU64,
+    /// Connections closed at once by `allow`/`deny`.
+    pub denied: AtomicU64,
     /// Times accepting paused because `max_connections` were live.
     pub paused_at_limit: AtomicU64,
     /// Connect attempts to a further backend after one failed.

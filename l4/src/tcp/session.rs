@@ -139,6 +139,11 @@ async fn open<'a>(
         },
     };
     let peer = *peer;
+    if !settings.access.permits(peer.ip()) {
+        shared.stats.denied.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(listener = %settings.name, client = %peer, "client not allowed by allow/deny; closed");
+        return None;
+    }
     let slot = match settings.max_connections_per_client {
         0 => None,
         limit => match shared.per_client.acquire(peer.ip(), limit) {
@@ -421,6 +426,7 @@ mod tests {
             sni: None,
             send_proxy: None,
             accept_proxy: false,
+            access: crate::access::Access::default(),
         };
         let pool = Arc::new(Pool::new("p", Algorithm::RoundRobin, &[]));
         let listener = Arc::new(Listener::new(settings, pool, None));

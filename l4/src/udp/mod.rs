@@ -40,6 +40,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Put a PROXY v2 header in front of each flow's first datagram.
     pub send_proxy: bool,
+    /// `allow`/`deny`: whose datagrams start a flow.
+    pub access: crate::access::Access,
 }
 
 /// Counters for one UDP listener, summed over its workers.
@@ -59,6 +61,8 @@ pub struct Stats {
     /// New flows refused because the table and the room for evicted flows to
     /// linger were both full.
     pub flows_refused: AtomicU64,
+    /// Datagrams dropped by `allow`/`deny`.
+    pub denied: AtomicU64,
 }
 
 impl Stats {

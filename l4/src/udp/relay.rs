@@ -270,6 +270,11 @@ fn open(
     let listener = &shared.listener;
     let current = listener.current();
     let (pool, name) = (&current.pool, &current.settings.name);
+    if !current.settings.access.permits(client.ip()) {
+        Stats::add(&listener.stats.denied, 1);
+        tracing::debug!(listener = %name, client = %client, "client not allowed by allow/deny; dropping datagram");
+        return None;
+    }
     let ctx = Context {
         client: Some(client),
         key: None,

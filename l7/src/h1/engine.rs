@@ -238,6 +238,9 @@ fn plan(
     current: &Current,
 ) -> Result<Plan, Refusal> {
     let settings = &current.settings;
+    if !settings.access.permits(conn.peer.ip()) {
+        return Err(crate::proxy::denied(conn));
+    }
     let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
     let (method, target) = (text(&message.method), text(&message.target));
     if method == "CONNECT" {
