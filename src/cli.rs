@@ -386,6 +386,7 @@ impl HttpArgs {
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
             http1_engine,
+            https_redirect: false,
         };
         let mut config =
             self.pool

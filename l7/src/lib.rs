@@ -16,7 +16,7 @@ pub mod route;
 pub mod sticky;
 pub mod tls;
 pub mod upstream;
-mod vet;
+pub mod vet;
 
 pub use listener::{
     resume, serve, Http1Engine, Listener, Settings, Stats, Upstream, DEFAULT_BODY_READ_TIMEOUT,

@@ -83,6 +83,8 @@ pub struct Settings {
     pub http1_engine: Http1Engine,
     /// `allow`/`deny`: who gets answers (others get 403).
     pub access: fulcrum_l4::access::Access,
+    /// Answer every request with a redirect to the same URL over https.
+    pub https_redirect: bool,
 }
 
 /// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own

@@ -191,7 +191,26 @@ async fn forward(
         method: &parts.method,
         headers: &parts.headers,
     };
-    let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
+    let asked = || crate::route::Asked {
+        scheme: if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        host: host.as_ref().and_then(|h| h.to_str().ok()),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    };
+    if settings.https_redirect {
+        return Err(Refusal::redirect(
+            &crate::route::Redirect::https(),
+            &asked(),
+        ));
+    }
+    let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
+    let target = routed.target;
+    if let crate::route::Target::Redirect(redirect) = target {
+        return Err(Refusal::redirect(redirect, &asked()));
+    }
     // A small body is read before a backend is chosen: a client trickling it
     // holds no backend connection meanwhile.
     // A declared length past the limit is refused before any of it is read.
@@ -248,6 +267,21 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    // The route's rewrites: what the backend gets (the log keeps the original).
+    if let Some(edit) = routed.edit {
+        if let Some(target) = edit.target(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()))
+        {
+            parts.uri = target.parse().map_err(|_| {
+                Refusal::Bad(Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    why: "the rewritten path is not a valid request target",
+                })
+            })?;
+        }
+        if let Some(host) = &edit.set_host {
+            parts.headers.insert(header::HOST, host.clone());
+        }
+    }
     parts.version = Version::HTTP_11;
 
     let ctx = Context {

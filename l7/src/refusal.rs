@@ -50,6 +50,9 @@ pub(crate) enum Refusal {
     /// A backend failed before its whole response head (HTTP/1 path): how.
     #[error("backend {0}: {1}")]
     BackendBroke(SocketAddr, &'static str),
+    /// A redirect route or `https_redirect`: the status and the `Location`.
+    #[error("redirected ({0}) to {1:?}")]
+    Redirect(StatusCode, HeaderValue),
 }
 
 /// nginx's code for a client that went away before its response: never sent,
@@ -75,6 +78,34 @@ impl Refusal {
             Refusal::ClientBody(_) | Refusal::BadBody(_) => StatusCode::BAD_REQUEST,
             Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Redirect(code, _) => *code,
+        }
+    }
+
+    /// Where a redirect sends the client.
+    pub(crate) fn location(&self) -> Option<&HeaderValue> {
+        match self {
+            Refusal::Redirect(_, location) => Some(location),
+            _ => None,
+        }
+    }
+
+    /// A redirect route's answer, or 400 when the request names no host to
+    /// build the `Location` from.
+    pub(crate) fn redirect(
+        redirect: &crate::route::Redirect,
+        asked: &crate::route::Asked<'_>,
+    ) -> Refusal {
+        let location = redirect
+            .location(asked)
+            .and_then(|l| HeaderValue::from_str(&l).ok());
+        let code = StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::FOUND);
+        match location {
+            Some(location) => Refusal::Redirect(code, location),
+            None => Refusal::Bad(Refused {
+                status: StatusCode::BAD_REQUEST,
+                why: "a redirect needs the request's Host",
+            }),
         }
     }
 
@@ -108,6 +139,9 @@ impl Refusal {
             Refusal::TooLarge(max) => {
                 format!("413 content too large: the request body may have at most {max} bytes\n")
             }
+            Refusal::Redirect(code, location) => {
+                format!("{code}: {}\n", location.to_str().unwrap_or(""))
+            }
         }
     }
 
@@ -128,6 +162,11 @@ impl Refusal {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(location) = self.location() {
+            response
+                .headers_mut()
+                .insert(header::LOCATION, location.clone());
         }
         if self.closes() {
             response

@@ -76,7 +76,7 @@ fn valid_authority(value: &HeaderValue) -> Result<HeaderValue, Refused> {
 }
 
 /// `uri-host [ ":" port ]` as bytes (see `valid_authority`).
-pub(crate) fn valid_host(bytes: &[u8]) -> bool {
+pub fn valid_host(bytes: &[u8]) -> bool {
     let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(b);
     !bytes.is_empty() && bytes[0] != b':' && bytes.iter().all(allowed)
 }

@@ -54,6 +54,7 @@ pub struct FileListener {
     pub max_connections_per_client: Option<S<u32>>,
     pub proxy_protocol: Option<S<String>>,
     pub accept_proxy_protocol: Option<S<bool>>,
+    pub https_redirect: Option<S<bool>>,
     pub allow: Option<S<Vec<S<String>>>>,
     pub deny: Option<S<Vec<S<String>>>>,
     pub flow_idle_timeout: Option<S<String>>,
@@ -94,6 +95,28 @@ pub struct FileRoute {
     pub pool: Option<S<String>>,
     pub split: Option<S<Vec<S<FileSplit>>>>,
     pub sni: Option<S<String>>,
+    pub redirect: Option<S<FileRedirect>>,
+    pub strip_prefix: Option<S<String>>,
+    pub replace_prefix: Option<S<FileReplace>>,
+    pub set_host: Option<S<String>>,
+}
+
+/// `redirect = { scheme = "https", host = "...", path = "...", code = 308 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedirect {
+    pub scheme: Option<S<String>>,
+    pub host: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub code: Option<S<u16>>,
+}
+
+/// `replace_prefix = { from = "/v1/", to = "/" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReplace {
+    pub from: S<String>,
+    pub to: S<String>,
 }
 
 /// `"value"` (exact) or `true` (present with any value).

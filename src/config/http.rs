@@ -42,7 +42,8 @@ pub(super) fn options(
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
-    if routes.is_empty() && l.pool.is_none() {
+    let https_redirect = l.https_redirect.as_ref().is_some_and(|r| *r.get_ref());
+    if routes.is_empty() && l.pool.is_none() && !https_redirect {
         return Err(invalid(
             &l.name,
             "an http listener needs a `pool` or at least one [[listener.route]]",
@@ -119,6 +120,7 @@ pub(super) fn options(
         tls,
         tls_files,
         client_ca,
+        https_redirect,
     })
 }
 
@@ -249,11 +251,36 @@ fn route(spanned: &Spanned<FileRoute>, pools: &HashSet<&str>) -> Result<Route<St
         (Some(p), Some(_)) => {
             return Err(invalid(p, "a route has `pool` or `split`, not both"));
         }
-        (None, None) => {
-            return Err(invalid(spanned, "a route needs a `pool` or a `split`"));
-        }
+        (None, None) => match &r.redirect {
+            Some(redirect) => {
+                Target::Redirect(std::sync::Arc::new(super::policy::redirect(redirect)?))
+            }
+            None => {
+                return Err(invalid(
+                    spanned,
+                    "a route needs a `pool`, a `split` or a `redirect`",
+                ))
+            }
+        },
     };
-    Ok(Route { when, target })
+    if let (Some(redirect), false) = (&r.redirect, matches!(target, Target::Redirect(_))) {
+        return Err(invalid(
+            redirect,
+            "a route has `redirect` or a `pool`/`split`, not both",
+        ));
+    }
+    let edit = super::policy::edit(r)?;
+    if let (Some(_), Target::Redirect(_)) = (&edit, &target) {
+        return Err(invalid(
+            spanned,
+            "a redirect route forwards nothing: `strip_prefix`, `replace_prefix` and `set_host` do not apply",
+        ));
+    }
+    Ok(Route {
+        when,
+        target,
+        edit: edit.map(std::sync::Arc::new),
+    })
 }
 
 fn method(m: &Spanned<String>) -> Result<Method> {

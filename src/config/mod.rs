@@ -119,6 +119,8 @@ pub struct HttpOptions {
     pub trust_forwarded: bool,
     /// `http1_engine`: who serves HTTP/1 clients.
     pub http1_engine: fulcrum_l7::Http1Engine,
+    /// Every request gets a redirect to the same URL over https (http listeners).
+    pub https_redirect: bool,
     /// `protocol = "https"`: the loaded certificates, and the files they came from.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_files: Vec<CertFiles>,
@@ -526,6 +528,13 @@ fn describe_route(r: &Route<String>) -> String {
         }
     }
     let to = match &r.target {
+        Target::Redirect(redirect) => format!(
+            "redirect {} to {}://{}{}",
+            redirect.code,
+            redirect.scheme.as_deref().unwrap_or("(same scheme)"),
+            redirect.host.as_deref().unwrap_or("(same host)"),
+            redirect.path.as_deref().unwrap_or("(same path)")
+        ),
         Target::Pool(p) => format!("pool {p}"),
         Target::Split(split) => {
             let parts: Vec<String> = split.iter().map(|(p, w)| format!("{p} {w}")).collect();

@@ -1,9 +1,13 @@
-//! Per-listener policy keys: `allow` and `deny` address ranges.
+//! Policy keys of listeners and routes: `allow` and `deny` address ranges, a
+//! route's `redirect` and its rewrites (`strip_prefix`, `replace_prefix`,
+//! `set_host`).
 
 use fulcrum_l4::access::{Access, Cidr};
+use fulcrum_l7::route::{Edit, PathEdit, Redirect};
+use http::HeaderValue;
 use toml::Spanned;
 
-use super::file::FileListener;
+use super::file::{FileListener, FileRedirect, FileRoute};
 use super::validate::{invalid, Result};
 
 /// Most ranges in one list: a longer list belongs in a firewall, not a linear scan.
@@ -36,4 +40,118 @@ fn ranges(list: Option<&Spanned<Vec<Spanned<String>>>>, key: &str) -> Result<Vec
                 .map_err(|e| invalid(c, format!("`{key}`: {e}")))
         })
         .collect()
+}
+
+/// A route's `redirect`.
+pub(super) fn redirect(raw: &Spanned<FileRedirect>) -> Result<Redirect> {
+    let r = raw.get_ref();
+    let scheme = match &r.scheme {
+        Some(s) if s.get_ref() == "http" || s.get_ref() == "https" => Some(s.get_ref().clone()),
+        Some(s) => {
+            return Err(invalid(
+                s,
+                format!("redirect `scheme` is http or https, got `{}`", s.get_ref()),
+            ))
+        }
+        None => None,
+    };
+    let host = match &r.host {
+        Some(h) if valid_host(h.get_ref()) => Some(h.get_ref().clone()),
+        Some(h) => {
+            return Err(invalid(
+                h,
+                "redirect `host` is a host name or address, with a port if needed (example.com, example.com:8443)",
+            ))
+        }
+        None => None,
+    };
+    let path = match &r.path {
+        Some(p) if valid_path(p.get_ref()) => Some(p.get_ref().clone()),
+        Some(p) => {
+            return Err(invalid(
+                p,
+                "redirect `path` starts with / and has no spaces; {path} and {query} stand for the request's",
+            ))
+        }
+        None => None,
+    };
+    let code = match &r.code {
+        Some(c) if [301, 302, 303, 307, 308].contains(c.get_ref()) => *c.get_ref(),
+        Some(c) => {
+            return Err(invalid(
+                c,
+                format!(
+                    "redirect `code` is 301, 302, 303, 307 or 308, got {}",
+                    c.get_ref()
+                ),
+            ))
+        }
+        None => 302,
+    };
+    if scheme.is_none() && host.is_none() && path.is_none() {
+        return Err(invalid(
+            raw,
+            "a redirect needs a `scheme`, a `host` or a `path` to change",
+        ));
+    }
+    Ok(Redirect {
+        scheme,
+        host,
+        path,
+        code,
+    })
+}
+
+/// A route's rewrites: `strip_prefix` or `replace_prefix`, and `set_host`.
+pub(super) fn edit(r: &FileRoute) -> Result<Option<Edit>> {
+    let prefix = |p: &Spanned<String>, key: &str| -> Result<String> {
+        match valid_path(p.get_ref()) {
+            true => Ok(p.get_ref().clone()),
+            false => Err(invalid(
+                p,
+                format!("`{key}` starts with / and has no spaces, e.g. \"/api\""),
+            )),
+        }
+    };
+    let path = match (&r.strip_prefix, &r.replace_prefix) {
+        (Some(strip), Some(_)) => {
+            return Err(invalid(
+                strip,
+                "a route has `strip_prefix` or `replace_prefix`, not both",
+            ))
+        }
+        (Some(strip), None) => Some(PathEdit::StripPrefix(prefix(strip, "strip_prefix")?)),
+        (None, Some(replace)) => {
+            let replace = replace.get_ref();
+            Some(PathEdit::ReplacePrefix {
+                from: prefix(&replace.from, "replace_prefix.from")?,
+                to: prefix(&replace.to, "replace_prefix.to")?,
+            })
+        }
+        (None, None) => None,
+    };
+    let set_host = match &r.set_host {
+        Some(h) => match (valid_host(h.get_ref()), HeaderValue::from_str(h.get_ref())) {
+            (true, Ok(value)) => Some(value),
+            _ => {
+                return Err(invalid(
+                    h,
+                    "`set_host` is a host name or address, with a port if needed",
+                ))
+            }
+        },
+        None => None,
+    };
+    Ok((path.is_some() || set_host.is_some()).then_some(Edit { path, set_host }))
+}
+
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty() && fulcrum_l7::vet::valid_host(h.as_bytes())
 }

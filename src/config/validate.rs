@@ -189,6 +189,7 @@ fn validate_listener(
             span_of(&l.idle_timeout),
             "idle_timeout",
         ),
+        (&["http"][..], span_of(&l.https_redirect), "https_redirect"),
         (
             &["tcp", "tls"][..],
             span_of(&l.max_connections),

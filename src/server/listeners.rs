@@ -156,10 +156,12 @@ impl Target {
                                     .map(|(p, w)| Ok((find(p)?, *w)))
                                     .collect::<anyhow::Result<_>>()?,
                             ),
+                            route::Target::Redirect(r) => route::Target::Redirect(Arc::clone(r)),
                         };
                         Ok(route::Route {
                             when: r.when.clone(),
                             target,
+                            edit: r.edit.clone(),
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
@@ -252,6 +254,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         accept_proxy: l.accept_proxy_protocol,
         http1_engine: h.http1_engine,
         access: l.access.clone(),
+        https_redirect: h.https_redirect,
     }
 }
 

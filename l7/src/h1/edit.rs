@@ -36,8 +36,11 @@ pub struct RequestEdit<'a> {
     pub method: &'a str,
     /// Origin form: path and query.
     pub path: &'a str,
-    /// The one authority the request was routed by, sent as Host.
+    /// The one authority the request was routed by, sent as Host (and named in
+    /// the forwarding fields).
     pub host: Option<&'a [u8]>,
+    /// A route's `set_host`: sent as Host instead.
+    pub set_host: Option<&'a [u8]>,
     pub forwarding: Forwarding<'a>,
     /// The protocol an Upgrade request asks for.
     pub upgrade: Option<&'a [u8]>,
@@ -138,7 +141,7 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
     }
     out.extend_from_slice(edit.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(host) = edit.host {
+    if let Some(host) = edit.set_host.or(edit.host) {
         line(out, b"host", host);
     }
     // With `trust`, the chains the client sent are kept and appended to.

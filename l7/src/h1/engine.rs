@@ -20,7 +20,7 @@ use super::message::{BodyEnd, Kind, Message};
 use crate::listener::{Current, Upstream, MAX_HEAD_H1};
 use crate::proxy::{choose_upstream, host_name, pinned_backend, Conn};
 use crate::refusal::Refusal;
-use crate::route::RequestInfo;
+use crate::route::{Asked, Redirect, RequestInfo, Target};
 use crate::vet::Refused;
 
 /// What the connection does after an exchange.
@@ -185,7 +185,7 @@ async fn exchange(
                         refusal,
                         started: Instant::now(),
                     };
-                    if !matches!(own.refusal, Refusal::NoRoute) {
+                    if !matches!(own.refusal, Refusal::NoRoute | Refusal::Redirect(..)) {
                         return refuse(client, conn, own).await;
                     }
                     // No route: the connection goes on when the body is all here.
@@ -308,8 +308,26 @@ fn plan(
         method: &parsed_method,
         headers: &map,
     };
-    let target = current.router.find(&info).ok_or(Refusal::NoRoute)?;
+    let asked = || Asked {
+        scheme: "http",
+        host: host_text,
+        target: path,
+    };
+    if settings.https_redirect {
+        return Err(Refusal::redirect(&Redirect::https(), &asked()));
+    }
+    let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
+    let target = routed.target;
+    if let Target::Redirect(redirect) = target {
+        return Err(Refusal::redirect(redirect, &asked()));
+    }
     let upstream = choose_upstream(target, &map).ok_or(Refusal::NoRoute)?;
+    // The route's rewrites: what the backend gets (the log keeps the original).
+    let rewritten = routed.edit.and_then(|e| e.target(path));
+    let set_host = routed
+        .edit
+        .and_then(|e| e.set_host.as_ref())
+        .map(|h| h.as_bytes());
     let pinned = pinned_backend(upstream, &map).and_then(|p| {
         upstream
             .pool
@@ -322,8 +340,9 @@ fn plan(
     let mut out = idle::buffer();
     let edit = RequestEdit {
         method,
-        path,
+        path: rewritten.as_deref().unwrap_or(path),
         host: authority,
+        set_host,
         forwarding: Forwarding {
             ip: conn.client.ip(),
             node: conn.client.node(),
@@ -434,7 +453,7 @@ impl Own {
         let listener = conn.listener.name();
         if refusal.is_server_side() {
             tracing::warn!(listener = %listener, client = %conn.peer, error = %refusal, "request failed");
-        } else if !matches!(refusal, Refusal::NoRoute) {
+        } else if !matches!(refusal, Refusal::NoRoute | Refusal::Redirect(..)) {
             tracing::debug!(listener = %listener, client = %conn.peer, error = %refusal, "request refused");
         }
         let status = refusal.status();
@@ -455,6 +474,9 @@ impl Own {
         );
         if let Some(secs) = refusal.retry_after() {
             out.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        if let Some(location) = refusal.location().and_then(|l| l.to_str().ok()) {
+            out.push_str(&format!("location: {location}\r\n"));
         }
         if close {
             out.push_str("connection: close\r\n");

@@ -5,8 +5,12 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+mod action;
+
+pub use action::{Asked, Edit, PathEdit, Redirect};
 pub use fulcrum_l4::sni::HostMatch;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::sync::Arc;
 
 /// How a route matches the request path (the path alone, not the query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub enum Target<P> {
     Pool(P),
     /// Weighted choice among pools (canary, blue-green); weights are > 0.
     Split(Vec<(P, u32)>),
+    /// fulcrum answers with a redirect; no pool is involved.
+    Redirect(Arc<Redirect>),
 }
 
 impl<P> Target<P> {
@@ -56,6 +62,7 @@ impl<P> Target<P> {
         match self {
             Target::Pool(p) => Target::Pool(f(p)),
             Target::Split(split) => Target::Split(split.iter().map(|(p, w)| (f(p), *w)).collect()),
+            Target::Redirect(r) => Target::Redirect(Arc::clone(r)),
         }
     }
 
@@ -64,6 +71,7 @@ impl<P> Target<P> {
     pub fn choose(&self, draw: u64) -> Option<&P> {
         match self {
             Target::Pool(p) => Some(p),
+            Target::Redirect(_) => None,
             Target::Split(split) => {
                 let total: u64 = split.iter().map(|(_, w)| u64::from(*w)).sum();
                 let mut left = draw % total.max(1);
@@ -83,6 +91,7 @@ impl<P> Target<P> {
         let (one, many) = match self {
             Target::Pool(p) => (Some(p), &[][..]),
             Target::Split(split) => (None, split.as_slice()),
+            Target::Redirect(_) => (None, &[][..]),
         };
         one.into_iter().chain(many.iter().map(|(p, _)| p))
     }
@@ -92,6 +101,15 @@ impl<P> Target<P> {
 pub struct Route<P> {
     pub when: Match,
     pub target: Target<P>,
+    /// Rewrites of the request the backend gets (path, host).
+    pub edit: Option<Arc<Edit>>,
+}
+
+/// What routing decided for one request: its target and the route's rewrites.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a, P> {
+    pub target: &'a Target<P>,
+    pub edit: Option<&'a Edit>,
 }
 
 /// What [`Router::find`] looks at in a request.
@@ -141,6 +159,11 @@ impl<P> Router<P> {
     /// The target of the most specific route that matches, else the fallback;
     /// `None` (a 404) when neither applies.
     pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Target<P>> {
+        self.route(req).map(|r| r.target)
+    }
+
+    /// As [`Router::find`], with the matching route's rewrites.
+    pub fn route(&self, req: &RequestInfo<'_>) -> Option<Routed<'_, P>> {
         let exact = req.host.and_then(|h| {
             if h.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.by_host.get(&h.to_ascii_lowercase())
@@ -154,8 +177,15 @@ impl<P> Router<P> {
             .chain(&self.rest)
             .map(|&i| &self.routes[i])
             .find(|r| matches(&r.when, req))
-            .map(|r| &r.target)
-            .or(self.fallback.as_ref())
+            .map(|r| Routed {
+                target: &r.target,
+                edit: r.edit.as_deref(),
+            })
+            .or_else(|| {
+                self.fallback
+                    .as_ref()
+                    .map(|target| Routed { target, edit: None })
+            })
     }
 
     /// Whether any route looks at header fields.
@@ -182,6 +212,7 @@ impl<P> Router<P> {
                 .map(|r| Route {
                     when: r.when.clone(),
                     target: r.target.map(&mut f),
+                    edit: r.edit.clone(),
                 })
                 .collect(),
             fallback: self.fallback.as_ref().map(|t| t.map(&mut f)),

@@ -6,6 +6,7 @@ fn route(when: Match, pool: &'static str) -> Route<&'static str> {
     Route {
         when,
         target: Target::Pool(pool),
+        edit: None,
     }
 }
 
