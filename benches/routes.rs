@@ -43,6 +43,7 @@ fn routes(n: usize) -> Router<usize> {
             Route {
                 when,
                 target: Target::Pool(i),
+                edit: None,
             }
         })
         .collect();

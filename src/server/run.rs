@@ -195,10 +195,10 @@ pub fn run(
                 );
             }
         }
-        server.shutdown.cancel();
-        // The duplicates kept for an upgrade would keep the closed listeners'
-        // sockets accepting into their queues.
+        // First: the duplicates kept for an upgrade would keep the listeners'
+        // sockets accepting into their queues once the workers close theirs.
         server.release_sockets();
+        server.shutdown.cancel();
         server.sessions.close();
         tokio::select! {
             () = server.sessions.wait() => tracing::info!("drained"),

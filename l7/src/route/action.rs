@@ -31,7 +31,7 @@ impl Edit {
             None => (target, ""),
         };
         let rest = match edit {
-            PathEdit::StripPrefix(prefix) => format!("{}", path.strip_prefix(prefix.as_str())?),
+            PathEdit::StripPrefix(prefix) => path.strip_prefix(prefix.as_str())?.to_owned(),
             PathEdit::ReplacePrefix { from, to } => {
                 format!("{to}{}", path.strip_prefix(from.as_str())?)
             }
