@@ -66,7 +66,10 @@ pub(super) fn redirect(raw: &Spanned<FileRedirect>) -> Result<Redirect> {
         None => None,
     };
     let path = match &r.path {
-        Some(p) if valid_path(p.get_ref()) => Some(p.get_ref().clone()),
+        // `{path}` starts with / itself.
+        Some(p) if valid_path(p.get_ref().replacen("{path}", "/", 1).as_str()) => {
+            Some(p.get_ref().clone())
+        }
         Some(p) => {
             return Err(invalid(
                 p,
