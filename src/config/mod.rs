@@ -363,13 +363,24 @@ impl Config {
             if l.accept_proxy_protocol {
                 log.push_str(", expects PROXY headers");
             }
+            if !l.access.allow.is_empty() {
+                log.push_str(&format!(", allow {} range(s)", l.access.allow.len()));
+            }
+            if !l.access.deny.is_empty() {
+                log.push_str(&format!(", deny {} range(s)", l.access.deny.len()));
+            }
+            let https_redirect = matches!(&l.protocol, Protocol::Http(h) if h.https_redirect);
             let _ = writeln!(
                 out,
                 "listener {:<12} {:<5} {:<22} -> pool {}  ({details}{log})",
                 l.name,
                 l.protocol.name(),
                 l.bind,
-                l.pool.as_deref().unwrap_or("(none: 404)"),
+                match (https_redirect, l.pool.as_deref()) {
+                    (true, _) => "(none: every request redirected to https)",
+                    (false, Some(pool)) => pool,
+                    (false, None) => "(none: 404)",
+                },
             );
             if let Protocol::Tcp(TcpOptions {
                 sni_routes: Some(routes),
@@ -546,7 +557,26 @@ fn describe_route(r: &Route<String>) -> String {
     } else {
         when.join(", ")
     };
-    format!("{when} -> {to}")
+    let edits = match r.edit.as_deref() {
+        None => String::new(),
+        Some(edit) => {
+            let mut parts = Vec::new();
+            match &edit.path {
+                Some(fulcrum_l7::route::PathEdit::StripPrefix(p)) => {
+                    parts.push(format!("strip {p}"))
+                }
+                Some(fulcrum_l7::route::PathEdit::ReplacePrefix { from, to }) => {
+                    parts.push(format!("replace {from} with {to}"))
+                }
+                None => {}
+            }
+            if let Some(host) = &edit.set_host {
+                parts.push(format!("Host {}", host.to_str().unwrap_or("?")));
+            }
+            format!(" ({})", parts.join(", "))
+        }
+    };
+    format!("{when} -> {to}{edits}")
 }
 
 /// A limit for the summary, where 0 means none.
