@@ -44,6 +44,7 @@ fn routes(n: usize) -> Router<usize> {
                 when,
                 target: Target::Pool(i),
                 edit: None,
+                limit: None,
             }
         })
         .collect();

@@ -170,6 +170,7 @@ impl PoolArgs {
                 proxy_protocol: None,
                 accept_proxy_protocol: false,
                 access: Default::default(),
+                rate_limit: None,
             }],
             pools: vec![PoolConfig {
                 name: name.to_owned(),

@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod net;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod sni;
 pub mod tcp;
 pub mod udp;

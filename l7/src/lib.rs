@@ -7,6 +7,7 @@ mod body;
 mod grpc;
 pub mod h1;
 pub mod health;
+pub mod limit;
 mod listener;
 mod proxy;
 mod refusal;

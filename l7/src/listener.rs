@@ -85,6 +85,8 @@ pub struct Settings {
     pub access: fulcrum_l4::access::Access,
     /// Answer every request with a redirect to the same URL over https.
     pub https_redirect: bool,
+    /// The listener's `rate_limit`, checked before routing.
+    pub rate_limit: Option<Arc<crate::limit::RateLimit>>,
 }
 
 /// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own
@@ -156,6 +158,8 @@ pub struct Stats {
     pub grpc: [AtomicU64; 17],
     /// Requests answered 403 by `allow`/`deny`.
     pub denied: AtomicU64,
+    /// Requests answered 429 by a `rate_limit`.
+    pub rate_limited: AtomicU64,
 }
 
 impl Stats {
@@ -183,7 +187,13 @@ pub struct Current {
 
 impl Current {
     fn new(settings: Settings, router: Router<Arc<Upstream>>) -> Current {
+        let limits_read = settings
+            .rate_limit
+            .iter()
+            .chain(router.routes().iter().filter_map(|r| r.limit.as_ref()))
+            .any(|l| l.reads_headers());
         let reads_headers = router.reads_headers()
+            || limits_read
             || router
                 .routes()
                 .iter()

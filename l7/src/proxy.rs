@@ -52,6 +52,15 @@ impl Conn {
     }
 }
 
+/// The answer to a request over a `rate_limit`: 429, counted.
+pub(crate) fn limited(conn: &Conn, limited: crate::limit::Limited) -> Refusal {
+    conn.listener
+        .stats
+        .rate_limited
+        .fetch_add(1, Ordering::Relaxed);
+    Refusal::RateLimited(limited)
+}
+
 /// The answer to a client `allow`/`deny` keeps out: 403, counted.
 pub(crate) fn denied(conn: &Conn) -> Refusal {
     conn.listener.stats.denied.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +215,17 @@ async fn forward(
             &asked(),
         ));
     }
+    if let Some(limit) = &settings.rate_limit {
+        limit
+            .check(conn.peer.ip(), &parts.headers)
+            .map_err(|l| limited(conn, l))?;
+    }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
+    if let Some(limit) = routed.limit {
+        limit
+            .check(conn.peer.ip(), &parts.headers)
+            .map_err(|l| limited(conn, l))?;
+    }
     let target = routed.target;
     if let crate::route::Target::Redirect(redirect) = target {
         return Err(Refusal::redirect(redirect, &asked()));

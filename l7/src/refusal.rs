@@ -53,6 +53,9 @@ pub(crate) enum Refusal {
     /// A redirect route or `https_redirect`: the status and the `Location`.
     #[error("redirected ({0}) to {1:?}")]
     Redirect(StatusCode, HeaderValue),
+    /// Over a `rate_limit`.
+    #[error("over its rate limit; retry in {:?}", .0.retry_after)]
+    RateLimited(crate::limit::Limited),
 }
 
 /// nginx's code for a client that went away before its response: never sent,
@@ -79,6 +82,15 @@ impl Refusal {
             Refusal::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Redirect(code, _) => *code,
+            Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` values of a 429.
+    pub(crate) fn rate_fields(&self) -> Option<(String, String)> {
+        match self {
+            Refusal::RateLimited(limited) => Some(limited.fields()),
+            _ => None,
         }
     }
 
@@ -142,6 +154,10 @@ impl Refusal {
             Refusal::Redirect(code, location) => {
                 format!("{code}: {}\n", location.to_str().unwrap_or(""))
             }
+            Refusal::RateLimited(limited) => format!(
+                "429 too many requests: try again in {} s\n",
+                limited.seconds()
+            ),
         }
     }
 
@@ -168,6 +184,15 @@ impl Refusal {
                 .headers_mut()
                 .insert(header::LOCATION, location.clone());
         }
+        if let Some((policy, now)) = self.rate_fields() {
+            for (name, value) in [("ratelimit-policy", policy), ("ratelimit", now)] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response
+                        .headers_mut()
+                        .insert(http::HeaderName::from_static(name), value);
+                }
+            }
+        }
         if self.closes() {
             response
                 .headers_mut()
@@ -182,6 +207,7 @@ impl Refusal {
         match self {
             Refusal::Queue(_, Full::Timeout(t)) => Some(t.as_secs().max(1)),
             Refusal::Queue(_, Full::Overflow) => Some(1),
+            Refusal::RateLimited(limited) => Some(limited.seconds()),
             _ => None,
         }
     }

@@ -150,6 +150,7 @@ impl Admin {
                             &l.stats.refused_per_client,
                         ),
                         (names::LISTENER_DENIED, &l.stats.denied),
+                        (names::LISTENER_RATE_LIMITED, &l.stats.rate_limited),
                         (names::LISTENER_PAUSED_AT_LIMIT, &l.stats.paused_at_limit),
                         (names::LISTENER_RETRIES, &l.stats.retries),
                     ] {
@@ -162,6 +163,11 @@ impl Admin {
                     text.sample(names::LISTENER_ACCEPTED, &labels, count(&l.stats.accepted));
                     text.sample(names::LISTENER_RETRIES, &labels, count(&l.stats.retries));
                     text.sample(names::LISTENER_DENIED, &labels, count(&l.stats.denied));
+                    text.sample(
+                        names::LISTENER_RATE_LIMITED,
+                        &labels,
+                        count(&l.stats.rate_limited),
+                    );
                     for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
                         .into_iter()
                         .zip(&l.stats.responses)
@@ -191,6 +197,7 @@ impl Admin {
                         (names::UDP_FLOWS_EVICTED, &s.flows_evicted),
                         (names::UDP_FLOWS_REFUSED, &s.flows_refused),
                         (names::LISTENER_DENIED, &s.denied),
+                        (names::LISTENER_RATE_LIMITED, &s.rate_limited),
                         (names::UDP_DATAGRAMS_IN, &s.datagrams_in),
                         (names::UDP_DATAGRAMS_OUT, &s.datagrams_out),
                         (names::UDP_DATAGRAMS_DROPPED, &s.dropped),

@@ -93,6 +93,11 @@ pub const LISTENER_DENIED: Family = family(
     Kind::Counter,
     "Connections closed (TCP), requests answered 403 (HTTP) or datagrams dropped (UDP) by allow/deny.",
 );
+pub const LISTENER_RATE_LIMITED: Family = family(
+    "fulcrum_listener_rate_limited_total",
+    Kind::Counter,
+    "Connections closed (TCP), requests answered 429 (HTTP) or new flows dropped (UDP) by rate_limit.",
+);
 pub const LISTENER_PAUSED_AT_LIMIT: Family = family(
     "fulcrum_listener_accept_paused_total",
     Kind::Counter,
@@ -213,6 +218,7 @@ pub const ALL: &[Family] = &[
     LISTENER_ACCEPTED,
     LISTENER_REFUSED_PER_CLIENT,
     LISTENER_DENIED,
+    LISTENER_RATE_LIMITED,
     LISTENER_PAUSED_AT_LIMIT,
     LISTENER_RETRIES,
     HTTP_RESPONSES,

@@ -55,6 +55,7 @@ pub struct FileListener {
     pub proxy_protocol: Option<S<String>>,
     pub accept_proxy_protocol: Option<S<bool>>,
     pub https_redirect: Option<S<bool>>,
+    pub rate_limit: Option<S<FileRateLimit>>,
     pub allow: Option<S<Vec<S<String>>>>,
     pub deny: Option<S<Vec<S<String>>>>,
     pub flow_idle_timeout: Option<S<String>>,
@@ -96,6 +97,7 @@ pub struct FileRoute {
     pub split: Option<S<Vec<S<FileSplit>>>>,
     pub sni: Option<S<String>>,
     pub redirect: Option<S<FileRedirect>>,
+    pub rate_limit: Option<S<FileRateLimit>>,
     pub strip_prefix: Option<S<String>>,
     pub replace_prefix: Option<S<FileReplace>>,
     pub set_host: Option<S<String>>,
@@ -109,6 +111,15 @@ pub struct FileRedirect {
     pub host: Option<S<String>>,
     pub path: Option<S<String>>,
     pub code: Option<S<u16>>,
+}
+
+/// `rate_limit = { rate = "100/s", burst = 200, key = "source-ip" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub rate: S<String>,
+    pub burst: Option<S<u32>>,
+    pub key: Option<S<String>>,
 }
 
 /// `replace_prefix = { from = "/v1/", to = "/" }`

@@ -270,6 +270,10 @@ fn route(spanned: &Spanned<FileRoute>, pools: &HashSet<&str>) -> Result<Route<St
         ));
     }
     let edit = super::policy::edit(r)?;
+    let limit = match &r.rate_limit {
+        Some(l) => Some(std::sync::Arc::new(super::policy::rate_limit(l, true)?)),
+        None => None,
+    };
     if let (Some(_), Target::Redirect(_)) = (&edit, &target) {
         return Err(invalid(
             spanned,
@@ -280,6 +284,7 @@ fn route(spanned: &Spanned<FileRoute>, pools: &HashSet<&str>) -> Result<Route<St
         when,
         target,
         edit: edit.map(std::sync::Arc::new),
+        limit,
     })
 }
 

@@ -66,6 +66,9 @@ pub struct ListenerConfig {
     pub accept_proxy_protocol: bool,
     /// `allow`/`deny` address ranges, checked on the real client.
     pub access: fulcrum_l4::access::Access,
+    /// `rate_limit`: new connections (tcp, tls), flows (udp) or requests (http)
+    /// per key. Built once per config load: a reload starts it afresh.
+    pub rate_limit: Option<Arc<fulcrum_l7::limit::RateLimit>>,
 }
 
 /// A listener's protocol and the options that only it has.

@@ -1,13 +1,16 @@
-//! Policy keys of listeners and routes: `allow` and `deny` address ranges, a
-//! route's `redirect` and its rewrites (`strip_prefix`, `replace_prefix`,
-//! `set_host`).
+//! Policy keys of listeners and routes: `allow` and `deny` address ranges,
+//! `rate_limit`, a route's `redirect` and its rewrites (`strip_prefix`,
+//! `replace_prefix`, `set_host`).
 
 use fulcrum_l4::access::{Access, Cidr};
+use fulcrum_l4::ratelimit::Quota;
+use fulcrum_l7::limit::RateLimit;
 use fulcrum_l7::route::{Edit, PathEdit, Redirect};
+use fulcrum_l7::sticky::RequestKey;
 use http::HeaderValue;
 use toml::Spanned;
 
-use super::file::{FileListener, FileRedirect, FileRoute};
+use super::file::{FileListener, FileRateLimit, FileRedirect, FileRoute};
 use super::validate::{invalid, Result};
 
 /// Most ranges in one list: a longer list belongs in a firewall, not a linear scan.
@@ -157,4 +160,59 @@ fn valid_path(p: &str) -> bool {
 
 fn valid_host(h: &str) -> bool {
     !h.is_empty() && fulcrum_l7::vet::valid_host(h.as_bytes())
+}
+
+/// A `rate_limit`: `rate` as N/s, N/m or N/h, `burst` (default: one second's
+/// worth, at least 1), `key` (`source-ip`, or on http `header:NAME`/`cookie:NAME`).
+pub(super) fn rate_limit(raw: &Spanned<FileRateLimit>, http: bool) -> Result<RateLimit> {
+    let r = raw.get_ref();
+    let per_second = parse_rate(r.rate.get_ref()).map_err(|e| invalid(&r.rate, e))?;
+    let burst = match &r.burst {
+        Some(b) if *b.get_ref() == 0 => {
+            return Err(invalid(b, "`burst` must be at least 1"));
+        }
+        Some(b) => *b.get_ref(),
+        None => per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+    };
+    let key = match r.key.as_ref().map(|k| (k, k.get_ref().trim())) {
+        None | Some((_, "source-ip")) => None,
+        Some((k, text)) => match (RequestKey::parse(text), http) {
+            (Some(Ok(key)), true) => Some(key),
+            (Some(Ok(_)), false) => {
+                return Err(invalid(
+                    k,
+                    "tcp, tls and udp listeners limit by `source-ip` only (header and cookie keys are http)",
+                ))
+            }
+            (Some(Err(e)), _) => return Err(invalid(k, e.replace("hash_key", "rate_limit"))),
+            (None, _) => {
+                return Err(invalid(
+                    k,
+                    format!("unknown rate_limit key `{text}`: write source-ip, header:NAME or cookie:NAME"),
+                ))
+            }
+        },
+    };
+    Ok(RateLimit::new(Quota { per_second, burst }, key))
+}
+
+/// `100/s`, `6000/m`, `10/h` -> per second.
+fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    let bad =
+        || format!("`rate` is a count per s, m or h, e.g. \"100/s\" or \"600/m\"; got `{text}`");
+    let (count, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+    let count: f64 = count
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(bad)?
+        .into();
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(count / seconds)
 }

@@ -365,6 +365,13 @@ fn validate_listener(
                 .filter(|&m| m > 0),
         }),
     };
+    let rate_limit = match &l.rate_limit {
+        Some(r) => Some(std::sync::Arc::new(super::policy::rate_limit(
+            r,
+            matches!(protocol, Protocol::Http(_)),
+        )?)),
+        None => None,
+    };
     Ok(ListenerConfig {
         name: name.to_owned(),
         bind,
@@ -374,6 +381,7 @@ fn validate_listener(
         proxy_protocol,
         accept_proxy_protocol,
         access: super::policy::access(l)?,
+        rate_limit,
     })
 }
 

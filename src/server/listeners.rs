@@ -95,6 +95,7 @@ fn tcp_settings(
         send_proxy: l.proxy_protocol,
         accept_proxy: l.accept_proxy_protocol,
         access: l.access.clone(),
+        rate_limit: l.rate_limit.as_ref().map(|r| Arc::clone(&r.limiter)),
     }
 }
 
@@ -109,6 +110,7 @@ fn udp_settings(l: &ListenerConfig, u: &config::UdpOptions, workers: usize) -> u
         access_log: l.access_log,
         send_proxy: l.proxy_protocol.is_some(),
         access: l.access.clone(),
+        rate_limit: l.rate_limit.as_ref().map(|r| Arc::clone(&r.limiter)),
     }
 }
 
@@ -162,6 +164,7 @@ impl Target {
                             when: r.when.clone(),
                             target,
                             edit: r.edit.clone(),
+                            limit: r.limit.clone(),
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
@@ -255,6 +258,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         http1_engine: h.http1_engine,
         access: l.access.clone(),
         https_redirect: h.https_redirect,
+        rate_limit: l.rate_limit.clone(),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Settings {
     pub accept_proxy: bool,
     /// `allow`/`deny`: who may connect (checked on the real client).
     pub access: crate::access::Access,
+    /// New connections per client address.
+    pub rate_limit: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 /// Counters of one TCP listener, summed over its workers; they survive reloads.
@@ -67,6 +69,8 @@ pub struct Stats {
     pub refused_per_client: AtomicU64,
     /// Connections closed at once by `allow`/`deny`.
     pub denied: AtomicU64,
+    /// Connections closed at once by `rate_limit`.
+    pub rate_limited: AtomicU64,
     /// Times accepting paused because `max_connections` were live.
     pub paused_at_limit: AtomicU64,
     /// Connect attempts to a further backend after one failed.

@@ -144,6 +144,13 @@ async fn open<'a>(
         tracing::debug!(listener = %settings.name, client = %peer, "client not allowed by allow/deny; closed");
         return None;
     }
+    if let Some(limiter) = &settings.rate_limit {
+        if let crate::ratelimit::Verdict::Deny { .. } = limiter.check(limiter.key(&peer.ip())) {
+            shared.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %settings.name, client = %peer, "over rate_limit; closed");
+            return None;
+        }
+    }
     let slot = match settings.max_connections_per_client {
         0 => None,
         limit => match shared.per_client.acquire(peer.ip(), limit) {
@@ -427,6 +434,7 @@ mod tests {
             send_proxy: None,
             accept_proxy: false,
             access: crate::access::Access::default(),
+            rate_limit: None,
         };
         let pool = Arc::new(Pool::new("p", Algorithm::RoundRobin, &[]));
         let listener = Arc::new(Listener::new(settings, pool, None));

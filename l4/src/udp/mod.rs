@@ -42,6 +42,8 @@ pub struct Settings {
     pub send_proxy: bool,
     /// `allow`/`deny`: whose datagrams start a flow.
     pub access: crate::access::Access,
+    /// New flows per client address.
+    pub rate_limit: Option<Arc<crate::ratelimit::Limiter>>,
 }
 
 /// Counters for one UDP listener, summed over its workers.
@@ -63,6 +65,8 @@ pub struct Stats {
     pub flows_refused: AtomicU64,
     /// Datagrams dropped by `allow`/`deny`.
     pub denied: AtomicU64,
+    /// Datagrams that would have started a flow over `rate_limit`, dropped.
+    pub rate_limited: AtomicU64,
 }
 
 impl Stats {

@@ -275,6 +275,12 @@ fn open(
         tracing::debug!(listener = %name, client = %client, "client not allowed by allow/deny; dropping datagram");
         return None;
     }
+    if let Some(limiter) = &current.settings.rate_limit {
+        if let crate::ratelimit::Verdict::Deny { .. } = limiter.check(limiter.key(&client.ip())) {
+            Stats::add(&listener.stats.rate_limited, 1);
+            return None;
+        }
+    }
     let ctx = Context {
         client: Some(client),
         key: None,

@@ -185,7 +185,11 @@ async fn exchange(
                         refusal,
                         started: Instant::now(),
                     };
-                    if !matches!(own.refusal, Refusal::NoRoute | Refusal::Redirect(..)) {
+                    let keeps = matches!(
+                        own.refusal,
+                        Refusal::NoRoute | Refusal::Redirect(..) | Refusal::RateLimited(_)
+                    );
+                    if !keeps {
                         return refuse(client, conn, own).await;
                     }
                     // No route: the connection goes on when the body is all here.
@@ -301,6 +305,11 @@ fn plan(
         true => header_map(headers),
         false => HeaderMap::new(),
     };
+    if let Some(limit) = &settings.rate_limit {
+        limit
+            .check(conn.peer.ip(), &map)
+            .map_err(|l| crate::proxy::limited(conn, l))?;
+    }
     let host_text = authority.and_then(|a| std::str::from_utf8(a).ok());
     let info = RequestInfo {
         host: host_text.map(host_name),
@@ -317,6 +326,11 @@ fn plan(
         return Err(Refusal::redirect(&Redirect::https(), &asked()));
     }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
+    if let Some(limit) = routed.limit {
+        limit
+            .check(conn.peer.ip(), &map)
+            .map_err(|l| crate::proxy::limited(conn, l))?;
+    }
     let target = routed.target;
     if let Target::Redirect(redirect) = target {
         return Err(Refusal::redirect(redirect, &asked()));
@@ -477,6 +491,11 @@ impl Own {
         }
         if let Some(location) = refusal.location().and_then(|l| l.to_str().ok()) {
             out.push_str(&format!("location: {location}\r\n"));
+        }
+        if let Some((policy, now)) = refusal.rate_fields() {
+            out.push_str(&format!(
+                "ratelimit-policy: {policy}\r\nratelimit: {now}\r\n"
+            ));
         }
         if close {
             out.push_str("connection: close\r\n");

@@ -97,12 +97,14 @@ impl<P> Target<P> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Route<P> {
     pub when: Match,
     pub target: Target<P>,
     /// Rewrites of the request the backend gets (path, host).
     pub edit: Option<Arc<Edit>>,
+    /// The route's own `rate_limit`.
+    pub limit: Option<Arc<crate::limit::RateLimit>>,
 }
 
 /// What routing decided for one request: its target and the route's rewrites.
@@ -110,6 +112,7 @@ pub struct Route<P> {
 pub struct Routed<'a, P> {
     pub target: &'a Target<P>,
     pub edit: Option<&'a Edit>,
+    pub limit: Option<&'a crate::limit::RateLimit>,
 }
 
 /// What [`Router::find`] looks at in a request.
@@ -180,11 +183,14 @@ impl<P> Router<P> {
             .map(|r| Routed {
                 target: &r.target,
                 edit: r.edit.as_deref(),
+                limit: r.limit.as_deref(),
             })
             .or_else(|| {
-                self.fallback
-                    .as_ref()
-                    .map(|target| Routed { target, edit: None })
+                self.fallback.as_ref().map(|target| Routed {
+                    target,
+                    edit: None,
+                    limit: None,
+                })
             })
     }
 
@@ -213,6 +219,7 @@ impl<P> Router<P> {
                     when: r.when.clone(),
                     target: r.target.map(&mut f),
                     edit: r.edit.clone(),
+                    limit: r.limit.clone(),
                 })
                 .collect(),
             fallback: self.fallback.as_ref().map(|t| t.map(&mut f)),

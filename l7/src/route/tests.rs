@@ -7,6 +7,7 @@ fn route(when: Match, pool: &'static str) -> Route<&'static str> {
         when,
         target: Target::Pool(pool),
         edit: None,
+        limit: None,
     }
 }
 

@@ -33,11 +33,15 @@ impl RequestKey {
 
     /// The key's hash in this request, when the request has the key.
     pub fn hash(&self, headers: &HeaderMap) -> Option<u64> {
-        let value = match self {
+        self.value(headers).map(fnv1a)
+    }
+
+    /// The key's value in this request, when the request has the key.
+    pub fn value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        match self {
             RequestKey::Header(name) => headers.get(name).map(HeaderValue::as_bytes),
             RequestKey::Cookie(name) => cookie(headers, name).map(str::as_bytes),
-        }?;
-        Some(fnv1a(value))
+        }
     }
 
     pub fn describe(&self) -> String {
