@@ -14,6 +14,7 @@ mod refusal;
 pub mod retry;
 pub mod rewrite;
 pub mod route;
+pub mod shared_limit;
 pub mod sticky;
 pub mod tls;
 pub mod upstream;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use fulcrum_l4::ratelimit::{Limiter, Quota, Verdict};
 use http::HeaderMap;
 
+use crate::shared_limit::{Shared, SharedRule};
 use crate::sticky::RequestKey;
 
 /// One `rate_limit` rule.
@@ -19,6 +20,8 @@ pub struct RateLimit {
     pub limiter: std::sync::Arc<Limiter>,
     /// `None`: the client's address (`source-ip`).
     pub key: Option<RequestKey>,
+    /// With `[rate_limit] redis`: the bucket lives in Redis.
+    pub shared: Option<SharedRule>,
 }
 
 /// A request over its limit: when to come back, and the rule.
@@ -33,6 +36,51 @@ impl RateLimit {
         RateLimit {
             limiter: std::sync::Arc::new(Limiter::new(quota)),
             key,
+            shared: None,
+        }
+    }
+
+    /// The same rule, its buckets in Redis.
+    pub fn shared(mut self, rule: SharedRule) -> RateLimit {
+        self.shared = Some(rule);
+        self
+    }
+
+    /// What names this request's bucket: the header or cookie value, else the
+    /// client's address.
+    pub fn key_bytes(&self, client: IpAddr, headers: &HeaderMap) -> Vec<u8> {
+        match self.key.as_ref().and_then(|k| k.value(headers)) {
+            Some(value) => value.to_vec(),
+            None => client.to_string().into_bytes(),
+        }
+    }
+
+    /// Checks a request: in Redis when the rule is shared (waiting only when the
+    /// key's local budget is spent), else locally.
+    pub async fn check_any(&self, client: IpAddr, headers: &HeaderMap) -> Result<(), Limited> {
+        match &self.shared {
+            None => self.check(client, headers),
+            Some(_) => self.check_shared(&self.key_bytes(client, headers)).await,
+        }
+    }
+
+    /// A shared rule's check for the bucket named `key`.
+    pub async fn check_shared(&self, key: &[u8]) -> Result<(), Limited> {
+        let Some(rule) = &self.shared else {
+            return Ok(());
+        };
+        let quota = self.limiter.quota();
+        let interval = (1e6 / quota.per_second).round().max(1.0) as u64;
+        let tolerance = interval * u64::from(quota.burst.max(1) - 1);
+        // A twentieth of a second's worth per trip to Redis (within the burst).
+        let batch = ((quota.per_second / 20.0).ceil() as u32).clamp(1, quota.burst.max(1));
+        match rule.check(key, (interval, tolerance), batch).await {
+            Shared::Allow => Ok(()),
+            Shared::Deny(retry_after) => Err(Limited { retry_after, quota }),
+            Shared::Local => match self.limiter.check(self.limiter.key(key)) {
+                Verdict::Allow { .. } => Ok(()),
+                Verdict::Deny { retry_after } => Err(Limited { retry_after, quota }),
+            },
         }
     }
 

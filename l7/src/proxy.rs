@@ -217,13 +217,15 @@ async fn forward(
     }
     if let Some(limit) = &settings.rate_limit {
         limit
-            .check(conn.peer.ip(), &parts.headers)
+            .check_any(conn.peer.ip(), &parts.headers)
+            .await
             .map_err(|l| limited(conn, l))?;
     }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
     if let Some(limit) = routed.limit {
         limit
-            .check(conn.peer.ip(), &parts.headers)
+            .check_any(conn.peer.ip(), &parts.headers)
+            .await
             .map_err(|l| limited(conn, l))?;
     }
     let target = routed.target;

@@ -19,10 +19,19 @@ pub struct FileConfig {
     pub drain_timeout: Option<S<String>>,
     pub admin: Option<S<FileAdmin>>,
     pub resolver: Option<S<FileResolver>>,
+    pub rate_limit: Option<S<FileSharedLimits>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<S<FileListener>>,
     #[serde(default, rename = "pool")]
     pub pools: Vec<S<FilePool>>,
+}
+
+/// `[rate_limit]`: limits shared across instances through Redis.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSharedLimits {
+    pub redis: Option<S<String>>,
+    pub on_redis_failure: Option<S<String>>,
 }
 
 /// `[resolver]`: where DNS backends are looked up (default: /etc/resolv.conf).

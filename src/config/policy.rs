@@ -4,14 +4,18 @@
 
 use fulcrum_l4::access::{Access, Cidr};
 use fulcrum_l4::ratelimit::Quota;
+use std::sync::Arc;
+
 use fulcrum_l7::limit::RateLimit;
 use fulcrum_l7::route::{Edit, PathEdit, Redirect};
+use fulcrum_l7::shared_limit::{OnFailure, Redis, SharedRule};
 use fulcrum_l7::sticky::RequestKey;
 use http::HeaderValue;
 use toml::Spanned;
 
-use super::file::{FileListener, FileRateLimit, FileRedirect, FileRoute};
+use super::file::{FileListener, FileRateLimit, FileRedirect, FileRoute, FileSharedLimits};
 use super::validate::{invalid, Result};
+use super::{ListenerConfig, Protocol};
 
 /// Most ranges in one list: a longer list belongs in a firewall, not a linear scan.
 const MAX_RANGES: usize = 4096;
@@ -215,4 +219,52 @@ fn parse_rate(text: &str) -> std::result::Result<f64, String> {
         _ => return Err(bad()),
     };
     Ok(count / seconds)
+}
+
+/// `[rate_limit] redis`: every http listener's and route's `rate_limit` keeps its
+/// buckets in that Redis (tcp and udp limits stay per instance).
+pub(super) fn share_limits(
+    raw: &Spanned<FileSharedLimits>,
+    listeners: &mut [ListenerConfig],
+) -> Result<()> {
+    let raw = raw.get_ref();
+    let on_failure = match &raw.on_redis_failure {
+        None => OnFailure::Local,
+        Some(f) => match f.get_ref().as_str() {
+            "local" => OnFailure::Local,
+            "allow" => OnFailure::Allow,
+            "deny" => OnFailure::Deny,
+            other => {
+                return Err(invalid(
+                    f,
+                    format!("on_redis_failure is local, allow or deny, got `{other}`"),
+                ))
+            }
+        },
+    };
+    let Some(url) = &raw.redis else {
+        return Ok(());
+    };
+    let redis = Redis::open(url.get_ref()).map_err(|e| invalid(url, e))?;
+    let share = |limit: &Arc<RateLimit>, id: String| {
+        Arc::new(RateLimit {
+            limiter: Arc::clone(&limit.limiter),
+            key: limit.key.clone(),
+            shared: Some(SharedRule::new(Arc::clone(&redis), on_failure, id)),
+        })
+    };
+    for l in listeners {
+        let Protocol::Http(h) = &mut l.protocol else {
+            continue;
+        };
+        if let Some(limit) = &l.rate_limit {
+            l.rate_limit = Some(share(limit, l.name.clone()));
+        }
+        for (i, route) in h.routes.iter_mut().enumerate() {
+            if let Some(limit) = &route.limit {
+                route.limit = Some(share(limit, format!("{}/{i}", l.name)));
+            }
+        }
+    }
+    Ok(())
 }

@@ -140,6 +140,10 @@ pub fn validate(raw: FileConfig, base: &Path) -> Result<Config> {
         }
         listeners.push(l);
     }
+    let mut listeners = listeners;
+    if let Some(shared) = &raw.rate_limit {
+        super::policy::share_limits(shared, &mut listeners)?;
+    }
     Ok(Config {
         drain_timeout,
         admin,

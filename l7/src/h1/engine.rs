@@ -116,6 +116,8 @@ pub(super) struct Plan {
     pub(super) expect_continue: bool,
     /// No Host: the backend's address goes in its place.
     pub(super) host_missing: bool,
+    /// Shared (Redis) rate limits still to check, with each one's key.
+    pub(super) shared: Vec<(Arc<crate::limit::RateLimit>, Vec<u8>)>,
     pub(super) logged: Option<(String, String)>,
     /// The head for the backend.
     pub(super) out: Vec<u8>,
@@ -227,6 +229,22 @@ async fn exchange(
             }
         }
     };
+    for (limit, key) in &plan.shared {
+        if let Err(l) = limit.check_shared(key).await {
+            let own = Own {
+                refusal: crate::proxy::limited(conn, l),
+                request: plan.logged.clone(),
+                started: Instant::now(),
+            };
+            // As any 429: the connection goes on once the body is all here.
+            let mut end = BodyEnd::new(plan.body);
+            let body_end = match end.scan(&buf[plan.head_len..]) {
+                Ok(Some(n)) => Some(plan.head_len + n),
+                _ => None,
+            };
+            return answer(client, buf, conn, own, body_end).await;
+        }
+    }
     let started = Instant::now();
     let outcome = forward(client, buf, conn, current, plan, started).await;
     conn.listener.stats.latency.observe(started.elapsed());
@@ -305,10 +323,15 @@ fn plan(
         true => header_map(headers),
         false => HeaderMap::new(),
     };
+    // Shared (Redis) rules are checked once the plan is made: that may wait.
+    let mut shared = Vec::new();
     if let Some(limit) = &settings.rate_limit {
-        limit
-            .check(conn.peer.ip(), &map)
-            .map_err(|l| crate::proxy::limited(conn, l))?;
+        match limit.shared {
+            Some(_) => shared.push((Arc::clone(limit), limit.key_bytes(conn.peer.ip(), &map))),
+            None => limit
+                .check(conn.peer.ip(), &map)
+                .map_err(|l| crate::proxy::limited(conn, l))?,
+        }
     }
     let host_text = authority.and_then(|a| std::str::from_utf8(a).ok());
     let info = RequestInfo {
@@ -327,9 +350,12 @@ fn plan(
     }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
     if let Some(limit) = routed.limit {
-        limit
-            .check(conn.peer.ip(), &map)
-            .map_err(|l| crate::proxy::limited(conn, l))?;
+        match limit.shared {
+            Some(_) => shared.push((Arc::clone(limit), limit.key_bytes(conn.peer.ip(), &map))),
+            None => limit
+                .check(conn.peer.ip(), &map)
+                .map_err(|l| crate::proxy::limited(conn, l))?,
+        }
     }
     let target = routed.target;
     if let Target::Redirect(redirect) = target {
@@ -388,6 +414,7 @@ fn plan(
                 && trim(h.value).eq_ignore_ascii_case(b"100-continue")
         }),
         host_missing: authority.is_none(),
+        shared,
         logged: settings
             .access_log
             .then(|| (method.to_owned(), info.path.to_owned())),

@@ -112,7 +112,7 @@ pub struct Route<P> {
 pub struct Routed<'a, P> {
     pub target: &'a Target<P>,
     pub edit: Option<&'a Edit>,
-    pub limit: Option<&'a crate::limit::RateLimit>,
+    pub limit: Option<&'a Arc<crate::limit::RateLimit>>,
 }
 
 /// What [`Router::find`] looks at in a request.
@@ -183,7 +183,7 @@ impl<P> Router<P> {
             .map(|r| Routed {
                 target: &r.target,
                 edit: r.edit.as_deref(),
-                limit: r.limit.as_deref(),
+                limit: r.limit.as_ref(),
             })
             .or_else(|| {
                 self.fallback.as_ref().map(|target| Routed {
