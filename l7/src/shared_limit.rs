@@ -59,6 +59,10 @@ end
 return {0, tat - now - tolerance}
 ";
 
+/// Redis failed or is left alone for now.
+#[derive(Debug, Clone, Copy)]
+struct Unreachable;
+
 /// One Redis, shared by every rule that names it.
 pub struct Redis {
     url: String,
@@ -124,11 +128,16 @@ impl Redis {
     }
 
     /// Takes up to `want` tokens for `key`: granted, or the wait for the next one.
-    async fn take(&self, key: &str, quota: (u64, u64), want: u32) -> Result<(u32, u64), ()> {
+    async fn take(
+        &self,
+        key: &str,
+        quota: (u64, u64),
+        want: u32,
+    ) -> Result<(u32, u64), Unreachable> {
         if self.resting() {
-            return Err(());
+            return Err(Unreachable);
         }
-        let mut conn = self.connection().ok_or(())?;
+        let mut conn = self.connection().ok_or(Unreachable)?;
         let mut call = self.script.key(key);
         call.arg(quota.0).arg(quota.1).arg(want);
         let answer: Result<redis::RedisResult<(u32, u64)>, _> =
@@ -145,10 +154,12 @@ impl Redis {
         }
     }
 
-    fn failed(&self, why: &str) {
+    /// Notes a failure (logged when Redis was answering until now).
+    fn failed(&self, why: &str) -> Unreachable {
         if self.failed_at.swap(self.now(), Ordering::Relaxed) == 0 {
             tracing::warn!(redis = %self.url, error = %why, "redis failed: rate limits follow on_redis_failure until it answers");
         }
+        Unreachable
     }
 }
 
@@ -200,7 +211,7 @@ impl SharedRule {
                 }
                 Shared::Allow
             }
-            Err(()) => match self.on_failure {
+            Err(Unreachable) => match self.on_failure {
                 OnFailure::Local => Shared::Local,
                 OnFailure::Allow => Shared::Allow,
                 OnFailure::Deny => Shared::Deny(BACK_OFF),
