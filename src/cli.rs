@@ -388,6 +388,7 @@ impl HttpArgs {
             trust_forwarded: self.trust_forwarded,
             http1_engine,
             https_redirect: false,
+            error_pages: Default::default(),
         };
         let mut config =
             self.pool

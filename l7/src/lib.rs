@@ -10,7 +10,7 @@ pub mod health;
 pub mod limit;
 mod listener;
 mod proxy;
-mod refusal;
+pub mod refusal;
 pub mod retry;
 pub mod rewrite;
 pub mod route;

@@ -87,6 +87,8 @@ pub struct Settings {
     pub https_redirect: bool,
     /// The listener's `rate_limit`, checked before routing.
     pub rate_limit: Option<Arc<crate::limit::RateLimit>>,
+    /// Bodies for fulcrum's own answers, by status.
+    pub error_pages: Arc<crate::refusal::ErrorPages>,
 }
 
 /// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own

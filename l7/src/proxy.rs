@@ -98,7 +98,7 @@ pub(crate) async fn handle(
             } else if !matches!(refusal, Refusal::NoRoute) {
                 tracing::debug!(listener = %settings.name, client = %conn.peer, error = %refusal, "request refused");
             }
-            (refusal.response(grpc), None)
+            (refusal.response(grpc, &settings.error_pages), None)
         }
     };
     let status = response.status().as_u16();

@@ -7,9 +7,22 @@ use fulcrum_l4::pool::Full;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use bytes::Bytes;
+
 use crate::grpc;
 use crate::upstream::ProxyBody;
 use crate::vet::Refused;
+
+/// The operator's bodies for fulcrum's own answers, by status (`error_pages`).
+pub type ErrorPages = std::collections::HashMap<u16, Page>;
+
+/// One error page, read and checked when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub body: Bytes,
+    /// From the file's extension: text/html, application/json or text/plain.
+    pub content_type: &'static str,
+}
 
 /// Why a request got fulcrum's own answer instead of a backend's.
 #[derive(Debug, thiserror::Error)]
@@ -161,19 +174,28 @@ impl Refusal {
         }
     }
 
-    /// fulcrum's answer: plain text, or for a gRPC call the gRPC status a client
-    /// would map this HTTP status to.
-    pub(crate) fn response(&self, grpc: bool) -> Response<ProxyBody> {
+    /// The body and content type of fulcrum's answer: the operator's page for its
+    /// status (`error_pages`), else the text that says why.
+    pub(crate) fn content(&self, pages: &ErrorPages) -> (Bytes, &'static str) {
+        match pages.get(&self.status().as_u16()) {
+            Some(page) => (page.body.clone(), page.content_type),
+            None => (Bytes::from(self.body()), "text/plain; charset=utf-8"),
+        }
+    }
+
+    /// fulcrum's answer: plain text (or the operator's page), or for a gRPC call
+    /// the gRPC status a client would map this HTTP status to.
+    pub(crate) fn response(&self, grpc: bool, pages: &ErrorPages) -> Response<ProxyBody> {
         if grpc {
             let code = grpc::Code::from_http(self.status());
             return grpc::response(code, &self.to_string());
         }
-        let mut response = Response::new(ProxyBody::text(self.body()));
+        let (body, content_type) = self.content(pages);
+        let mut response = Response::new(ProxyBody::text(body));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

@@ -64,6 +64,7 @@ pub struct FileListener {
     pub proxy_protocol: Option<S<String>>,
     pub accept_proxy_protocol: Option<S<bool>>,
     pub https_redirect: Option<S<bool>>,
+    pub error_pages: Option<S<BTreeMap<String, S<String>>>>,
     pub rate_limit: Option<S<FileRateLimit>>,
     pub allow: Option<S<Vec<S<String>>>>,
     pub deny: Option<S<Vec<S<String>>>>,

@@ -121,6 +121,10 @@ pub(super) fn options(
         tls_files,
         client_ca,
         https_redirect,
+        error_pages: std::sync::Arc::new(match &l.error_pages {
+            Some(pages) => super::policy::error_pages(pages, base)?,
+            None => Default::default(),
+        }),
     })
 }
 

@@ -125,6 +125,8 @@ pub struct HttpOptions {
     pub http1_engine: fulcrum_l7::Http1Engine,
     /// Every request gets a redirect to the same URL over https (http listeners).
     pub https_redirect: bool,
+    /// `error_pages`: bodies for fulcrum's own answers, by status.
+    pub error_pages: Arc<fulcrum_l7::refusal::ErrorPages>,
     /// `protocol = "https"`: the loaded certificates, and the files they came from.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_files: Vec<CertFiles>,

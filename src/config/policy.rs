@@ -7,6 +7,7 @@ use fulcrum_l4::ratelimit::Quota;
 use std::sync::Arc;
 
 use fulcrum_l7::limit::RateLimit;
+use fulcrum_l7::refusal::{ErrorPages, Page};
 use fulcrum_l7::route::{Edit, PathEdit, Redirect};
 use fulcrum_l7::shared_limit::{OnFailure, Redis, SharedRule};
 use fulcrum_l7::sticky::RequestKey;
@@ -267,4 +268,61 @@ pub(super) fn share_limits(
         }
     }
     Ok(())
+}
+
+/// Largest error page.
+const MAX_PAGE: u64 = 1024 * 1024;
+
+/// `error_pages = { 503 = "pages/503.html" }`: read and checked now, so a
+/// missing page is a config error, not a surprise under load.
+pub(super) fn error_pages(
+    raw: &Spanned<std::collections::BTreeMap<String, Spanned<String>>>,
+    base: &std::path::Path,
+) -> Result<ErrorPages> {
+    let mut pages = ErrorPages::new();
+    for (status, file) in raw.get_ref() {
+        let code = status
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .ok_or_else(|| {
+                invalid(
+                    raw,
+                    format!("error_pages key `{status}` is not a status from 400 to 599"),
+                )
+            })?;
+        let path = base.join(file.get_ref());
+        let body = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_PAGE => {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "{} is over 1 MiB; an error page should be small",
+                        path.display()
+                    ),
+                ))
+            }
+            Ok(_) => std::fs::read(&path),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            invalid(
+                file,
+                format!("cannot read error page {}: {e}", path.display()),
+            )
+        })?;
+        let content_type = match path.extension().and_then(|e| e.to_str()) {
+            Some("html" | "htm") => "text/html; charset=utf-8",
+            Some("json") => "application/json",
+            _ => "text/plain; charset=utf-8",
+        };
+        pages.insert(
+            code,
+            Page {
+                body: body.into(),
+                content_type,
+            },
+        );
+    }
+    Ok(pages)
 }

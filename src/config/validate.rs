@@ -195,6 +195,11 @@ fn validate_listener(
         ),
         (&["http"][..], span_of(&l.https_redirect), "https_redirect"),
         (
+            &["http", "https"][..],
+            span_of(&l.error_pages),
+            "error_pages",
+        ),
+        (
             &["tcp", "tls"][..],
             span_of(&l.max_connections),
             "max_connections",

@@ -506,9 +506,9 @@ impl Own {
         if matches!(refusal, Refusal::ClientGone) {
             return None;
         }
-        let text = refusal.body();
+        let (text, content_type) = refusal.content(&conn.listener.current().settings.error_pages);
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             text.len()
@@ -528,8 +528,9 @@ impl Own {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        out.push_str(&text);
-        Some(out.into_bytes())
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&text);
+        Some(out)
     }
 }
 
