@@ -389,6 +389,7 @@ impl HttpArgs {
             http1_engine,
             https_redirect: false,
             error_pages: Default::default(),
+            compress: None,
         };
         let mut config =
             self.pool

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+pub mod compress;
 mod grpc;
 pub mod h1;
 pub mod health;

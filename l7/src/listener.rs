@@ -89,6 +89,8 @@ pub struct Settings {
     pub rate_limit: Option<Arc<crate::limit::RateLimit>>,
     /// Bodies for fulcrum's own answers, by status.
     pub error_pages: Arc<crate::refusal::ErrorPages>,
+    /// Compress backends' responses (hyper's path serves such listeners).
+    pub compress: Option<Arc<crate::compress::Compress>>,
 }
 
 /// Who serves a listener's HTTP/1 clients: hyper (the default), or fulcrum's own

@@ -82,6 +82,14 @@ pub(crate) async fn handle(
         .access_log
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let grpc = grpc::is_grpc(req.headers());
+    // What compression needs of the request, before it is taken apart.
+    let compress = settings.compress.as_ref().filter(|_| !grpc).map(|c| {
+        (
+            c,
+            req.headers().get(header::ACCEPT_ENCODING).cloned(),
+            req.method() == http::Method::HEAD,
+        )
+    });
     // A gRPC call's own deadline bounds it too (up to the response's head).
     let timeout = match grpc.then(|| grpc::timeout(req.headers())).flatten() {
         Some(deadline) => deadline.min(settings.request_timeout),
@@ -91,7 +99,12 @@ pub(crate) async fn handle(
         .await
         .unwrap_or(Err(Refusal::Timeout));
     let (mut response, backend) = match outcome {
-        Ok(answered) => answered,
+        Ok((response, backend)) => match compress
+            .and_then(|(c, accept, head)| c.choose(accept.as_ref(), head, &response))
+        {
+            Some(coding) => (crate::compress::apply(response, coding), backend),
+            None => (response, backend),
+        },
         Err(refusal) => {
             if refusal.is_server_side() {
                 tracing::warn!(listener = %settings.name, client = %conn.peer, error = %refusal, "request failed");

@@ -121,6 +121,7 @@ pub(super) fn options(
         tls_files,
         client_ca,
         https_redirect,
+        compress: super::policy::compress(l)?.map(std::sync::Arc::new),
         error_pages: std::sync::Arc::new(match &l.error_pages {
             Some(pages) => super::policy::error_pages(pages, base)?,
             None => Default::default(),
@@ -390,6 +391,9 @@ pub(super) fn own_engine_misfit(l: &FileListener, pools: &[PoolConfig]) -> Optio
     });
     if after_sending || l.try_timeout.is_some() {
         return unsupported("retry_on beyond connect-failure, or try_timeout");
+    }
+    if l.compress.is_some() {
+        return unsupported("compress");
     }
     let routes = l.route.as_ref().map_or(&[][..], |r| r.get_ref().as_slice());
     let split = routes

@@ -127,6 +127,8 @@ pub struct HttpOptions {
     pub https_redirect: bool,
     /// `error_pages`: bodies for fulcrum's own answers, by status.
     pub error_pages: Arc<fulcrum_l7::refusal::ErrorPages>,
+    /// `compress`: response codings, types and the smallest body compressed.
+    pub compress: Option<Arc<fulcrum_l7::compress::Compress>>,
     /// `protocol = "https"`: the loaded certificates, and the files they came from.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_files: Vec<CertFiles>,

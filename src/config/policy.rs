@@ -6,6 +6,7 @@ use fulcrum_l4::access::{Access, Cidr};
 use fulcrum_l4::ratelimit::Quota;
 use std::sync::Arc;
 
+use fulcrum_l7::compress::{Coding, Compress, DEFAULT_MIN_SIZE, DEFAULT_TYPES};
 use fulcrum_l7::limit::RateLimit;
 use fulcrum_l7::refusal::{ErrorPages, Page};
 use fulcrum_l7::route::{Edit, PathEdit, Redirect};
@@ -325,4 +326,63 @@ pub(super) fn error_pages(
         );
     }
     Ok(pages)
+}
+
+/// `compress`, `compress_types` and `compress_min_size`.
+pub(super) fn compress(l: &FileListener) -> Result<Option<Compress>> {
+    let Some(list) = &l.compress else {
+        if let Some(types) = &l.compress_types {
+            return Err(invalid(types, "`compress_types` needs `compress`"));
+        }
+        return Ok(None);
+    };
+    let mut codings = Vec::new();
+    for name in list.get_ref() {
+        let coding = Coding::parse(name.get_ref().trim()).ok_or_else(|| {
+            invalid(
+                name,
+                format!(
+                    "unknown coding `{}`: write zstd, br or gzip",
+                    name.get_ref()
+                ),
+            )
+        })?;
+        if !codings.contains(&coding) {
+            codings.push(coding);
+        }
+    }
+    if codings.is_empty() {
+        return Err(invalid(
+            list,
+            "`compress` lists no coding: write [\"zstd\", \"br\", \"gzip\"] or remove it",
+        ));
+    }
+    let types = match &l.compress_types {
+        Some(types) => types
+            .get_ref()
+            .iter()
+            .map(|t| {
+                let text = t.get_ref().trim().to_ascii_lowercase();
+                match text.split_once('/') {
+                    Some((top, _)) if !top.is_empty() => Ok(text),
+                    _ => Err(invalid(
+                        t,
+                        "a media type, e.g. \"application/json\", or \"text/\" for every text type",
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let min_size = match &l.compress_min_size {
+        Some(size) => super::size::parse(size.get_ref())
+            .map_err(|e| invalid(size, format!("`compress_min_size`: {e}")))?
+            as u64,
+        None => DEFAULT_MIN_SIZE,
+    };
+    Ok(Some(Compress {
+        codings,
+        types,
+        min_size,
+    }))
 }

@@ -199,6 +199,17 @@ fn validate_listener(
             span_of(&l.error_pages),
             "error_pages",
         ),
+        (&["http", "https"][..], span_of(&l.compress), "compress"),
+        (
+            &["http", "https"][..],
+            span_of(&l.compress_types),
+            "compress_types",
+        ),
+        (
+            &["http", "https"][..],
+            span_of(&l.compress_min_size),
+            "compress_min_size",
+        ),
         (
             &["tcp", "tls"][..],
             span_of(&l.max_connections),

@@ -260,6 +260,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         https_redirect: h.https_redirect,
         rate_limit: l.rate_limit.clone(),
         error_pages: Arc::clone(&h.error_pages),
+        compress: h.compress.clone(),
     }
 }
 

@@ -172,11 +172,25 @@ impl Body for UpstreamBody {
     }
 }
 
+/// Any body error, as the server sees it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What fulcrum answers a client with: a backend's body or one of its own.
-#[derive(Debug)]
 pub enum ProxyBody {
     Upstream(UpstreamBody),
     Local(Full<Bytes>),
+    /// A backend's body, compressed as it streams.
+    Encoded(http_body_util::combinators::BoxBody<Bytes, BoxError>),
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyBody::Upstream(b) => f.debug_tuple("Upstream").field(b).finish(),
+            ProxyBody::Local(b) => f.debug_tuple("Local").field(b).finish(),
+            ProxyBody::Encoded(_) => f.write_str("Encoded"),
+        }
+    }
 }
 
 impl ProxyBody {
@@ -187,14 +201,15 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Encoded(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Local(b) => match Pin::new(b).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -208,6 +223,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Local(b) => b.is_end_stream(),
+            ProxyBody::Encoded(b) => b.is_end_stream(),
         }
     }
 
@@ -215,6 +231,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Local(b) => b.size_hint(),
+            ProxyBody::Encoded(b) => b.size_hint(),
         }
     }
 }
