@@ -344,6 +344,13 @@ fn every_shipped_example_config_checks() {
     std::fs::copy(&leaf.cert, work.join("certs/site.pem")).expect("copy cert");
     std::fs::copy(&leaf.key, work.join("certs/site.key")).expect("copy key");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    // conf/edge.toml names its error pages beside it.
+    std::fs::create_dir_all(work.join("pages")).expect("scratch pages/");
+    for page in std::fs::read_dir(dir.join("pages")).expect("conf/pages/") {
+        let page = page.expect("entry").path();
+        let name = page.file_name().expect("file name");
+        std::fs::copy(&page, work.join("pages").join(name)).expect("copy page");
+    }
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).expect("conf/") {
         let path = entry.expect("entry").path();
