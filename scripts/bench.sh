@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: fulcrum vs HAProxy vs NGINX on loopback, at an equal CPU budget.
 #
-#   scripts/bench.sh [--json FILE] [tcp|http|tls|grpc|udp|all]     (default: all)
+#   scripts/bench.sh [--json FILE] [tcp|http|tls|grpc|udp|edge|all] (default: all)
 #   scripts/bench.sh compare A.json B.json                     ratios of B to A
 #
 # Every proxy runs pinned to CPU $PROXY_CPU inside a cgroup of its own that may use
@@ -51,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 [ -f "$STREAM_MOD" ] || { echo "bench.sh: NGINX stream module missing: apt-get install -y libnginx-mod-stream" >&2; exit 2; }
-case "$SUITE" in tcp|udp|http|tls|grpc|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, http, tls, grpc, udp, all)" >&2; exit 2 ;; esac
+case "$SUITE" in tcp|udp|http|tls|grpc|edge|all) ;; *) echo "bench.sh: unknown suite '$SUITE' (have: tcp, http, tls, grpc, udp, edge, all)" >&2; exit 2 ;; esac
 
 # Room for many connections and flows (works as root; otherwise the limits stay).
 ulimit -Hn 1048576 2>/dev/null || true
@@ -270,7 +270,7 @@ wrk_run() {
   local pid_var="PID_$row" pid=- before after out reqs
   [ "$row" = direct ] || pid=${!pid_var}
   before=$(snap "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$row]}/")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "${SCHEME:-http}://${HOST:-127.0.0.1}:${HTTP[$row]}${WRK_PATH:-/}")
   after=$(snap "$pid")
   reqs=$(python3 "$STATS" wrk "$SAMPLES" "$suite" "$row" "$out" "${WRK_KEY:-rps}")
   python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$reqs" "$TICK" "$before" "$after"
@@ -423,6 +423,8 @@ mem_row() {
 . "$ROOT/scripts/bench-tls.sh"
 # shellcheck source=scripts/bench-grpc.sh
 . "$ROOT/scripts/bench-grpc.sh"
+# shellcheck source=scripts/bench-edge.sh
+. "$ROOT/scripts/bench-edge.sh"
 
 case "$SUITE" in
   tcp) suite_tcp ;;
@@ -430,7 +432,8 @@ case "$SUITE" in
   http) suite_http ;;
   tls) suite_tls ;;
   grpc) suite_grpc ;;
-  all) suite_tcp; suite_http; suite_tls; suite_grpc; suite_udp ;;
+  edge) suite_edge ;;
+  all) suite_tcp; suite_http; suite_tls; suite_grpc; suite_udp; suite_edge ;;
 esac
 if [ -n "$JSON_OUT" ]; then
   python3 "$STATS" json "$SAMPLES" "$JSON_OUT"
