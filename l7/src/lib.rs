@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod choice;
 pub mod compress;
 mod grpc;
 pub mod h1;

@@ -5,9 +5,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use fulcrum_l4::balance::rng::Rng;
 use fulcrum_l4::balance::Context;
 use fulcrum_l4::net::{count_local_error, local_shortage};
 use fulcrum_l4::Backend;
@@ -19,13 +18,14 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{self, BodyError, RequestBody};
+use crate::choice::{choose_upstream, host_name, pinned_backend};
 use crate::grpc;
 use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::refusal::Refusal;
 use crate::retry::{self, Budget, Spare};
 use crate::rewrite::{self, Origin};
-use crate::route::{RequestInfo, Target};
-use crate::sticky::{cookie, set_cookie};
+use crate::route::RequestInfo;
+use crate::sticky::set_cookie;
 use crate::upstream::{self, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
 use crate::vet::{self, Refused};
 use SendError::{Failed, Unsent};
@@ -570,67 +570,5 @@ async fn tunnel(
         Err(e) => {
             tracing::debug!(client = %peer, backend = %addr, error = %e, "upgraded connection ended")
         }
-    }
-}
-
-/// Picks the pool of a target: a split honours a sticky cookie that names one of
-/// its pools' backends (the client stays on its side of a canary), else draws.
-pub(crate) fn choose_upstream<'t>(
-    target: &'t Target<Arc<Upstream>>,
-    headers: &http::HeaderMap,
-) -> Option<&'t Upstream> {
-    if let Target::Split(split) = target {
-        if let Some((u, _)) = split
-            .iter()
-            .find(|(u, _)| pinned_backend(u, headers).is_some())
-        {
-            return Some(u);
-        }
-    }
-    target.choose(rng().next_u64()).map(Arc::as_ref)
-}
-
-/// The backend a sticky cookie pins the request to, if it names one that is up.
-pub(crate) fn pinned_backend<'u>(
-    upstream: &'u Upstream,
-    headers: &http::HeaderMap,
-) -> Option<&'u Backend> {
-    let value = cookie(headers, upstream.sticky_cookie.as_deref()?)?;
-    let i = upstream.ids.iter().position(|id| id == value)?;
-    upstream.pool.backends().get(i).filter(|b| b.is_up())
-}
-
-/// Split draws: one process-wide stream, seeded from the clock.
-fn rng() -> &'static Rng {
-    static RNG: OnceLock<Rng> = OnceLock::new();
-    RNG.get_or_init(|| {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Rng::new(seed)
-    })
-}
-
-/// A host without its port: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
-pub(crate) fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_name;
-
-    #[test]
-    fn ports_are_dropped_from_hosts() {
-        assert_eq!(host_name("example.com:8080"), "example.com");
-        assert_eq!(host_name("example.com"), "example.com");
-        assert_eq!(host_name("[::1]:80"), "[::1]");
-        assert_eq!(host_name("[::1]"), "[::1]");
     }
 }

@@ -562,69 +562,14 @@ impl Pool {
     }
 }
 
-/// Iterator over a pool's backends in the order one connection should try them.
-#[derive(Debug)]
-pub struct Candidates<'a> {
-    backends: &'a [Backend],
-    fallback: Fallback<'a>,
-    first: Option<usize>,
-    /// Ring: backends looked at after the first. Table: slots looked at.
-    step: usize,
-    /// Backends yielded after the first (table order only; empty otherwise).
-    tried: Vec<usize>,
-    /// Failing open: offer down backends too.
-    ignore_health: bool,
-}
-
-impl<'a> Iterator for Candidates<'a> {
-    type Item = &'a Backend;
-
-    fn next(&mut self) -> Option<&'a Backend> {
-        let first = self.first?;
-        let n = self.backends.len();
-        match self.fallback {
-            Fallback::Ring => {
-                while self.step < n {
-                    let i = (first + self.step) % n;
-                    self.step += 1;
-                    let b = &self.backends[i];
-                    if self.step == 1 || (self.ignore_health && b.in_service()) || b.is_up() {
-                        return self.backends.get(i);
-                    }
-                }
-                None
-            }
-            Fallback::Table { table, start } => {
-                if self.step == 0 {
-                    self.step = 1;
-                    return self.backends.get(first);
-                }
-                // Stop once every up backend was offered, rather than scanning the
-                // rest of the table (this runs only when a connect failed).
-                let up = self.backends.iter().filter(|b| b.is_up()).count();
-                while self.step <= table.len() && self.tried.len() + 1 < up {
-                    let i = table[(start + self.step) % table.len()] as usize;
-                    self.step += 1;
-                    if i != first
-                        && !self.tried.contains(&i)
-                        && self.backends.get(i).is_some_and(Backend::is_up)
-                    {
-                        self.tried.push(i);
-                        return self.backends.get(i);
-                    }
-                }
-                None
-            }
-        }
-    }
-}
-
 mod admin;
+mod candidates;
 mod carry;
 mod outlier;
 mod queue;
 
 pub use admin::AdminState;
+pub use candidates::Candidates;
 pub use carry::Carried;
 
 pub use queue::{Full, Queue, QueueStats};

@@ -89,7 +89,7 @@ impl Redirect {
                 let host = asked.host?;
                 // A port belongs to the scheme the client used: dropped with it.
                 if scheme != asked.scheme {
-                    strip_port(host).to_owned()
+                    crate::choice::host_name(host).to_owned()
                 } else {
                     host.to_owned()
                 }
@@ -113,17 +113,6 @@ impl Redirect {
             }
         };
         Some(format!("{scheme}://{host}{target}"))
-    }
-}
-
-/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.rfind(']') {
-        return &host[..=end];
-    }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-        _ => host,
     }
 }
 
