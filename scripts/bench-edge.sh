@@ -74,13 +74,7 @@ $2
     listen 127.0.0.1:${HTTP[$1]} backlog=4096;
     location / {
 $3
-      proxy_pass http://web;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\$http_host";
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$http_host;
+$(nginx_proxy_web)
     }
   }
 }

@@ -23,6 +23,20 @@ haproxy_forwarding() {
 CONF
 }
 
+# NGINX lines of a location passing to upstream "web" over kept-alive HTTP/1.1
+# with the forwarding headers fulcrum adds by default.
+nginx_proxy_web() {
+  cat <<'CONF'
+      proxy_pass http://web;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$http_host";
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+CONF
+}
+
 # Stops the L7 proxy row $1 (fulcrum is its quiet instance here) and starts it
 # again on the same port and config, in a cgroup of its own.
 restart_l7() {
@@ -123,13 +137,7 @@ http {
   server {
     listen 127.0.0.1:${HTTP[nginx]} backlog=4096;
     location / {
-      proxy_pass http://web;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme;host=\$http_host";
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$http_host;
+$(nginx_proxy_web)
     }
   }
 }

@@ -213,22 +213,15 @@ fn udp_listeners_drop_datagrams_of_denied_clients() {
 
 #[test]
 fn bad_ranges_are_config_errors_that_say_what_to_write() {
-    let path = scratch("access.toml");
-    std::fs::write(
-        &path,
-        config(
+    let (code, err) = check(
+        &config(
             &[quoted(dead_addr())],
             "round-robin",
             "allow = [\"10.0.0.1/8\"]",
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+        "access.toml",
+    );
+    assert_eq!(code, Some(2));
     assert!(
         err.contains(":5:10: `allow`: `10.0.0.1/8` has host bits set"),
         "{err}"

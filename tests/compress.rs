@@ -250,22 +250,15 @@ fn bad_compress_settings_are_config_errors() {
             "a media type",
         ),
     ] {
-        let path = scratch("compress.toml");
-        std::fs::write(
-            &path,
-            format!(
+        let (code, err) = check(
+            &format!(
                 "[[listener]]\nname = \"h\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"w\"\n{extra}\n\n\
                  [[pool]]\nname = \"w\"\nbackends = [{}]\n",
                 quoted(dead_addr())
             ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check", "-c", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
+            "compress.toml",
+        );
+        assert_eq!(code, Some(2), "{extra}: {err}");
         assert!(
             err.contains(needle) && err.contains("compress.toml:"),
             "{extra}: {err}"

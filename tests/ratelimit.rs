@@ -210,14 +210,11 @@ fn bad_rate_limits_are_config_errors() {
             "unknown rate_limit key",
         ),
     ] {
-        let path = scratch("limit.toml");
-        std::fs::write(&path, config(&[quoted(dead_addr())], "round-robin", extra)).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check", "-c", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
+        let (code, err) = check(
+            &config(&[quoted(dead_addr())], "round-robin", extra),
+            "limit.toml",
+        );
+        assert_eq!(code, Some(2), "{extra}: {err}");
         assert!(
             err.contains(needle) && err.contains("limit.toml:5:"),
             "{extra}: {err}"

@@ -183,31 +183,19 @@ fn bad_redirects_and_rewrites_are_config_errors() {
         ("pool = \"w\"\nstrip_prefix = \"x\"", "starts with /"),
         ("pool = \"w\"\nset_host = \"bad host\"", "`set_host`"),
     ] {
-        let path = scratch("redirect.toml");
-        std::fs::write(&path, format!("{base}{route}\n{pool}")).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check", "-c", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{route}: {err}");
+        let (code, err) = check(&format!("{base}{route}\n{pool}"), "redirect.toml");
+        assert_eq!(code, Some(2), "{route}: {err}");
         assert!(err.contains(needle), "{route}: {err}");
         assert!(err.contains("redirect.toml:"), "{route}: {err}");
     }
-    let path = scratch("tcp-redirect.toml");
-    std::fs::write(
-        &path,
-        config(
+    let (code, err) = check(
+        &config(
             &[quoted(dead_addr())],
             "round-robin",
             "https_redirect = true",
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https_redirect"));
+        "tcp-redirect.toml",
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("https_redirect"), "{err}");
 }

@@ -156,21 +156,14 @@ fn deny_and_allow_modes_answer_without_redis() {
 
 #[test]
 fn a_bad_redis_address_is_a_config_error() {
-    let path = scratch("redis.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let (code, err) = check(
+        &format!(
             "[rate_limit]\nredis = \"http://nope\"\n\n{}",
             config(&[quoted(dead_addr())], "round-robin", "")
         ),
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+        "redis.toml",
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("redis.toml:2:9: invalid redis address"),
         "{err}"

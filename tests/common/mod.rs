@@ -282,6 +282,22 @@ impl Backend {
     }
 }
 
+/// `fulcrum check` on config `text`, written to a scratch file named `name`: the
+/// exit code and what it printed on stderr.
+pub fn check(text: &str, name: &str) -> (Option<i32>, String) {
+    let path = scratch(name);
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run fulcrum check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An address on which nothing listens (connects are refused).
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
