@@ -1,7 +1,8 @@
 //! Upgrades under load: ten binary upgrades during 20 s of wrk (L4 keep-alive,
-//! L4 `Connection: close`, L7 keep-alive) and a stream of DNS-sized UDP queries
-//! lose nothing: no connection error, no non-2xx answer, no unanswered query;
-//! each upgrade starts a new pid, and an ejected backend stays ejected.
+//! L4 `Connection: close`, L7 keep-alive) and a stream of DNS queries to a real
+//! DNS server (dnsmasq) behind a udp listener lose nothing: no connection error,
+//! no non-2xx answer, no unanswered query; each upgrade starts a new pid, and an
+//! ejected backend stays ejected.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step should fail loudly
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::dns::{dns_answer, dns_query, dnsmasq};
 use common::http::HttpBackend;
 use common::*;
 
@@ -32,36 +34,27 @@ impl Drop for Kill {
     }
 }
 
-/// Answers every datagram with the same bytes.
-fn udp_echo() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    addr
-}
-
-/// Sends queries one after another from one socket until `stop`; returns
-/// (sent, unanswered). A query is unanswered after 2 s without its reply.
-fn queries(proxy: SocketAddr, stop: Arc<AtomicBool>, id: u64) -> (u64, u64) {
+/// Sends DNS queries for `fulcrum.test` one after another from one socket until
+/// `stop`; returns (sent, unanswered). A query is unanswered after 2 s without
+/// its answer (its id and the A record dnsmasq holds).
+fn queries(proxy: SocketAddr, stop: Arc<AtomicBool>) -> (u64, u64) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let (mut sent, mut lost) = (0u64, 0u64);
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 512];
     while !stop.load(Ordering::Relaxed) {
-        let query = format!("q{id}-{sent}");
-        socket.send_to(query.as_bytes(), proxy).unwrap();
+        let id = (sent % 65_536) as u16;
+        let query = dns_query(id, "fulcrum.test");
+        socket.send_to(&query, proxy).unwrap();
         sent += 1;
         loop {
             match socket.recv_from(&mut buf) {
-                Ok((n, _)) if &buf[..n] == query.as_bytes() => break,
-                // A late reply to an earlier query: keep waiting for this one.
+                Ok((n, _)) if dns_answer(&buf[..n], query.len()) == (id, Some([192, 0, 2, 53])) => {
+                    break
+                }
+                // A late answer to an earlier query: keep waiting for this one.
                 Ok(_) => continue,
                 Err(_) => {
                     lost += 1;
@@ -112,9 +105,11 @@ fn ten_upgrades_under_load_lose_nothing() {
     if !have("wrk") {
         return;
     }
+    let Some((_dnsmasq, dns)) = dnsmasq("fulcrum.test", "192.0.2.53") else {
+        return;
+    };
     let web = HttpBackend::start("web");
     let dead = dead_addr();
-    let dns = udp_echo();
     let text = format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[listener]]\nname = \"l4\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\naccess_log = false\n\n\
@@ -138,9 +133,9 @@ fn ten_upgrades_under_load_lose_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let dns_load: Vec<_> = (0..2)
-        .map(|id| {
+        .map(|_| {
             let stop = Arc::clone(&stop);
-            thread::spawn(move || queries(udp, stop, id))
+            thread::spawn(move || queries(udp, stop))
         })
         .collect();
     let started = Instant::now();
@@ -201,7 +196,7 @@ fn ten_upgrades_under_load_lose_nothing() {
         let (sent, lost) = load.join().unwrap();
         answered.fetch_add(sent - lost, Ordering::Relaxed);
         assert!(sent > 100, "only {sent} queries sent");
-        eprintln!("udp: {sent} queries, {lost} unanswered");
+        eprintln!("dns: {sent} queries, {lost} unanswered");
         assert_eq!(lost, 0, "{lost} of {sent} queries unanswered");
     }
     assert!(f.wait().success());

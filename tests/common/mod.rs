@@ -2,6 +2,7 @@
 //! "listening" log lines, plus small blocking backends on real sockets.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod http;
 pub mod raw;
 pub mod tls;
