@@ -1,5 +1,7 @@
 //! The `fulcrum` binary: parses the command line, sets up logging, and maps every
-//! outcome to an exit code (0 ok, 1 runtime failure, 2 bad config or usage).
+//! outcome to an exit code (0 ok, 1 runtime failure, 2 bad config or usage; `ctl`
+//! and `upgrade` also 1 when fulcrum refused, 3 when its admin listener is
+//! unreachable).
 
 mod admin;
 mod cli;
