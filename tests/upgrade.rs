@@ -51,15 +51,6 @@ fn fulcrum(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn status(admin: SocketAddr) -> serde_json::Value {
-    let mut s = connect(admin);
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    serde_json::from_str(reply.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 fn backend(status: &serde_json::Value, addr: SocketAddr) -> &serde_json::Value {
     status["pools"][0]["backends"]
         .as_array()
@@ -103,7 +94,7 @@ fn an_upgrade_hands_over_sockets_state_and_overrides_and_the_old_process_exits()
         &a.addr.to_string(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    let before = status(admin);
+    let before = status_json(admin);
     assert_eq!(backend(&before, dead)["ejected"], true);
 
     let (code, out, err) = fulcrum(&["upgrade", "--admin", &admin.to_string()]);
@@ -119,7 +110,7 @@ fn an_upgrade_hands_over_sockets_state_and_overrides_and_the_old_process_exits()
     assert!(f.wait().success());
 
     // The same addresses serve, from the new process, with the old one's state.
-    let after = status(admin);
+    let after = status_json(admin);
     assert_eq!(backend(&after, dead)["ejected"], true, "{after}");
     assert_eq!(backend(&after, a.addr)["state"], "drain");
     assert_eq!(backend(&after, a.addr)["override"], "state=drain");
@@ -162,7 +153,7 @@ fn an_upgrade_whose_config_fails_leaves_the_old_process_serving() {
     f.saw("upgrade failed; this process keeps serving");
     // Still the same process, still serving.
     assert_eq!(hello(proxy).1, 'a');
-    assert_eq!(status(admin)["pools"][0]["name"], "p");
+    assert_eq!(status_json(admin)["pools"][0]["name"], "p");
     // SIGUSR2 with the config fixed upgrades.
     std::fs::write(f.config_path(), &text).unwrap();
     f.signal(rustix::process::Signal::USR2);

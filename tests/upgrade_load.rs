@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,15 +90,6 @@ fn assert_clean(name: &str, report: &str) {
     assert!(!report.contains("Non-2xx"), "{name}: {report}");
 }
 
-fn status(admin: SocketAddr) -> serde_json::Value {
-    let mut s = connect(admin);
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    serde_json::from_str(reply.split_once("\r\n\r\n").unwrap().1).unwrap()
-}
-
 #[test]
 fn ten_upgrades_under_load_lose_nothing() {
     if !have("wrk") {
@@ -172,7 +162,7 @@ fn ten_upgrades_under_load_lose_nothing() {
         assert!(!pids.contains(&pid), "upgrade {n} kept pid {pid}");
         pids.push(pid);
         successors.push(Kill(pid));
-        let state = status(admin);
+        let state = status_json(admin);
         let web_pool = state["pools"]
             .as_array()
             .unwrap()

@@ -299,6 +299,17 @@ pub fn check(text: &str, name: &str) -> (Option<i32>, String) {
     )
 }
 
+/// The admin listener's `/status`, parsed.
+pub fn status_json(admin: SocketAddr) -> serde_json::Value {
+    let mut s = connect(admin);
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("ask /status");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read /status");
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).expect("/status is JSON")
+}
+
 /// An address on which nothing listens (connects are refused).
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
