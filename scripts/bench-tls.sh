@@ -5,7 +5,8 @@
 # - HTTPS termination: wrk keep-alive and Connection: close (a full handshake per
 #   request) through fulcrum (protocol = "https") and HAProxy (bind ... ssl crt,
 #   mode http, http-reuse always, adding fulcrum's forwarding headers as in the
-#   L7 suite) in front of the two nginx backends;
+#   L7 suite) in front of the two nginx backends; the "hyper" row is the same
+#   fulcrum process on a second https listener with http1_engine = "hyper";
 # - TLS passthrough: wrk downloading a 64 MiB file over HTTPS from an nginx TLS
 #   backend through fulcrum (protocol = "tls", routed by SNI) and HAProxy (mode tcp,
 #   req.ssl_sni), and direct.
@@ -18,6 +19,7 @@ suite_tls() {
   P_WEB1=$(free_port); P_WEB2=$(free_port); P_TLSWEB=$(free_port)
   declare -A HTTPS PASS
   for name in fulcrum haproxy; do HTTPS[$name]=$(free_port); PASS[$name]=$(free_port); done
+  HTTPS[hyper]=$(free_port)
   PASS[direct]=$P_TLSWEB
 
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -58,6 +60,15 @@ tls = [{ cert = "$WORK/site.pem", key = "$WORK/site.key" }]
 access_log = false   # as HAProxy here, which logs nothing
 
 [[listener]]
+name = "https_hyper"
+protocol = "https"
+bind = "127.0.0.1:${HTTPS[hyper]}"
+pool = "web"
+tls = [{ cert = "$WORK/site.pem", key = "$WORK/site.key" }]
+access_log = false
+http1_engine = "hyper"
+
+[[listener]]
 name = "pass"
 protocol = "tls"
 bind = "127.0.0.1:${PASS[fulcrum]}"
@@ -76,6 +87,7 @@ backends = ["127.0.0.1:$P_TLSWEB"]
 CONF
   proxy_exec "$FULCRUM" run -c "$WORK/fulcrum-tls.toml" --workers 1 --log-level info 2>"$WORK/fulcrum-tls.err" &
   PID_fulcrum=$!; PIDS+=($PID_fulcrum)
+  PID_hyper=$PID_fulcrum
 
   cat > "$WORK/haproxy-tls.cfg" <<CONF
 global
@@ -112,15 +124,15 @@ CONF
   proxy_exec haproxy -f "$WORK/haproxy-tls.cfg" -db >/dev/null 2>"$WORK/haproxy-tls.err" &
   PID_haproxy=$!; PIDS+=($PID_haproxy)
 
-  for port in "$P_WEB1" "$P_WEB2" "$P_TLSWEB" "${HTTPS[fulcrum]}" "${HTTPS[haproxy]}" "${PASS[fulcrum]}" "${PASS[haproxy]}"; do
+  for port in "$P_WEB1" "$P_WEB2" "$P_TLSWEB" "${HTTPS[fulcrum]}" "${HTTPS[hyper]}" "${HTTPS[haproxy]}" "${PASS[fulcrum]}" "${PASS[haproxy]}"; do
     wait_port "$port"
   done
 
   # http_suite takes its ports from HTTP and its URL scheme from SCHEME.
   declare -A HTTP
-  for name in fulcrum haproxy; do HTTP[$name]=${HTTPS[$name]}; done
-  PROXIES="fulcrum haproxy" SCHEME=https HOST=localhost http_suite https_keepalive "HTTPS keep-alive (TLS termination)"
-  PROXIES="fulcrum haproxy" SCHEME=https HOST=localhost WRK_KEY=cps http_suite https_handshake "HTTPS new connections (Connection: close, full handshakes)" -H "Connection: close"
+  for name in fulcrum hyper haproxy; do HTTP[$name]=${HTTPS[$name]}; done
+  PROXIES="fulcrum hyper haproxy" SCHEME=https HOST=localhost http_suite https_keepalive "HTTPS keep-alive (TLS termination)"
+  PROXIES="fulcrum hyper haproxy" SCHEME=https HOST=localhost WRK_KEY=cps http_suite https_handshake "HTTPS new connections (Connection: close, full handshakes)" -H "Connection: close"
 
   # Bulk through passthrough: a big file over a few connections. The TLS work is
   # all on the load core (wrk and the nginx TLS backend), which at the usual budget

@@ -313,6 +313,10 @@ pub struct HttpArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub body_read_timeout: Duration,
 
+    /// Close a client that takes none of its answer for this long (it stopped reading).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub send_timeout: Duration,
+
     /// Request body bytes read before a backend is chosen (e.g. 64KiB; 0 = none).
     #[arg(long, value_name = "SIZE", value_parser = config::size::parse, default_value = "64KiB")]
     pub request_buffer: usize,
@@ -379,6 +383,7 @@ impl HttpArgs {
             request_timeout: nonzero(self.request_timeout, "--request-timeout")?,
             upstream_idle_timeout: nonzero(self.upstream_idle_timeout, "--upstream-idle-timeout")?,
             body_read_timeout: nonzero(self.body_read_timeout, "--body-read-timeout")?,
+            send_timeout: nonzero(self.send_timeout, "--send-timeout")?,
             request_buffer: self.request_buffer,
             max_request_body: self.max_request_body,
             retry_on: Default::default(),

@@ -255,3 +255,73 @@ fn a_large_body_of_known_length_arrives_intact_and_one_cut_short_is_not_passed_o
     assert!(ended.is_ok(), "{ended:?}");
     assert!(got.len() < BIG, "{} bytes", got.len());
 }
+
+/// Reads one Content-Length response off `c` into text, keeping what follows it.
+fn one_response(c: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    let mut more = vec![0u8; 1 << 16];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if pending.len() >= end + 4 + len {
+                let whole: Vec<u8> = pending.drain(..end + 4 + len).collect();
+                return String::from_utf8_lossy(&whole).into_owned();
+            }
+        }
+        let n = c.read(&mut more).unwrap();
+        assert!(n > 0, "closed mid-response");
+        pending.extend_from_slice(&more[..n]);
+    }
+}
+
+/// An upload of known length past the splice threshold, with a request
+/// pipelined right behind it: the backend gets exactly the body (never the
+/// next request's bytes), and the next request is served after it; an upload
+/// that stops is answered 408 after `body_read_timeout`.
+#[test]
+fn a_large_upload_is_relayed_exactly_and_one_that_stops_is_a_408() {
+    let web = common::http::HttpBackend::start("web");
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(web.addr, engine);
+        let mut c = TcpStream::connect(f.addr("web")).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let body: String = (0..1_000_003)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let mut sent = format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        sent.push_str("GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.write_all(sent.as_bytes()).unwrap();
+        let mut pending = Vec::new();
+        let first = one_response(&mut c, &mut pending);
+        assert!(
+            first.starts_with("HTTP/1.1 200"),
+            "{engine}: {}",
+            &first[..60.min(first.len())]
+        );
+        assert!(
+            first.contains(&format!("\nbody={body}\n")),
+            "{engine}: the body arrived exactly"
+        );
+        let second = one_response(&mut c, &mut pending);
+        assert!(second.contains("path=/after\n"), "{engine}: {second}");
+
+        // 100 KB of a 1 MB body, then nothing.
+        let mut d = TcpStream::connect(f.addr("web")).unwrap();
+        d.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            d,
+            "POST /stall HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .unwrap();
+        d.write_all(&[b'x'; 100_000]).unwrap();
+        let mut answer = String::new();
+        let _ = d.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{engine}: {answer}");
+    }
+}

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::listener::Upstream;
 use crate::route::Target;
+use crate::settings::Upstream;
 use crate::sticky::cookie;
 use fulcrum_l4::balance::rng::Rng;
 use fulcrum_l4::Backend;

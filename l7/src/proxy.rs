@@ -15,60 +15,20 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 use crate::body::{self, BodyError, RequestBody};
 use crate::choice::{choose_upstream, host_name, pinned_backend};
+use crate::conn::Conn;
 use crate::grpc;
-use crate::listener::{Current, Listener, Settings, Upstream, MAX_HEADERS};
 use crate::refusal::Refusal;
 use crate::retry::{self, Budget, Spare};
 use crate::rewrite::{self, Origin};
 use crate::route::RequestInfo;
+use crate::settings::{Current, Settings, Upstream, MAX_HEADERS};
 use crate::sticky::set_cookie;
 use crate::upstream::{self, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
 use crate::vet::{self, Refused};
 use SendError::{Failed, Unsent};
-
-/// One client connection, as its requests see it.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    pub peer: SocketAddr,
-    /// What the forwarding headers say about this client.
-    pub client: rewrite::Client,
-    pub listener: Arc<Listener>,
-    /// Upgraded tunnels are tracked with the connections, so shutdown drains them.
-    pub sessions: TaskTracker,
-}
-
-impl Conn {
-    pub(crate) fn new(peer: SocketAddr, listener: Arc<Listener>, sessions: TaskTracker) -> Conn {
-        Conn {
-            peer,
-            client: rewrite::Client::new(peer),
-            listener,
-            sessions,
-        }
-    }
-}
-
-/// The answer to a request over a `rate_limit`: 429, counted.
-pub(crate) fn limited(conn: &Conn, limited: crate::limit::Limited) -> Refusal {
-    conn.listener
-        .stats
-        .rate_limited
-        .fetch_add(1, Ordering::Relaxed);
-    Refusal::RateLimited(limited)
-}
-
-/// The answer to a client `allow`/`deny` keeps out: 403, counted.
-pub(crate) fn denied(conn: &Conn) -> Refusal {
-    conn.listener.stats.denied.fetch_add(1, Ordering::Relaxed);
-    Refusal::Bad(Refused {
-        status: StatusCode::FORBIDDEN,
-        why: "your address may not use this service",
-    })
-}
 
 /// Serves one request; never fails (every failure is an HTTP answer).
 pub(crate) async fn handle(
@@ -188,7 +148,7 @@ async fn forward(
 ) -> Result<(Response<ProxyBody>, Option<SocketAddr>), Refusal> {
     let settings = &current.settings;
     if !settings.access.permits(conn.peer.ip()) {
-        return Err(denied(conn));
+        return Err(conn.denied());
     }
     // Upgrades are HTTP/1.1 only (RFC 9110 §7.8); the client side's upgraded
     // connection is claimed before the request is taken apart.
@@ -232,14 +192,14 @@ async fn forward(
         limit
             .check_any(conn.peer.ip(), &parts.headers)
             .await
-            .map_err(|l| limited(conn, l))?;
+            .map_err(|l| conn.limited(l))?;
     }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
     if let Some(limit) = routed.limit {
         limit
             .check_any(conn.peer.ip(), &parts.headers)
             .await
-            .map_err(|l| limited(conn, l))?;
+            .map_err(|l| conn.limited(l))?;
     }
     let target = routed.target;
     if let crate::route::Target::Redirect(redirect) = target {
@@ -348,10 +308,14 @@ async fn forward(
     // A copy to send again, when `retry_on` may ask for one after a backend
     // got the request and it can be replayed.
     let retry_on = settings.retry_on;
-    let spare = (retry_on.after_sending() && retry::replayable(request.method(), request.body()))
-        .then(|| Spare::of(&request))
-        .flatten();
-    if retry_on.after_sending() {
+    // An HTTP/2 backend may refuse a stream unprocessed (REFUSED_STREAM), which
+    // any request whose body is in hand may be sent on after (RFC 9113 §8.7).
+    let h2 = upstream.http_version.may_speak_h2(upstream.tls.is_some());
+    let spare = ((retry_on.after_sending() && retry::replayable(request.method(), request.body()))
+        || (h2 && request.body().in_hand().is_some()))
+    .then(|| Spare::of(&request))
+    .flatten();
+    if spare.is_some() {
         upstream.budget.deposit();
     }
     let mut candidates = candidates.enumerate();
@@ -416,6 +380,15 @@ async fn forward(
                 return Err(Refusal::TooLarge(settings.max_request_body))
             }
             Err(Failed(e)) if e.is_user() => return Err(Refusal::ClientBody(e)),
+            Err(Failed(e)) if upstream::refused(&e) => {
+                // Not processed: no fault of the backend's health either.
+                if let Some(replay) = again(true) {
+                    tracing::debug!(listener = %settings.name, backend = %addr, "stream refused; sent to another backend");
+                    request = replay;
+                    continue;
+                }
+                return Err(Refusal::Backend(addr, e));
+            }
             Err(Failed(e)) => {
                 pool.record_response(backend, true);
                 if let Some(replay) = again(retry_on.reset) {

@@ -79,6 +79,7 @@ pub struct FileListener {
     pub request_timeout: Option<S<String>>,
     pub upstream_idle_timeout: Option<S<String>>,
     pub body_read_timeout: Option<S<String>>,
+    pub send_timeout: Option<S<String>>,
     pub request_buffer: Option<S<String>>,
     pub max_request_body: Option<S<String>>,
     pub retry_on: Option<S<Vec<S<String>>>>,

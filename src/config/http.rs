@@ -64,6 +64,10 @@ pub(super) fn options(
             Some(d) => nonzero_duration(d, "body_read_timeout")?,
             None => fulcrum_l7::DEFAULT_BODY_READ_TIMEOUT,
         },
+        send_timeout: match &l.send_timeout {
+            Some(d) => nonzero_duration(d, "send_timeout")?,
+            None => fulcrum_l7::DEFAULT_SEND_TIMEOUT,
+        },
         request_buffer: match &l.request_buffer {
             Some(s) => super::size::parse(s.get_ref())
                 .map_err(|e| invalid(s, format!("`request_buffer`: {e}")))?,
@@ -362,7 +366,7 @@ fn header_value<T>(at: &Spanned<T>, value: &str) -> Result<HeaderValue> {
 #[cfg(test)]
 mod tests;
 
-/// `http1_engine = "fulcrum"` serves plain-text listeners in front of HTTP/1.1
+/// `http1_engine = "fulcrum"` serves http and https listeners in front of HTTP/1.1
 /// pools without TLS, retrying on connect failures only: anything else is said
 /// at config time, not found out by a request.
 pub(super) fn own_engine_fits(l: &FileListener, pools: &[PoolConfig]) -> Result<()> {
@@ -381,9 +385,6 @@ pub(super) fn own_engine_fits(l: &FileListener, pools: &[PoolConfig]) -> Result<
 /// What of this listener fulcrum's own HTTP/1 path does not serve, if anything.
 pub(super) fn own_engine_misfit(l: &FileListener, pools: &[PoolConfig]) -> Option<String> {
     let unsupported = |what: &str| Some(what.to_owned());
-    if l.protocol.as_ref().is_some_and(|p| p.get_ref() != "http") {
-        return unsupported("https listeners");
-    }
     let after_sending = l.retry_on.as_ref().is_some_and(|list| {
         list.get_ref()
             .iter()

@@ -109,6 +109,8 @@ pub struct HttpOptions {
     pub upstream_idle_timeout: Duration,
     /// A request body that stops for this long ends with 408.
     pub body_read_timeout: Duration,
+    /// A client that takes nothing of what is sent to it for this long is closed.
+    pub send_timeout: Duration,
     /// Request body bytes read before a backend is chosen.
     pub request_buffer: usize,
     /// Largest request body (0 = no limit): 413 beyond.

@@ -49,12 +49,13 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
                 Protocol::Http(h) => format!(
-                    "connect {}, retries {}, header read {}, request {}, body read {}, request buffer {}, max body {}, upstream idle {}, {} route(s){}",
+                    "connect {}, retries {}, header read {}, request {}, body read {}, send {}, request buffer {}, max body {}, upstream idle {}, {} route(s){}",
                     duration::display(h.connect_timeout),
                     h.retries,
                     duration::display(h.header_read_timeout),
                     duration::display(h.request_timeout),
                     duration::display(h.body_read_timeout),
+                    duration::display(h.send_timeout),
                     size::display(h.request_buffer),
                     match h.max_request_body {
                         0 => "unlimited".to_owned(),

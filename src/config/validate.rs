@@ -249,6 +249,11 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.send_timeout),
+            "send_timeout",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.request_buffer),
             "request_buffer",
         ),

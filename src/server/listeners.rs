@@ -242,6 +242,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         header_read_timeout: h.header_read_timeout,
         request_timeout: h.request_timeout,
         body_read_timeout: h.body_read_timeout,
+        send_timeout: h.send_timeout,
         request_buffer: h.request_buffer,
         max_request_body: h.max_request_body,
         retry_on: h.retry_on,

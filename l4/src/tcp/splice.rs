@@ -21,42 +21,51 @@ pub enum SpliceError {
     /// caller can copy instead.
     Unsupported,
     /// `src` ended early, a socket failed, or one side made no progress for the
-    /// idle time; `moved` bytes reached `dst`.
-    Failed { moved: u64, error: io::Error },
+    /// idle time; `moved` bytes reached `dst`. `reading`: on `src`'s side.
+    Failed {
+        moved: u64,
+        error: io::Error,
+        reading: bool,
+    },
 }
 
 /// Moves exactly `len` bytes from `src` to `dst` (never more from `src`), through a
-/// pipe from this worker's pool. Each wait for either socket is bounded by `idle`.
+/// pipe from this worker's pool. Each wait for `src` to send is bounded by
+/// `idle.0`, each wait for `dst` to take bytes by `idle.1`.
 pub async fn splice_exact(
     src: &TcpStream,
     dst: &TcpStream,
     len: u64,
-    idle: Duration,
+    idle: (Duration, Duration),
 ) -> Result<(), SpliceError> {
     let mut pipe = pipe::take().map_err(|_| SpliceError::Unsupported)?;
     let mut moved = 0u64;
-    let failed = |moved, error| SpliceError::Failed { moved, error };
+    let failed = |moved, error, reading| SpliceError::Failed {
+        moved,
+        error,
+        reading,
+    };
     while moved < len {
         let want = usize::try_from(len - moved).map_or(FILL, |left| left.min(FILL));
-        let filled = match wait(src, Interest::READABLE, idle, || {
+        let filled = match wait(src, Interest::READABLE, idle.0, || {
             splice_in(src, &mut pipe, want)
         })
         .await
         {
             Ok(0) => {
                 let early = io::Error::from(io::ErrorKind::UnexpectedEof);
-                return Err(failed(moved, early));
+                return Err(failed(moved, early, true));
             }
             Ok(n) => n,
             Err(e) if moved == 0 && splice_unsupported(&e) => {
                 pipe::put(pipe);
                 return Err(SpliceError::Unsupported);
             }
-            Err(e) => return Err(failed(moved, e)),
+            Err(e) => return Err(failed(moved, e, true)),
         };
-        if let Err(e) = drain(&pipe, dst, filled, idle).await {
+        if let Err(e) = drain(&pipe, dst, filled, idle.1).await {
             // The pipe may still hold bytes: it is dropped, not pooled.
-            return Err(failed(moved, e));
+            return Err(failed(moved, e, false));
         }
         moved += filled as u64;
     }

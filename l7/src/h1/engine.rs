@@ -8,20 +8,20 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use httparse::Header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Client;
 use super::edit::{self, Forwarding, RequestEdit};
 use super::forward::forward;
 use super::head::{trim, Body};
 use super::idle;
 use super::message::{BodyEnd, Kind, Message};
 use crate::choice::{choose_upstream, host_name, pinned_backend};
-use crate::listener::{Current, Upstream, MAX_HEAD_H1};
-use crate::proxy::Conn;
+use crate::conn::Conn;
 use crate::refusal::Refusal;
 use crate::route::{Asked, Redirect, RequestInfo, Target};
+use crate::settings::{Current, Upstream, MAX_HEAD_H1};
 use crate::vet::Refused;
 
 /// What the connection does after an exchange.
@@ -29,13 +29,17 @@ pub(super) enum Next {
     KeepAlive,
     /// Answered; the client's connection closes.
     Close,
+    /// Answered as the client asked (`Connection: close`): nothing more is to
+    /// come from it, so the connection closes without lingering when nothing is
+    /// left unread.
+    Done,
     /// Nothing more can be said on it.
     Gone,
 }
 
 /// Serves one client connection until it closes, an exchange ends it, or
 /// `shutdown` (between requests).
-pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: CancellationToken) {
+pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: CancellationToken) {
     // Bytes of pipelined requests already read: the only buffer held between them.
     let mut held: Option<Vec<u8>> = None;
     let mut first = true;
@@ -57,15 +61,17 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
                         return;
                     }
                 }
-                if std::mem::take(&mut first) {
-                    // An h2c client (prior knowledge) is hyper's to serve.
+                if let (true, Client::Plain(tcp)) = (std::mem::take(&mut first), &client) {
+                    // An h2c client (prior knowledge) is hyper's to serve (over
+                    // TLS, ALPN chose HTTP/1 already).
                     // A client stalling inside the preface is closed in `wait`.
-                    let preface = crate::listener::h2_preface(&client);
+                    let preface = crate::hyper_conn::h2_preface(tcp);
                     match tokio::time::timeout(wait, Box::pin(preface)).await {
                         Ok(Ok(false)) => {}
                         Ok(Ok(true)) => {
-                            return Box::pin(crate::listener::serve_h2(client, conn, shutdown))
-                                .await
+                            let Client::Plain(tcp) = client else { return };
+                            return Box::pin(crate::hyper_conn::serve_h2(tcp, conn, shutdown))
+                                .await;
                         }
                         _ => return,
                     }
@@ -87,7 +93,11 @@ pub(crate) async fn serve(mut client: TcpStream, conn: Arc<Conn>, shutdown: Canc
                 hand_over(client, &conn);
                 return;
             }
-            Next::KeepAlive | Next::Close => {
+            Next::Done if buf.is_empty() && nothing_unread(&client) => {
+                idle::give_back(buf);
+                return;
+            }
+            Next::KeepAlive | Next::Close | Next::Done => {
                 linger(&mut client, &mut buf).await;
                 idle::give_back(buf);
                 return;
@@ -160,7 +170,7 @@ fn bad(status: http::StatusCode, why: &'static str) -> Refusal {
 }
 
 async fn exchange(
-    client: &mut TcpStream,
+    client: &mut Client,
     buf: &mut Vec<u8>,
     conn: &Conn,
     current: &Current,
@@ -233,7 +243,7 @@ async fn exchange(
     for (limit, key) in &plan.shared {
         if let Err(l) = limit.check_shared(key).await {
             let own = Own {
-                refusal: crate::proxy::limited(conn, l),
+                refusal: conn.limited(l),
                 request: plan.logged.clone(),
                 started: Instant::now(),
             };
@@ -262,7 +272,7 @@ fn plan(
 ) -> Result<Plan, Refusal> {
     let settings = &current.settings;
     if !settings.access.permits(conn.peer.ip()) {
-        return Err(crate::proxy::denied(conn));
+        return Err(conn.denied());
     }
     let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
     let (method, target) = (text(&message.method), text(&message.target));
@@ -331,7 +341,7 @@ fn plan(
             Some(_) => shared.push((Arc::clone(limit), limit.key_bytes(conn.peer.ip(), &map))),
             None => limit
                 .check(conn.peer.ip(), &map)
-                .map_err(|l| crate::proxy::limited(conn, l))?,
+                .map_err(|l| conn.limited(l))?,
         }
     }
     let host_text = authority.and_then(|a| std::str::from_utf8(a).ok());
@@ -341,8 +351,12 @@ fn plan(
         method: &parsed_method,
         headers: &map,
     };
+    let scheme = match settings.tls {
+        Some(_) => "https",
+        None => "http",
+    };
     let asked = || Asked {
-        scheme: "http",
+        scheme,
         host: host_text,
         target: path,
     };
@@ -355,7 +369,7 @@ fn plan(
             Some(_) => shared.push((Arc::clone(limit), limit.key_bytes(conn.peer.ip(), &map))),
             None => limit
                 .check(conn.peer.ip(), &map)
-                .map_err(|l| crate::proxy::limited(conn, l))?,
+                .map_err(|l| conn.limited(l))?,
         }
     }
     let target = routed.target;
@@ -377,7 +391,7 @@ fn plan(
             .position(|b| std::ptr::eq(b, p))
     });
     let key = upstream.hash_key.as_ref().and_then(|k| k.hash(&map));
-    let proto = "http";
+    let proto = scheme;
     let mut out = idle::buffer();
     let edit = RequestEdit {
         method,
@@ -458,18 +472,18 @@ fn header_map(headers: &[Header<'_>]) -> HeaderMap {
 }
 
 /// Answers the client with fulcrum's own answer, then closes.
-pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, own: Own) -> Next {
+pub(super) async fn refuse(client: &mut Client, conn: &Conn, own: Own) -> Next {
     let Some(text) = own.report(conn, true) else {
         return Next::Gone;
     };
-    let _ = client.write_all(&text).await;
+    let _ = client.send(&text, conn.send_timeout).await;
     Next::Close
 }
 
 /// Answers with fulcrum's own answer; the connection goes on when the request's
 /// body ended at `body_end` in `buf` (it is dropped), else it closes.
 pub(super) async fn answer(
-    client: &mut TcpStream,
+    client: &mut Client,
     buf: &mut Vec<u8>,
     conn: &Conn,
     own: Own,
@@ -482,7 +496,7 @@ pub(super) async fn answer(
     let Some(text) = own.report(conn, false) else {
         return Next::Gone;
     };
-    match client.write_all(&text).await {
+    match client.send(&text, conn.send_timeout).await {
         Ok(()) => Next::KeepAlive,
         Err(_) => Next::Gone,
     }
@@ -539,7 +553,7 @@ impl Own {
 /// make the close a reset, which can destroy the answer before it is read
 /// (RFC 9112 §9.6). The write side closes first; what the client still sends is
 /// read and dropped, for a second and 1 MiB at most.
-async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
+async fn linger(client: &mut Client, buf: &mut Vec<u8>) {
     if client.shutdown().await.is_err() {
         return;
     }
@@ -554,12 +568,28 @@ async fn linger(client: &mut TcpStream, buf: &mut Vec<u8>) {
     }
 }
 
+/// Whether closing now loses nothing the client sent: a plain socket with no
+/// bytes waiting (closing over unread bytes would send a reset, which can
+/// destroy the answer before the client reads it). Over TLS the close goes
+/// through `linger`, which says close_notify first.
+fn nothing_unread(client: &Client) -> bool {
+    let Some(tcp) = client.plain() else {
+        return false;
+    };
+    let mut probe = [0u8; 1];
+    !matches!(tcp.try_read(&mut probe), Ok(n) if n > 0)
+}
+
 /// Gives an idle keep-alive connection to the process an upgrade started; when
 /// there is none (a plain shutdown), it closes.
-fn hand_over(client: TcpStream, conn: &Conn) {
+fn hand_over(client: Client, conn: &Conn) {
     if !fulcrum_l4::handover::requested() {
         return;
     }
+    // A TLS session's state stays in this process: the connection closes.
+    let Client::Plain(client) = client else {
+        return;
+    };
     let Ok(client) = client.into_std() else {
         return;
     };

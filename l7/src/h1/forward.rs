@@ -7,18 +7,19 @@ use fulcrum_l4::net::{count_local_error, local_shortage};
 use fulcrum_l4::pool::ActiveGuard;
 use fulcrum_l4::tcp::SpliceError;
 use fulcrum_l4::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::client::Client;
 use super::edit::{self, ResponseEdit};
 use super::engine::{answer, refuse, Next, Plan};
 use super::head::Body;
 use super::idle;
 use super::message::{BodyEnd, Kind, Message};
-use crate::listener::{Current, MAX_HEAD_H1};
-use crate::proxy::Conn;
+use crate::conn::Conn;
 use crate::refusal::Refusal;
+use crate::settings::{Current, MAX_HEAD_H1};
 use crate::sticky::set_cookie;
 
 /// A response body of known length at least this long past its head is spliced
@@ -32,7 +33,7 @@ struct Link {
 }
 
 pub(super) async fn forward(
-    client: &mut TcpStream,
+    client: &mut Client,
     buf: &mut Vec<u8>,
     conn: &Conn,
     current: &Current,
@@ -230,7 +231,7 @@ enum Read {
 
 /// Reads more into `buf` within `wait`.
 async fn read(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     wait: std::time::Duration,
 ) -> Result<usize, Read> {
@@ -238,7 +239,7 @@ async fn read(
 }
 
 async fn read_at(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<usize, Read> {
@@ -298,13 +299,44 @@ async fn open_new(
 /// past its end (a pipelined request) stay in `buf`. Fails with what the client
 /// is told: its own fault (gone, stalled, malformed, too large) or the backend's.
 async fn stream_body(
-    client: &mut TcpStream,
+    client: &mut Client,
     (backend, addr): (&mut TcpStream, std::net::SocketAddr),
     buf: &mut Vec<u8>,
     end: &mut BodyEnd,
     plan: &Plan,
     settings: &crate::Settings,
 ) -> Result<(), Refusal> {
+    if let (BodyEnd::Length(left), Some(from)) = (&end, client.plain()) {
+        if *left >= SPLICE_AT && buf.is_empty() {
+            // The rest of a large upload of known length (already within
+            // `max_request_body`), socket -> pipe -> socket, never past its end.
+            let wait = settings.body_read_timeout;
+            let idle = (wait, settings.request_timeout);
+            match fulcrum_l4::tcp::splice_exact(from, backend, *left, idle).await {
+                Ok(()) => {
+                    *end = BodyEnd::Length(0);
+                    return Ok(());
+                }
+                Err(SpliceError::Unsupported) => {}
+                Err(SpliceError::Failed {
+                    reading: true,
+                    error,
+                    ..
+                }) => {
+                    return Err(match error.kind() {
+                        std::io::ErrorKind::TimedOut => Refusal::Stalled(wait),
+                        _ => Refusal::ClientGone,
+                    })
+                }
+                Err(SpliceError::Failed { reading: false, .. }) => {
+                    return Err(Refusal::BackendBroke(
+                        addr,
+                        "stopped taking the request body",
+                    ))
+                }
+            }
+        }
+    }
     let max = settings.max_request_body as u64;
     loop {
         buf.clear();
@@ -335,7 +367,7 @@ async fn stream_body(
 /// to the client, and keeps the backend connection when it ended cleanly.
 #[allow(clippy::too_many_arguments)]
 async fn relay_response(
-    client: &mut TcpStream,
+    client: &mut Client,
     buf: &mut Vec<u8>,
     conn: &Conn,
     current: &Current,
@@ -363,7 +395,11 @@ async fn relay_response(
             {
                 // Interim answers (100 Continue) go to the client as they are.
                 let len = message.head_len;
-                if client.write_all(&response[..len]).await.is_err() {
+                if client
+                    .send(&response[..len], conn.send_timeout)
+                    .await
+                    .is_err()
+                {
                     return Next::Gone;
                 }
                 let _ = headers;
@@ -448,7 +484,9 @@ async fn relay_response(
     }
     if status == 101 && plan.upgrade {
         out.extend_from_slice(&response[message.head_len..]);
-        if client.write_all(&out).await.is_err() || link.stream.write_all(buf).await.is_err() {
+        if client.send(&out, conn.send_timeout).await.is_err()
+            || link.stream.write_all(buf).await.is_err()
+        {
             return Next::Gone;
         }
         let _ = tokio::io::copy_bidirectional(client, &mut link.stream).await;
@@ -462,7 +500,7 @@ async fn relay_response(
         return Next::Gone;
     };
     let extra = found.is_some_and(|n| n < held.len());
-    if client.write_all(&out).await.is_err() {
+    if client.send(&out, conn.send_timeout).await.is_err() {
         return Next::Gone;
     }
     let mut clean = found.is_some() && !extra;
@@ -477,10 +515,13 @@ async fn relay_response(
                 idle::give_back(std::mem::take(buf));
             }
             let wait = settings.request_timeout;
-            match fulcrum_l4::tcp::splice_exact(&link.stream, client, *left, wait).await {
-                Ok(()) => (clean, spliced) = (true, true),
-                Err(SpliceError::Unsupported) => {}
-                Err(SpliceError::Failed { .. }) => return Next::Gone,
+            if let Some(tcp) = client.plain() {
+                let idle = (wait, conn.send_timeout);
+                match fulcrum_l4::tcp::splice_exact(&link.stream, tcp, *left, idle).await {
+                    Ok(()) => (clean, spliced) = (true, true),
+                    Err(SpliceError::Unsupported) => {}
+                    Err(SpliceError::Failed { .. }) => return Next::Gone,
+                }
             }
         }
     }
@@ -502,7 +543,7 @@ async fn relay_response(
             let Ok(found) = pass_on(&mut body, &response, decoded, &mut out) else {
                 return Next::Gone;
             };
-            if client.write_all(&out).await.is_err() {
+            if client.send(&out, conn.send_timeout).await.is_err() {
                 return Next::Gone;
             }
             if let Some(n) = found {
@@ -518,6 +559,8 @@ async fn relay_response(
     }
     drop(slot);
     match close {
+        // The client said it sends nothing more, and none of its body is owed.
+        true if !plan.keep_alive && unsent.is_none() => Next::Done,
         true => Next::Close,
         false => Next::KeepAlive,
     }

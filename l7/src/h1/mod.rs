@@ -2,6 +2,7 @@
 //! with httparse, and where each message's body ends, without owning the body.
 
 mod chunked;
+pub(crate) mod client;
 mod edit;
 pub(crate) mod engine;
 mod forward;

@@ -4,12 +4,17 @@
 //! closed once idle for the pool's `upstream_idle_timeout`. A connection the
 //! backend sent GOAWAY on takes no new requests; the ones in flight finish.
 //!
+//! While a connection to a backend is being opened, requests that find no room
+//! wait for it (up to `MAX_STREAMS` of them) instead of each opening one of their
+//! own: a burst of requests on a cold worker shares one connection, as it would
+//! have once warm, rather than leaving the backend a hundred half-used ones.
+//!
 //! Flow control bounds what a slow client can pin: a stream's window is 64 KiB
 //! (the RFC 9113 default), so a stream whose client stops reading holds at most
 //! that, and the connection's window has room for every stream's, so it never
 //! stops the other streams.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -20,6 +25,7 @@ use std::time::Duration;
 use foldhash::fast::FixedState;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{PoolKey, Stream};
@@ -76,13 +82,40 @@ impl Conn {
     }
 }
 
+/// A connection of this worker being opened: who waits for it.
+struct Opening {
+    done: Arc<Notify>,
+    waiters: Cell<usize>,
+}
+
 thread_local! {
     static CONNS: RefCell<HashMap<PoolKey, Vec<Conn>, FixedState>> =
         RefCell::new(HashMap::with_hasher(FixedState::default()));
+    static OPENING: RefCell<HashMap<PoolKey, Opening, FixedState>> =
+        RefCell::new(HashMap::with_hasher(FixedState::default()));
 }
 
-/// A connection to `key` with room for one more stream, if this worker has one.
-pub(super) fn checkout(key: PoolKey) -> Option<(SendRequest<RequestBody>, Slot)> {
+/// A connection to `key` with room for one more stream, if this worker has one
+/// or is opening one with room for another waiter (then once that is done).
+pub(super) async fn checkout(key: PoolKey) -> Option<(SendRequest<RequestBody>, Slot)> {
+    loop {
+        if let Some(found) = with_room(key) {
+            return Some(found);
+        }
+        let done = OPENING.with_borrow(|opening| {
+            let o = opening.get(&key)?;
+            (o.waiters.get() < MAX_STREAMS).then(|| {
+                o.waiters.set(o.waiters.get() + 1);
+                Arc::clone(&o.done)
+            })
+        })?;
+        // Registered now, so the wake-up cannot be missed; the opener's guard
+        // wakes every waiter however the opening ends.
+        done.notified().await;
+    }
+}
+
+fn with_room(key: PoolKey) -> Option<(SendRequest<RequestBody>, Slot)> {
     CONNS.with_borrow_mut(|conns| {
         let list = conns.get_mut(&key)?;
         // Closed ones (GOAWAY, errors, the backend went away) leave now.
@@ -90,6 +123,42 @@ pub(super) fn checkout(key: PoolKey) -> Option<(SendRequest<RequestBody>, Slot)>
         let conn = list.iter().find(|c| c.has_room())?;
         Some((conn.sender.clone(), claim(&conn.shared)))
     })
+}
+
+/// Held while a connection to `key` is opened; dropped (connected, failed, or
+/// the opener gone), it wakes whoever waits so they use it or open their own.
+pub(super) struct OpeningGuard {
+    key: PoolKey,
+    done: Option<Arc<Notify>>,
+}
+
+/// Marks a connection to `key` as being opened, unless one already is (the
+/// caller then opens a second one: the first has all the waiters it takes).
+pub(super) fn opening(key: PoolKey) -> OpeningGuard {
+    let done = OPENING.with_borrow_mut(|opening| {
+        if opening.contains_key(&key) {
+            return None;
+        }
+        let done = Arc::new(Notify::new());
+        opening.insert(
+            key,
+            Opening {
+                done: Arc::clone(&done),
+                waiters: Cell::new(0),
+            },
+        );
+        Some(done)
+    });
+    OpeningGuard { key, done }
+}
+
+impl Drop for OpeningGuard {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            OPENING.with_borrow_mut(|opening| opening.remove(&self.key));
+            done.notify_waiters();
+        }
+    }
 }
 
 /// Speaks HTTP/2 over `stream` (the preface, SETTINGS), runs the connection as a

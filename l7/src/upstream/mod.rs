@@ -351,6 +351,19 @@ pub enum SendError {
     Failed(hyper::Error),
 }
 
+/// Whether an HTTP/2 backend refused the request's stream before processing it
+/// (RST_STREAM or GOAWAY with REFUSED_STREAM): safe to send elsewhere.
+pub fn refused(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<::h2::Error>() {
+            return h2.reason() == Some(::h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
+}
+
 impl From<TrySendError<Request<RequestBody>>> for SendError {
     fn from(mut e: TrySendError<Request<RequestBody>>) -> Self {
         match e.take_message() {
@@ -440,7 +453,7 @@ pub async fn checkout(
 ) -> Option<Conn> {
     let key = pool_key(addr, tls);
     if version.may_speak_h2(tls.is_some()) {
-        if let Some((sender, slot)) = h2::checkout(key) {
+        if let Some((sender, slot)) = h2::checkout(key).await {
             let tls = tls.is_some();
             return Some(Conn::H2 { sender, slot, tls });
         }
@@ -463,9 +476,10 @@ pub async fn connect(
     limits: Limits,
     upgrade: bool,
 ) -> io::Result<Conn> {
+    let key = pool_key(addr, tls);
+    let _opening = (!upgrade && version.may_speak_h2(tls.is_some())).then(|| h2::opening(key));
     let stream = open(addr, timeout, tls, upgrade).await?;
     if !upgrade && version.speaks_h2(&stream) {
-        let key = pool_key(addr, tls);
         let (sender, slot) = h2::handshake(stream, key, limits.idle_timeout).await?;
         let tls = tls.is_some();
         return Ok(Conn::H2 { sender, slot, tls });

@@ -1,0 +1,124 @@
+//! The client side of fulcrum's own HTTP/1 path: a plain TCP connection (whose
+//! bytes may be spliced and which may be handed to another process) or a TLS one
+//! from an https listener (bytes go through rustls, flushed after each write).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+pub(crate) enum Client {
+    Plain(TcpStream),
+    /// Boxed: rustls's state is large, and a plain connection should not carry
+    /// room for it.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Client {
+    /// The TCP socket when the bytes on it are the HTTP bytes (no TLS): what
+    /// splice(2) can move and an upgrade can hand over.
+    pub(super) fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Client::Plain(tcp) => Some(tcp),
+            Client::Tls(_) => None,
+        }
+    }
+
+    /// Waits until a read would find something: bytes on the socket, or
+    /// plaintext rustls already decrypted (a pipelined request read with the
+    /// last one's records).
+    pub(super) async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Client::Plain(tcp) => tcp.readable().await,
+            Client::Tls(tls) => {
+                let (tcp, session) = tls.get_mut();
+                match session.process_new_packets() {
+                    Ok(state)
+                        if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() =>
+                    {
+                        tcp.readable().await
+                    }
+                    // Something to read, or an error the read will report.
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Writes all of `bytes` and, over TLS, flushes them out of rustls (the
+    /// client may wait for them before it says anything more); fails when the
+    /// client takes nothing for `wait` (`send_timeout`).
+    pub(super) async fn send(&mut self, bytes: &[u8], wait: Duration) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            // Most writes are taken at once: the timer (and its clock read) is
+            // set only for one that has to wait.
+            let mut write = std::pin::pin!(self.write(&bytes[sent..]));
+            let now = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+            let written = match now {
+                Poll::Ready(written) => written,
+                Poll::Pending => match tokio::time::timeout(wait, write).await {
+                    Ok(written) => written,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                },
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) => return Err(e),
+            }
+        }
+        match self {
+            Client::Plain(_) => Ok(()),
+            Client::Tls(tls) => match tokio::time::timeout(wait, tls.flush()).await {
+                Ok(flushed) => flushed,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            },
+        }
+    }
+}
+
+impl AsyncRead for Client {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Client {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Client::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

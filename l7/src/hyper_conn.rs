@@ -1,0 +1,153 @@
+//! hyper's path: one hyper connection per client (HTTP/1.1, or HTTP/2 by ALPN or
+//! by prior knowledge), each request handed to `proxy`, writes bounded by
+//! `send_timeout`, and a graceful end on shutdown.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::Conn;
+use crate::proxy;
+use crate::send_timeout::SendTimeout;
+use crate::settings::{MAX_HEADERS, MAX_HEADER_LIST_H2, MAX_HEAD_H1};
+
+/// An h2c connection (prior knowledge) that fulcrum's HTTP/1 path saw open with
+/// the HTTP/2 preface.
+pub(crate) async fn serve_h2(stream: TcpStream, conn: Arc<Conn>, shutdown: CancellationToken) {
+    serve_http(stream, conn, shutdown, Speaks::H2).await
+}
+
+/// Whether the client opens with the HTTP/2 preface (prior knowledge, RFC 9113
+/// §3.3), looked at without taking the bytes: as far as they came, within the
+/// header read timeout the caller's keep-alive wait applies after.
+pub(crate) async fn h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        stream.readable().await?;
+        let n = match stream.peek(&mut seen).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        // Closed, a mismatch, or the whole preface: decided.
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface: wait for more (peek sees the same bytes again).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Drives `served` to its end; when `shutdown` fires first, asks it to finish
+/// the request in flight (`graceful`) and waits for that.
+async fn until_shutdown<F, T>(
+    mut served: std::pin::Pin<&mut F>,
+    shutdown: &CancellationToken,
+    graceful: impl FnOnce(std::pin::Pin<&mut F>),
+) -> T
+where
+    F: Future<Output = T>,
+{
+    let mut cancelled = pin!(shutdown.cancelled());
+    // The shutdown signal is polled to register a waker, and again only when the
+    // token says it fired or the waker changed: re-polling it on every wake-up of
+    // the connection took a lock each time, a few wake-ups per request.
+    let mut registered: Option<Waker> = None;
+    let stopping = poll_fn(|cx| {
+        let current = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if !current || shutdown.is_cancelled() {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            registered = Some(cx.waker().clone());
+        }
+        served.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match stopping {
+        Some(ended) => ended,
+        None => {
+            graceful(served.as_mut());
+            served.await
+        }
+    }
+}
+
+/// Which HTTP a client connection is served: chosen by ALPN over TLS, by the
+/// first bytes in the clear (HTTP/2 prior knowledge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    Either,
+    H1,
+    H2,
+}
+
+pub(crate) async fn serve_http<I>(
+    io: I,
+    conn: Arc<Conn>,
+    shutdown: CancellationToken,
+    speaks: Speaks,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer: SocketAddr = conn.peer;
+    let settings = &conn.listener.current().settings;
+    let io = TokioIo::new(SendTimeout::new(io, settings.send_timeout));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match speaks {
+        Speaks::Either => builder,
+        Speaks::H1 => builder.http1_only(),
+        Speaks::H2 => builder.http2_only(),
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_H1)
+        // Body chunks are queued for writev, not copied into a write buffer: a
+        // copying buffer grows to the largest chunk it ever held and keeps that
+        // size for the connection's life (~450 KB per idle client after a large
+        // download, in the bench).
+        .writev(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_LIST_H2);
+    let service = {
+        let conn = Arc::clone(&conn);
+        service_fn(move |req| Box::pin(proxy::handle(req, Arc::clone(&conn))))
+    };
+    // Upgrades are HTTP/1 only; `serve_connection_with_upgrades` also ignores the
+    // builder's version, so an ALPN-chosen HTTP/2 connection is served without it.
+    let ended = match speaks {
+        Speaks::H2 => {
+            let served = pin!(builder.serve_connection(io, service));
+            until_shutdown(served, &shutdown, |c| c.graceful_shutdown()).await
+        }
+        Speaks::H1 | Speaks::Either => {
+            let served = pin!(builder.serve_connection_with_upgrades(io, service));
+            until_shutdown(served, &shutdown, |c| c.graceful_shutdown()).await
+        }
+    };
+    if let Err(e) = ended {
+        // Malformed requests were answered 400 by hyper; slow or vanished clients
+        // end here too. None of it concerns other connections.
+        tracing::debug!(listener = %conn.listener.name(), client = %peer, error = %e, "http connection ended");
+    }
+}
