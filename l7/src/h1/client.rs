@@ -2,7 +2,6 @@
 //! bytes may be spliced and which may be handed to another process) or a TLS one
 //! from an https listener (bytes go through rustls, flushed after each write).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -57,15 +56,21 @@ impl Client {
         let mut sent = 0;
         while sent < bytes.len() {
             // Most writes are taken at once: the timer (and its clock read) is
-            // set only for one that has to wait.
-            let mut write = std::pin::pin!(self.write(&bytes[sent..]));
-            let now = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+            // set only for one that has to wait, and boxed, so that it is no
+            // room in the future of every request.
+            let now = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut *self).poll_write(cx, &bytes[sent..]))
+            })
+            .await;
             let written = match now {
                 Poll::Ready(written) => written,
-                Poll::Pending => match tokio::time::timeout(wait, write).await {
-                    Ok(written) => written,
-                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                },
+                Poll::Pending => {
+                    let write = self.write(&bytes[sent..]);
+                    match Box::pin(tokio::time::timeout(wait, write)).await {
+                        Ok(written) => written,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -75,10 +80,20 @@ impl Client {
         }
         match self {
             Client::Plain(_) => Ok(()),
-            Client::Tls(tls) => match tokio::time::timeout(wait, tls.flush()).await {
-                Ok(flushed) => flushed,
-                Err(_) => Err(io::ErrorKind::TimedOut.into()),
-            },
+            Client::Tls(tls) => {
+                let now =
+                    std::future::poll_fn(|cx| Poll::Ready(Pin::new(tls.as_mut()).poll_flush(cx)))
+                        .await;
+                match now {
+                    Poll::Ready(flushed) => flushed,
+                    Poll::Pending => {
+                        match Box::pin(tokio::time::timeout(wait, tls.flush())).await {
+                            Ok(flushed) => flushed,
+                            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                        }
+                    }
+                }
+            }
         }
     }
 }

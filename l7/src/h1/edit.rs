@@ -5,18 +5,8 @@
 use http::header::HeaderName;
 use httparse::Header;
 
-use super::head::trim;
+use super::head::{trim, Field, Fields};
 use crate::rewrite::{is_token_byte, Rewrite};
-
-/// Fields that describe one connection, never forwarded. `transfer-encoding` is
-/// not among them here: bodies are relayed in their own framing.
-const HOP_BY_HOP: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "upgrade",
-];
 
 /// What the forwarding fields say about a request's client.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +37,8 @@ pub struct RequestEdit<'a> {
     /// The client said `TE: trailers`: so does fulcrum, which carries them.
     pub trailers: bool,
     pub rewrite: &'a Rewrite,
+    /// Which fields the client's head has.
+    pub fields: Fields,
 }
 
 /// The options a head's `Connection` lines list, found once per head rather than
@@ -58,12 +50,15 @@ struct Listed<'h> {
 }
 
 impl<'h> Listed<'h> {
-    fn new(headers: &'h [Header<'h>]) -> Listed<'h> {
+    fn new(headers: &'h [Header<'h>], fields: Fields) -> Listed<'h> {
         let mut listed = Listed {
             first: [&[]; 4],
             len: 0,
             headers: None,
         };
+        if !fields.has(Field::Connection) {
+            return listed;
+        }
         for option in connection_options(headers) {
             match listed.first.get_mut(listed.len) {
                 Some(slot) => {
@@ -90,16 +85,16 @@ impl<'h> Listed<'h> {
     }
 }
 
-/// Whether `name` is a hop-by-hop field, or one that `Connection` lists.
-fn hop_by_hop(name: &str, listed: &Listed<'_>) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed.contains(name)
+/// Whether a field is hop-by-hop, or one that `Connection` lists.
+fn hop_by_hop(name: &str, field: Field, listed: &Listed<'_>) -> bool {
+    field.hop_by_hop() || listed.contains(name)
 }
 
 /// The options every `Connection` line lists, trimmed.
 pub fn connection_options<'h>(headers: &'h [Header<'_>]) -> impl Iterator<Item = &'h [u8]> {
     headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter(|h| Field::of(h.name) == Field::Connection)
         .flat_map(|h| h.value.split(|&b| b == b','))
         .map(trim)
 }
@@ -148,31 +143,34 @@ pub fn request_head(out: &mut Vec<u8>, edit: &RequestEdit<'_>, headers: &[Header
     let mut chain_xff: Vec<&[u8]> = Vec::new();
     let mut chain_fwd: Vec<&[u8]> = Vec::new();
     let (mut kept_proto, mut kept_host) = (false, false);
-    let listed = Listed::new(headers);
+    let listed = Listed::new(headers, edit.fields);
     for h in headers {
         let name = h.name;
-        let forwarding = if name.eq_ignore_ascii_case("x-forwarded-for") {
-            if fw.trust && !trim(h.value).is_empty() {
-                chain_xff.push(trim(h.value));
+        let field = Field::of(name);
+        let forwarding = match field {
+            Field::XForwardedFor | Field::Forwarded => {
+                let chain = match field {
+                    Field::XForwardedFor => &mut chain_xff,
+                    _ => &mut chain_fwd,
+                };
+                if fw.trust && !trim(h.value).is_empty() {
+                    chain.push(trim(h.value));
+                }
+                true
             }
-            true
-        } else if name.eq_ignore_ascii_case("forwarded") {
-            if fw.trust && !trim(h.value).is_empty() {
-                chain_fwd.push(trim(h.value));
+            Field::XForwardedProto => {
+                kept_proto |= fw.trust;
+                !fw.trust
             }
-            true
-        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-            kept_proto |= fw.trust;
-            !fw.trust
-        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
-            kept_host |= fw.trust;
-            !fw.trust
-        } else {
-            false
+            Field::XForwardedHost => {
+                kept_host |= fw.trust;
+                !fw.trust
+            }
+            _ => false,
         };
         if forwarding
-            || name.eq_ignore_ascii_case("host")
-            || hop_by_hop(name, &listed)
+            || field == Field::Host
+            || hop_by_hop(name, field, &listed)
             || named(&edit.rewrite.request_remove, name)
             || added(&edit.rewrite.request_add, name)
         {
@@ -230,6 +228,8 @@ pub struct ResponseEdit<'a> {
     /// A sticky cookie that pins the client to the backend that answered.
     pub set_cookie: Option<&'a [u8]>,
     pub rewrite: &'a Rewrite,
+    /// Which fields the backend's head has.
+    pub fields: Fields,
 }
 
 /// Writes the response head for the client to `out`.
@@ -244,15 +244,16 @@ pub fn response_head(out: &mut Vec<u8>, edit: &ResponseEdit<'_>, headers: &[Head
     ]);
     out.extend_from_slice(edit.reason);
     out.extend_from_slice(b"\r\n");
-    let listed = Listed::new(headers);
+    let listed = Listed::new(headers, edit.fields);
     for h in headers {
         let name = h.name;
-        let upgrade_field = edit.upgraded && name.eq_ignore_ascii_case("upgrade");
-        if edit.decoded && name.eq_ignore_ascii_case("transfer-encoding") {
+        let field = Field::of(name);
+        let upgrade_field = edit.upgraded && field == Field::Upgrade;
+        if edit.decoded && field == Field::TransferEncoding {
             continue;
         }
         if !upgrade_field
-            && (hop_by_hop(name, &listed)
+            && (hop_by_hop(name, field, &listed)
                 || named(&edit.rewrite.response_remove, name)
                 || added(&edit.rewrite.response_add, name))
         {

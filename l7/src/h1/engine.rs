@@ -11,10 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::alarm::Alarm;
 use super::client::Client;
 use super::edit::{self, Forwarding, RequestEdit};
 use super::forward::forward;
-use super::head::{trim, Body};
+use super::head::{trim, Body, Field};
 use super::idle;
 use super::message::{BodyEnd, Kind, Message};
 use crate::choice::{choose_upstream, host_name, pinned_backend};
@@ -43,13 +44,16 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
     // Bytes of pipelined requests already read: the only buffer held between them.
     let mut held: Option<Vec<u8>> = None;
     let mut first = true;
+    let wait = conn.listener.current().settings.header_read_timeout;
+    let mut alarm = Alarm::new(Instant::now() + wait);
     loop {
         let wait = conn.listener.current().settings.header_read_timeout;
         let mut buf = match held.take() {
             Some(buf) => buf,
             None => {
+                let due = Instant::now() + wait;
                 tokio::select! {
-                    ready = tokio::time::timeout(wait, client.readable()) => {
+                    ready = alarm.within(due, client.readable()) => {
                         if !matches!(ready, Ok(Ok(()))) {
                             return;
                         }
@@ -82,10 +86,11 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
         // The config as it is when the request comes: a reload applies to open
         // keep-alive connections too.
         let current = conn.listener.current();
-        let deadline = Instant::now() + wait;
+        let now = Instant::now();
         // Boxed: the state of a request in flight (heads' field arrays and all)
         // is held only while it is.
-        let next = Box::pin(exchange(&mut client, &mut buf, &conn, &current, deadline)).await;
+        let exchanged = exchange(&mut client, &mut buf, &conn, &current, now, &mut alarm);
+        let next = Box::pin(exchanged).await;
         match next {
             Next::KeepAlive if !shutdown.is_cancelled() => {}
             Next::KeepAlive if buf.is_empty() && fulcrum_l4::handover::requested() => {
@@ -174,61 +179,23 @@ async fn exchange(
     buf: &mut Vec<u8>,
     conn: &Conn,
     current: &Current,
-    deadline: Instant,
+    now: Instant,
+    alarm: &mut Alarm,
 ) -> Next {
+    let deadline = now + current.settings.header_read_timeout;
+    // Reads the head took: past one, its clock starts when it is whole.
+    let mut reads = 0;
     let plan = loop {
-        let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
-        match Message::parse_with(buf, Kind::Request, &mut storage) {
-            Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current) {
-                Ok(plan) => break plan,
-                Err(refusal) => {
-                    // Answered at once, and counted as a request all the same.
-                    conn.listener
-                        .stats
-                        .latency
-                        .observe(std::time::Duration::ZERO);
-                    let text =
-                        |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]);
-                    let own = Own {
-                        request: current.settings.access_log.then(|| {
-                            let target = text(&message.target);
-                            let path = target.split('?').next().unwrap_or("").to_owned();
-                            (text(&message.method).into_owned(), path)
-                        }),
-                        refusal,
-                        started: Instant::now(),
-                    };
-                    let keeps = matches!(
-                        own.refusal,
-                        Refusal::NoRoute | Refusal::Redirect(..) | Refusal::RateLimited(_)
-                    );
-                    if !keeps {
-                        return refuse(client, conn, own).await;
-                    }
-                    // No route: the connection goes on when the body is all here.
-                    let mut end = BodyEnd::new(message.body);
-                    let body_end = match end.scan(&buf[message.head_len..]) {
-                        Ok(Some(n)) => Some(message.head_len + n),
-                        _ => None,
-                    };
-                    return answer(client, buf, conn, own, body_end).await;
-                }
-            },
-            Ok(None) if buf.len() < MAX_HEAD_H1 => {}
-            Ok(None) => {
-                let too_large = bad(
-                    http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request head too large",
-                );
-                return refuse(client, conn, Own::unnamed(too_large)).await;
-            }
-            Err(e) => {
-                let status =
-                    http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::BAD_REQUEST);
-                return refuse(client, conn, Own::unnamed(bad(status, e.why))).await;
+        match head(buf, conn, current) {
+            Headed::Plan(plan) => break plan,
+            Headed::Partial => {}
+            Headed::Refused(own) => return refuse(client, conn, own).await,
+            Headed::Answered(own, body_end) => {
+                return answer(client, buf, conn, own, body_end).await
             }
         }
-        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+        reads += 1;
+        match alarm.within(deadline, client.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             // Closed, broken or slow before a whole head: nothing to answer.
             Ok(Ok(_)) if buf.is_empty() => return Next::Gone,
@@ -256,10 +223,86 @@ async fn exchange(
             return answer(client, buf, conn, own, body_end).await;
         }
     }
-    let started = Instant::now();
-    let outcome = forward(client, buf, conn, current, plan, started).await;
+    // A head read at once (or pipelined) started at `now`: one clock read less.
+    let started = match reads > 1 {
+        true => Instant::now(),
+        false => now,
+    };
+    let outcome = forward(client, buf, conn, current, plan, started, alarm).await;
     conn.listener.stats.latency.observe(started.elapsed());
     outcome
+}
+
+/// What a request's head, as far as it came, makes of it.
+enum Headed {
+    Plan(Plan),
+    /// Not whole yet.
+    Partial,
+    /// Refused, and the connection closes.
+    Refused(Own),
+    /// Answered by fulcrum, and the connection goes on once the body (ending
+    /// where said, if known) is all here.
+    Answered(Own, Option<usize>),
+}
+
+/// Parses and plans the request head in `buf`. Not async: the parsed fields'
+/// array lives on the stack, not in every connection's future.
+fn head(buf: &[u8], conn: &Conn, current: &Current) -> Headed {
+    let mut storage = super::message::storage();
+    // A fresh buffer has nothing to parse yet.
+    let parsed = match buf.is_empty() {
+        true => Ok(None),
+        false => Message::parse_with(buf, Kind::Request, &mut storage),
+    };
+    match parsed {
+        Ok(Some((message, headers))) => match plan(buf, &message, headers, conn, current) {
+            Ok(plan) => Headed::Plan(plan),
+            Err(refusal) => {
+                // Answered at once, and counted as a request all the same.
+                conn.listener
+                    .stats
+                    .latency
+                    .observe(std::time::Duration::ZERO);
+                let text = |r: &std::ops::Range<usize>| String::from_utf8_lossy(&buf[r.clone()]);
+                let own = Own {
+                    request: current.settings.access_log.then(|| {
+                        let target = text(&message.target);
+                        let path = target.split('?').next().unwrap_or("").to_owned();
+                        (text(&message.method).into_owned(), path)
+                    }),
+                    refusal,
+                    started: Instant::now(),
+                };
+                let keeps = matches!(
+                    own.refusal,
+                    Refusal::NoRoute | Refusal::Redirect(..) | Refusal::RateLimited(_)
+                );
+                if !keeps {
+                    return Headed::Refused(own);
+                }
+                // No route: the connection goes on when the body is all here.
+                let mut end = BodyEnd::new(message.body);
+                let body_end = match end.scan(&buf[message.head_len..]) {
+                    Ok(Some(n)) => Some(message.head_len + n),
+                    _ => None,
+                };
+                Headed::Answered(own, body_end)
+            }
+        },
+        Ok(None) if buf.len() < MAX_HEAD_H1 => Headed::Partial,
+        Ok(None) => {
+            let too_large = bad(
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            );
+            Headed::Refused(Own::unnamed(too_large))
+        }
+        Err(e) => {
+            let status =
+                http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+            Headed::Refused(Own::unnamed(bad(status, e.why)))
+        }
+    }
 }
 
 /// Vets and routes a parsed head, and writes the head the backend gets.
@@ -285,11 +328,12 @@ fn plan(
     let Ok(parsed_method) = Method::from_bytes(method.as_bytes()) else {
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
-    let mut hosts = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"));
-    let host_field = hosts.next().map(|h| trim(h.value));
-    if hosts.next().is_some() {
+    let fields = message.fields;
+    let host_field = fields
+        .host
+        .and_then(|i| headers.get(usize::from(i)))
+        .map(|h| trim(h.value));
+    if fields.hosts > 1 {
         return Err(bad(
             http::StatusCode::BAD_REQUEST,
             "more than one Host header",
@@ -319,15 +363,20 @@ fn plan(
             return Err(Refusal::TooLarge(settings.max_request_body));
         }
     }
-    let options = || edit::connection_options(headers);
+    // Whether `Connection` lists `option` (no search when there is no Connection).
+    let listed = |option: &[u8]| {
+        fields.has(Field::Connection)
+            && edit::connection_options(headers).any(|o| o.eq_ignore_ascii_case(option))
+    };
     let upgrade_to = headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .filter(|_| fields.has(Field::Upgrade))
+        .find(|h| Field::of(h.name) == Field::Upgrade)
         .map(|h| h.value)
-        .filter(|_| message.minor == 1 && options().any(|o| o.eq_ignore_ascii_case(b"upgrade")));
+        .filter(|_| message.minor == 1 && listed(b"upgrade"));
     let keep_alive = match message.minor {
-        0 => options().any(|o| o.eq_ignore_ascii_case(b"keep-alive")),
-        _ => !options().any(|o| o.eq_ignore_ascii_case(b"close")),
+        0 => listed(b"keep-alive"),
+        _ => !listed(b"close"),
     };
     // Header fields as a map only for what reads them.
     let map = match current.reads_headers {
@@ -407,6 +456,7 @@ fn plan(
         upgrade: upgrade_to,
         trailers: false,
         rewrite: &settings.rewrite,
+        fields,
     };
     edit::request_head(&mut out, &edit, headers);
     let upstream = target
@@ -424,10 +474,11 @@ fn plan(
         head_request: parsed_method == Method::HEAD,
         keep_alive,
         upgrade: upgrade_to.is_some(),
-        expect_continue: headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("expect")
-                && trim(h.value).eq_ignore_ascii_case(b"100-continue")
-        }),
+        expect_continue: fields.has(Field::Expect)
+            && headers.iter().any(|h| {
+                Field::of(h.name) == Field::Expect
+                    && trim(h.value).eq_ignore_ascii_case(b"100-continue")
+            }),
         host_missing: authority.is_none(),
         shared,
         logged: settings
@@ -473,6 +524,12 @@ fn header_map(headers: &[Header<'_>]) -> HeaderMap {
 
 /// Answers the client with fulcrum's own answer, then closes.
 pub(super) async fn refuse(client: &mut Client, conn: &Conn, own: Own) -> Next {
+    // Boxed, as `answer`: a refusal is rare, and its state would otherwise be
+    // room in every request's future.
+    Box::pin(refuse_now(client, conn, own)).await
+}
+
+async fn refuse_now(client: &mut Client, conn: &Conn, own: Own) -> Next {
     let Some(text) = own.report(conn, true) else {
         return Next::Gone;
     };
@@ -489,8 +546,18 @@ pub(super) async fn answer(
     own: Own,
     body_end: Option<usize>,
 ) -> Next {
+    Box::pin(answer_now(client, buf, conn, own, body_end)).await
+}
+
+async fn answer_now(
+    client: &mut Client,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    own: Own,
+    body_end: Option<usize>,
+) -> Next {
     let Some(end) = body_end.filter(|_| !own.refusal.closes()) else {
-        return refuse(client, conn, own).await;
+        return refuse_now(client, conn, own).await;
     };
     buf.drain(..end);
     let Some(text) = own.report(conn, false) else {

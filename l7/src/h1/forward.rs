@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::alarm::Alarm;
 use super::client::Client;
 use super::edit::{self, ResponseEdit};
 use super::engine::{answer, refuse, Next, Plan};
-use super::head::Body;
+use super::head::{Body, Field};
 use super::idle;
 use super::message::{BodyEnd, Kind, Message};
 use crate::conn::Conn;
@@ -39,6 +40,7 @@ pub(super) async fn forward(
     current: &Current,
     mut plan: Plan,
     started: Instant,
+    alarm: &mut Alarm,
 ) -> Next {
     let settings = &current.settings;
     // The body read ahead, so a slow upload holds no backend connection.
@@ -136,7 +138,7 @@ pub(super) async fn forward(
         let wrote = link.stream.write_all(&plan.out).await;
         let first_bytes = match wrote {
             Ok(()) if body_end.is_some() || plan.expect_continue => {
-                read_at(&mut link.stream, &mut response, deadline).await
+                read_within(alarm, &mut link.stream, &mut response, deadline).await
             }
             Ok(()) => Ok(usize::MAX),
             Err(_) => Ok(0),
@@ -163,7 +165,7 @@ pub(super) async fn forward(
     buf.drain(..in_hand);
     if body_end.is_none() && !plan.expect_continue {
         let to = (&mut link.stream, addr);
-        let streamed = stream_body(client, to, buf, &mut end, &plan, settings).await;
+        let streamed = Box::pin(stream_body(client, to, buf, &mut end, &plan, settings)).await;
         let answered = match streamed {
             Ok(()) => read_at(&mut link.stream, &mut response, deadline).await,
             Err(refusal) => {
@@ -243,13 +245,38 @@ async fn read_at(
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<usize, Read> {
+    room(buf);
+    outcome(
+        tokio::time::timeout_at(deadline, stream.read_buf(buf))
+            .await
+            .ok(),
+    )
+}
+
+/// As [`read_at`], on the connection's own timer.
+async fn read_within(
+    alarm: &mut Alarm,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<usize, Read> {
+    room(buf);
+    outcome(alarm.within(deadline, stream.read_buf(buf)).await.ok())
+}
+
+/// Room in `buf` for a read.
+fn room(buf: &mut Vec<u8>) {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(idle::BUF);
     }
-    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-        Ok(Ok(n)) => Ok(n),
-        Ok(Err(_)) => Err(Read::Broken),
-        Err(_) => Err(Read::Slow),
+}
+
+/// A read's result, `None` when its time ran out.
+fn outcome(read: Option<std::io::Result<usize>>) -> Result<usize, Read> {
+    match read {
+        Some(Ok(n)) => Ok(n),
+        Some(Err(_)) => Err(Read::Broken),
+        None => Err(Read::Slow),
     }
 }
 
@@ -274,7 +301,12 @@ async fn open_new(
     settings: &crate::Settings,
 ) -> Option<Link> {
     let started = Instant::now();
-    match fulcrum_l4::tcp::connect(backend.addr(), settings.connect_timeout).await {
+    match Box::pin(fulcrum_l4::tcp::connect(
+        backend.addr(),
+        settings.connect_timeout,
+    ))
+    .await
+    {
         Ok(stream) => {
             pool.record_connected(backend, started.elapsed());
             Some(Link {
@@ -312,7 +344,7 @@ async fn stream_body(
             // `max_request_body`), socket -> pipe -> socket, never past its end.
             let wait = settings.body_read_timeout;
             let idle = (wait, settings.request_timeout);
-            match fulcrum_l4::tcp::splice_exact(from, backend, *left, idle).await {
+            match Box::pin(fulcrum_l4::tcp::splice_exact(from, backend, *left, idle)).await {
                 Ok(()) => {
                     *end = BodyEnd::Length(0);
                     return Ok(());
@@ -384,17 +416,11 @@ async fn relay_response(
     let addr = backend.addr();
     let pool = &plan.upstream.pool;
     let mut out = idle::buffer();
-    let kind = Kind::Response {
-        head_request: plan.head_request,
-    };
     let (message, close, backend_close) = loop {
-        let mut storage = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
-        match Message::parse_with(&response, kind, &mut storage) {
-            Ok(Some((message, headers)))
-                if (100..200).contains(&message.status) && message.status != 101 =>
-            {
+        let body_left = unsent.is_some();
+        match heard(&response, plan, addr, body_left, settings, &mut out) {
+            Heard::Interim { len, status } => {
                 // Interim answers (100 Continue) go to the client as they are.
-                let len = message.head_len;
                 if client
                     .send(&response[..len], conn.send_timeout)
                     .await
@@ -402,12 +428,12 @@ async fn relay_response(
                 {
                     return Next::Gone;
                 }
-                let _ = headers;
                 response.drain(..len);
-                if let Some(mut end) = unsent.take().filter(|_| message.status == 100) {
+                if let Some(mut end) = unsent.take().filter(|_| status == 100) {
                     // The client sends its body now.
                     let to = (&mut link.stream, addr);
-                    let streamed = stream_body(client, to, buf, &mut end, plan, settings).await;
+                    let streamed =
+                        Box::pin(stream_body(client, to, buf, &mut end, plan, settings)).await;
                     if let Err(refusal) = streamed {
                         if matches!(refusal, Refusal::BackendBroke(..)) {
                             pool.record_response(backend, true);
@@ -417,48 +443,19 @@ async fn relay_response(
                 }
                 continue;
             }
-            Ok(Some((message, headers))) => {
-                let options = || edit::connection_options(headers);
-                if message.status == 101 && !plan.upgrade {
-                    // Switching protocols unasked: nothing fulcrum could relay.
-                    pool.record_response(backend, true);
-                    let unasked = Refusal::BackendBroke(addr, "101 to a request without Upgrade");
-                    return refuse(client, conn, plan.own(unasked, started)).await;
-                }
-                // A final answer before the body was asked for (RFC 9110 §10.1.1):
-                // the body is not sent, so neither connection can carry another
-                // message (the client's next bytes are that body).
-                let body_left = unsent.is_some();
-                let backend_close = body_left
-                    || message.minor == 0
-                    || options().any(|o| o.eq_ignore_ascii_case(b"close"));
-                // An HTTP/1.0 client cannot read chunked framing: it gets the
-                // data alone, ended by the close (RFC 9112 §7.1 and §9.3).
-                let decoded = plan.minor == 0 && message.body == Body::Chunked;
-                let close = !plan.keep_alive || message.body == Body::Close || decoded || body_left;
-                let upgraded = message.status == 101 && plan.upgrade;
-                let cookie = plan.upstream.sticky_cookie.as_deref().filter(|_| {
-                    plan.pinned
-                        .and_then(|i| pool.backends().get(i))
-                        .is_none_or(|p| p.addr() != addr)
-                });
-                let cookie = cookie.and_then(|name| set_cookie(name, addr));
-                let reason = &response[message.target.clone()];
-                let edit = ResponseEdit {
-                    status: message.status,
-                    reason,
-                    close,
-                    keep_alive: plan.minor == 0 && !close,
-                    decoded,
-                    upgraded,
-                    set_cookie: cookie.as_ref().map(http::HeaderValue::as_bytes),
-                    rewrite: &settings.rewrite,
-                };
-                edit::response_head(&mut out, &edit, headers);
-                break (message, close, backend_close);
+            Heard::Final {
+                message,
+                close,
+                backend_close,
+            } => break (message, close, backend_close),
+            Heard::Unasked101 => {
+                // Switching protocols unasked: nothing fulcrum could relay.
+                pool.record_response(backend, true);
+                let unasked = Refusal::BackendBroke(addr, "101 to a request without Upgrade");
+                return refuse(client, conn, plan.own(unasked, started)).await;
             }
-            Ok(None) if response.len() < MAX_HEAD_H1 => {}
-            Ok(None) | Err(_) => {
+            Heard::Partial if response.len() < MAX_HEAD_H1 => {}
+            Heard::Partial | Heard::Malformed => {
                 pool.record_response(backend, true);
                 let malformed = Refusal::BackendBroke(addr, "malformed response head");
                 return refuse(client, conn, plan.own(malformed, started)).await;
@@ -489,7 +486,7 @@ async fn relay_response(
         {
             return Next::Gone;
         }
-        let _ = tokio::io::copy_bidirectional(client, &mut link.stream).await;
+        let _ = Box::pin(tokio::io::copy_bidirectional(client, &mut link.stream)).await;
         drop(slot);
         return Next::Gone;
     }
@@ -517,7 +514,14 @@ async fn relay_response(
             let wait = settings.request_timeout;
             if let Some(tcp) = client.plain() {
                 let idle = (wait, conn.send_timeout);
-                match fulcrum_l4::tcp::splice_exact(&link.stream, tcp, *left, idle).await {
+                match Box::pin(fulcrum_l4::tcp::splice_exact(
+                    &link.stream,
+                    tcp,
+                    *left,
+                    idle,
+                ))
+                .await
+                {
                     Ok(()) => (clean, spliced) = (true, true),
                     Err(SpliceError::Unsupported) => {}
                     Err(SpliceError::Failed { .. }) => return Next::Gone,
@@ -563,6 +567,93 @@ async fn relay_response(
         true if !plan.keep_alive && unsent.is_none() => Next::Done,
         true => Next::Close,
         false => Next::KeepAlive,
+    }
+}
+
+/// What a backend's response head, as far as it came, makes of it.
+enum Heard {
+    /// An interim (1xx, not 101) head of `len` bytes, relayed as it is.
+    Interim {
+        len: usize,
+        status: u16,
+    },
+    /// The final head, its edited form written for the client.
+    Final {
+        message: Message,
+        /// The client's connection closes after it.
+        close: bool,
+        /// The backend's connection cannot carry another request.
+        backend_close: bool,
+    },
+    Unasked101,
+    Partial,
+    Malformed,
+}
+
+/// Parses the response head in `response` and, once it is final, writes the
+/// head the client gets to `out`. Not async: the parsed fields' array lives on
+/// the stack, not in every connection's future.
+fn heard(
+    response: &[u8],
+    plan: &Plan,
+    addr: std::net::SocketAddr,
+    body_left: bool,
+    settings: &crate::Settings,
+    out: &mut Vec<u8>,
+) -> Heard {
+    let kind = Kind::Response {
+        head_request: plan.head_request,
+    };
+    let mut storage = super::message::storage();
+    let (message, headers) = match Message::parse_with(response, kind, &mut storage) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Heard::Partial,
+        Err(_) => return Heard::Malformed,
+    };
+    if (100..200).contains(&message.status) && message.status != 101 {
+        return Heard::Interim {
+            len: message.head_len,
+            status: message.status,
+        };
+    }
+    if message.status == 101 && !plan.upgrade {
+        return Heard::Unasked101;
+    }
+    // A final answer before the body was asked for (RFC 9110 §10.1.1): the body
+    // is not sent, so neither connection can carry another message (the
+    // client's next bytes are that body).
+    let backend_close = body_left
+        || message.minor == 0
+        || (message.fields.has(Field::Connection)
+            && edit::connection_options(headers).any(|o| o.eq_ignore_ascii_case(b"close")));
+    // An HTTP/1.0 client cannot read chunked framing: it gets the data alone,
+    // ended by the close (RFC 9112 §7.1 and §9.3).
+    let decoded = plan.minor == 0 && message.body == Body::Chunked;
+    let close = !plan.keep_alive || message.body == Body::Close || decoded || body_left;
+    let upgraded = message.status == 101 && plan.upgrade;
+    let pool = &plan.upstream.pool;
+    let cookie = plan.upstream.sticky_cookie.as_deref().filter(|_| {
+        plan.pinned
+            .and_then(|i| pool.backends().get(i))
+            .is_none_or(|p| p.addr() != addr)
+    });
+    let cookie = cookie.and_then(|name| set_cookie(name, addr));
+    let edit = ResponseEdit {
+        status: message.status,
+        reason: &response[message.target.clone()],
+        close,
+        keep_alive: plan.minor == 0 && !close,
+        decoded,
+        upgraded,
+        set_cookie: cookie.as_ref().map(http::HeaderValue::as_bytes),
+        rewrite: &settings.rewrite,
+        fields: message.fields,
+    };
+    edit::response_head(out, &edit, headers);
+    Heard::Final {
+        message,
+        close,
+        backend_close,
     }
 }
 

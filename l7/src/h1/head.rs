@@ -31,25 +31,117 @@ const fn malformed(status: u16, why: &'static str) -> Malformed {
     Malformed { status, why }
 }
 
+/// The header fields the HTTP/1 path acts on. Told apart by the name's length
+/// first: one comparison per field of a head rather than one per name it could be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Upgrade,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+    Other,
+}
+
+impl Field {
+    #[inline(always)]
+    pub(super) fn of(name: &str) -> Field {
+        let name = name.as_bytes();
+        // Every known name is letters and '-': setting bit 0x20 lowers a letter
+        // and keeps '-', and no other token byte (RFC 9110 §5.6.2) becomes one.
+        // The arm's length makes the two the same length.
+        let is = |known: &str| {
+            name.iter()
+                .zip(known.as_bytes())
+                .all(|(&b, &k)| b | 0x20 == k)
+        };
+        match name.len() {
+            2 if is("te") => Field::Te,
+            4 if is("host") => Field::Host,
+            6 if is("expect") => Field::Expect,
+            7 if is("upgrade") => Field::Upgrade,
+            9 if is("forwarded") => Field::Forwarded,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::KeepAlive,
+            14 if is("content-length") => Field::ContentLength,
+            15 if is("x-forwarded-for") => Field::XForwardedFor,
+            16 if is("proxy-connection") => Field::ProxyConnection,
+            16 if is("x-forwarded-host") => Field::XForwardedHost,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            17 if is("x-forwarded-proto") => Field::XForwardedProto,
+            _ => Field::Other,
+        }
+    }
+
+    /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
+    /// `transfer-encoding` is not among them here: bodies keep their framing.
+    pub(super) fn hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::Upgrade
+        )
+    }
+}
+
+/// Which of the fields the path acts on a head has, found in the pass that reads
+/// its framing: later steps skip a search for what is not there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields {
+    seen: u16,
+    /// The first Host field's place, and how many there are.
+    pub(super) host: Option<u8>,
+    pub(super) hosts: u8,
+}
+
+impl Fields {
+    pub(super) fn has(self, field: Field) -> bool {
+        self.seen & (1 << field as u16) != 0
+    }
+}
+
 /// The framing headers of one head, each seen at most once.
 #[derive(Default)]
-struct Framing<'a> {
+pub(super) struct Framing<'a> {
     length: Option<&'a [u8]>,
     lengths: u32,
     coding: Option<&'a [u8]>,
     codings: u32,
+    pub(super) fields: Fields,
 }
 
 impl<'a> Framing<'a> {
-    fn of(headers: &[Header<'a>]) -> Self {
+    pub(super) fn of(headers: &[Header<'a>]) -> Self {
         let mut f = Framing::default();
-        for h in headers {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                f.length = Some(h.value);
-                f.lengths += 1;
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                f.coding = Some(h.value);
-                f.codings += 1;
+        for (i, h) in headers.iter().enumerate() {
+            let field = Field::of(h.name);
+            f.fields.seen |= 1 << field as u16;
+            match field {
+                Field::Host => {
+                    // At most MAX_HEADERS (100) fields: the place fits.
+                    f.fields.host = f.fields.host.or(u8::try_from(i).ok());
+                    f.fields.hosts = f.fields.hosts.saturating_add(1);
+                }
+                Field::ContentLength => {
+                    f.length = Some(h.value);
+                    f.lengths += 1;
+                }
+                Field::TransferEncoding => {
+                    f.coding = Some(h.value);
+                    f.codings += 1;
+                }
+                _ => {}
             }
         }
         f
@@ -94,7 +186,11 @@ impl<'a> Framing<'a> {
 /// How the body of a request with these headers ends (§6.3 rules 3–6); `minor` is
 /// the HTTP/1.x minor version.
 pub fn request_body(minor: u8, headers: &[Header<'_>]) -> Result<Body, Malformed> {
-    let framing = Framing::of(headers);
+    request_framed(minor, &Framing::of(headers))
+}
+
+/// As [`request_body`], from the head's framing fields.
+pub(super) fn request_framed(minor: u8, framing: &Framing<'_>) -> Result<Body, Malformed> {
     if framing.codings > 0 {
         if minor == 0 {
             // §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
@@ -124,10 +220,18 @@ pub fn response_body(
     head_request: bool,
     headers: &[Header<'_>],
 ) -> Result<Body, Malformed> {
+    response_framed(status, head_request, &Framing::of(headers))
+}
+
+/// As [`response_body`], from the head's framing fields.
+pub(super) fn response_framed(
+    status: u16,
+    head_request: bool,
+    framing: &Framing<'_>,
+) -> Result<Body, Malformed> {
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(Body::Empty);
     }
-    let framing = Framing::of(headers);
     if framing.codings > 0 {
         if framing.lengths > 0 {
             return Err(malformed(502, "both Transfer-Encoding and Content-Length"));
@@ -173,6 +277,54 @@ mod tests {
                 value: v.as_bytes(),
             })
             .collect()
+    }
+
+    #[test]
+    fn fields_are_told_apart_by_name_in_any_case() {
+        let cases = [
+            ("TE", Field::Te),
+            ("Host", Field::Host),
+            ("hosT", Field::Host),
+            ("Expect", Field::Expect),
+            ("UPGRADE", Field::Upgrade),
+            ("Forwarded", Field::Forwarded),
+            ("Connection", Field::Connection),
+            ("Keep-Alive", Field::KeepAlive),
+            ("Content-Length", Field::ContentLength),
+            ("X-Forwarded-For", Field::XForwardedFor),
+            ("Proxy-Connection", Field::ProxyConnection),
+            ("X-Forwarded-Host", Field::XForwardedHost),
+            ("Transfer-Encoding", Field::TransferEncoding),
+            ("X-Forwarded-Proto", Field::XForwardedProto),
+            // Same lengths, other names.
+            ("user-agent", Field::Other),
+            ("hostx", Field::Other),
+            ("hos", Field::Other),
+            ("content-lengtx", Field::Other),
+            ("x-forwarded-fox", Field::Other),
+            ("", Field::Other),
+        ];
+        for (name, field) in cases {
+            assert_eq!(Field::of(name), field, "{name}");
+        }
+        assert!(Field::Upgrade.hop_by_hop() && !Field::TransferEncoding.hop_by_hop());
+        // Bytes that are not letters or '-' never pass for one.
+        for name in ["^ost", "h\x0fst", "hos\x14", "\x08ost"] {
+            assert_eq!(Field::of(name), Field::Other, "{name:?}");
+        }
+        // One byte changed anywhere in a known name makes it another name.
+        for (known, _) in cases.iter().filter(|(_, f)| *f != Field::Other) {
+            for at in 0..known.len() {
+                let mut other = known.as_bytes().to_vec();
+                // No known name has a digit.
+                other[at] = b'9';
+                let other = String::from_utf8(other).unwrap_or_default();
+                assert_eq!(Field::of(&other), Field::Other, "{other}");
+            }
+        }
+        let fields = Framing::of(&headers(&[("a", "1"), ("Host", "x"), ("host", "y")])).fields;
+        assert_eq!((fields.host, fields.hosts), (Some(1), 2));
+        assert!(fields.has(Field::Host) && !fields.has(Field::Connection));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! One HTTP/1 message at a time out of a byte stream: the head parsed in place
 //! once it is whole, then the body scanned to its end by its framing.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use httparse::Header;
 
 use super::chunked::{ChunkError, Chunked};
-use super::head::{request_body, response_body, Body, Malformed, MAX_HEADERS};
+use super::head::{request_framed, response_framed, Body, Fields, Framing, Malformed, MAX_HEADERS};
 
 /// Longest head accepted (HAProxy's `tune.bufsize` default is 16 KiB; hyper's
 /// limit is larger): more is refused with 431 (a response: 502).
@@ -37,6 +38,14 @@ pub struct Message {
     pub target: Range<usize>,
     /// Responses: the status code.
     pub status: u16,
+    /// Which fields the path acts on are in the head.
+    pub fields: Fields,
+}
+
+/// Room for a head's fields, left uninitialized: httparse fills what it parses
+/// (initializing 100 empty fields per head cost more than parsing most heads).
+pub fn storage<'b>() -> [MaybeUninit<Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// Why a stream of messages cannot be framed.
@@ -58,7 +67,7 @@ fn bad(status: u16, why: &'static str) -> Malformed {
 impl Message {
     /// Parses the head at the start of `buf`: `None` until it is whole.
     pub fn parse(buf: &[u8], kind: Kind) -> Result<Option<Message>, Malformed> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = storage();
         Ok(Message::parse_with(buf, kind, &mut headers)?.map(|(m, _)| m))
     }
 
@@ -66,19 +75,22 @@ impl Message {
     pub fn parse_with<'h, 'b>(
         buf: &'b [u8],
         kind: Kind,
-        storage: &'h mut [Header<'b>],
+        storage: &'h mut [MaybeUninit<Header<'b>>],
     ) -> Result<Option<(Message, &'h [Header<'b>])>, Malformed> {
+        // httparse's defaults, as `Request::parse` and `Response::parse` use.
+        let config = httparse::ParserConfig::default();
         let parsed = match kind {
             Kind::Request => {
-                let mut req = httparse::Request::new(storage);
-                match req.parse(buf) {
+                let mut req = httparse::Request::new(&mut []);
+                match config.parse_request_with_uninit_headers(&mut req, buf, storage) {
                     Ok(httparse::Status::Complete(len)) => {
                         let (Some(method), Some(target), Some(minor)) =
                             (req.method, req.path, req.version)
                         else {
                             return Err(bad(400, "incomplete request line"));
                         };
-                        let body = request_body(minor, req.headers)?;
+                        let framing = Framing::of(req.headers);
+                        let body = request_framed(minor, &framing)?;
                         let message = Message {
                             head_len: len,
                             minor,
@@ -86,6 +98,7 @@ impl Message {
                             method: offset(buf, method),
                             target: offset(buf, target),
                             status: 0,
+                            fields: framing.fields,
                         };
                         Some((message, &*req.headers))
                     }
@@ -97,13 +110,14 @@ impl Message {
                 }
             }
             Kind::Response { head_request } => {
-                let mut res = httparse::Response::new(storage);
-                match res.parse(buf) {
+                let mut res = httparse::Response::new(&mut []);
+                match config.parse_response_with_uninit_headers(&mut res, buf, storage) {
                     Ok(httparse::Status::Complete(len)) => {
                         let (Some(status), Some(minor)) = (res.code, res.version) else {
                             return Err(bad(502, "incomplete status line"));
                         };
-                        let body = response_body(status, head_request, res.headers)?;
+                        let framing = Framing::of(res.headers);
+                        let body = response_framed(status, head_request, &framing)?;
                         let message = Message {
                             head_len: len,
                             minor,
@@ -112,6 +126,7 @@ impl Message {
                             method: 0..0,
                             target: res.reason.map_or(0..0, |r| offset(buf, r)),
                             status,
+                            fields: framing.fields,
                         };
                         Some((message, &*res.headers))
                     }

@@ -1,6 +1,7 @@
 //! fulcrum's own HTTP/1.1 framing (RFC 9112) for proxying: heads parsed in place
 //! with httparse, and where each message's body ends, without owning the body.
 
+mod alarm;
 mod chunked;
 pub(crate) mod client;
 mod edit;
@@ -11,5 +12,5 @@ mod idle;
 mod message;
 
 pub use chunked::{ChunkError, Chunked};
-pub use head::{request_body, response_body, Body, Malformed, MAX_HEADERS};
+pub use head::{request_body, response_body, Body, Fields, Malformed, MAX_HEADERS};
 pub use message::{BodyEnd, FrameError, Framed, Framer, Kind, Message, MAX_HEAD};
