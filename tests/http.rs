@@ -427,6 +427,33 @@ fn h2c_prior_knowledge_with_curl() {
     assert!(text.contains("version=2"), "{text}");
 }
 
+/// The HTTP/2 preface in pieces (one byte per write) is still seen as one, and a
+/// request that only starts like it is HTTP/1's to answer.
+#[test]
+fn h2c_preface_in_pieces_and_lookalikes() {
+    let web = HttpBackend::start("web");
+    let f = Fulcrum::run(&http_config("pool = \"web\"", "", &[pool("web", &web)]));
+    let mut c = connect(f.addr("web"));
+    c.set_nodelay(true).unwrap();
+    for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+        c.write_all(&[*byte]).unwrap();
+    }
+    // An empty SETTINGS frame (RFC 9113 §6.5): length 0, type 4, no flags, stream 0.
+    c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let mut frame = [0u8; 9];
+    c.read_exact(&mut frame).unwrap();
+    assert_eq!(
+        frame[3], 4,
+        "the server's first frame is its SETTINGS: {frame:?}"
+    );
+
+    let mut c = connect(f.addr("web"));
+    c.write_all(b"PRI * HTTP/1.1\r\nHost: web\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
+
 #[test]
 fn flag_only_http_mode() {
     let web = HttpBackend::start("web");

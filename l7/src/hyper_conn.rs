@@ -5,15 +5,14 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -24,32 +23,76 @@ use crate::settings::{MAX_HEADERS, MAX_HEADER_LIST_H2, MAX_HEAD_H1};
 
 /// An h2c connection (prior knowledge) that fulcrum's HTTP/1 path saw open with
 /// the HTTP/2 preface.
-pub(crate) async fn serve_h2(stream: TcpStream, conn: Arc<Conn>, shutdown: CancellationToken) {
+pub(crate) async fn serve_h2(
+    stream: Rewind<TcpStream>,
+    conn: Arc<Conn>,
+    shutdown: CancellationToken,
+) {
     serve_http(stream, conn, shutdown, Speaks::H2).await
 }
 
-/// Whether the client opens with the HTTP/2 preface (prior knowledge, RFC 9113
-/// §3.3), looked at without taking the bytes: as far as they came, within the
-/// header read timeout the caller's keep-alive wait applies after.
-pub(crate) async fn h2_preface(stream: &TcpStream) -> io::Result<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut seen = [0u8; PREFACE.len()];
-    loop {
-        stream.readable().await?;
-        let n = match stream.peek(&mut seen).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        // Closed, a mismatch, or the whole preface: decided.
-        if n == 0 || seen[..n] != PREFACE[..n] {
-            return Ok(false);
+/// A connection whose first bytes were read already: they are read again first.
+pub(crate) struct Rewind<T> {
+    read: Vec<u8>,
+    at: usize,
+    io: T,
+}
+
+impl<T> Rewind<T> {
+    pub(crate) fn new(read: Vec<u8>, io: T) -> Rewind<T> {
+        Rewind { read, at: 0, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(left) = this.read.get(this.at..).filter(|l| !l.is_empty()) {
+            let n = left.len().min(buf.remaining());
+            buf.put_slice(&left[..n]);
+            this.at += n;
+            if this.at == this.read.len() {
+                // Read again: its memory goes.
+                this.read = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
         }
-        if n == PREFACE.len() {
-            return Ok(true);
-        }
-        // A prefix of the preface: wait for more (peek sees the same bytes again).
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

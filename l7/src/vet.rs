@@ -17,6 +17,10 @@ const fn refuse(status: StatusCode, why: &'static str) -> Refused {
     Refused { status, why }
 }
 
+/// RFC 9112 §3.2.4: the asterisk form of a request target is a server-wide
+/// OPTIONS request, and nothing else.
+pub const ASTERISK: &str = "the request target * is for OPTIONS only";
+
 /// Checks the head of `parts` and settles its authority: the request target's
 /// authority when it has one (absolute form, or HTTP/2 `:authority`), which then
 /// replaces any Host header; else the one Host header. Returns `None` only for a
@@ -28,6 +32,9 @@ pub fn authority(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not served here",
         ));
+    }
+    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+        return Err(refuse(StatusCode::BAD_REQUEST, ASTERISK));
     }
     framing(&parts.headers)?;
     let mut hosts = parts.headers.get_all(header::HOST).iter();
@@ -189,5 +196,10 @@ mod tests {
             status(Request::builder().method("CONNECT").uri("a:443")),
             Err(StatusCode::METHOD_NOT_ALLOWED)
         );
+        assert_eq!(
+            status(Request::builder().method("PRI").uri("*")),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert!(status(Request::builder().method("OPTIONS").uri("*")).is_ok());
     }
 }

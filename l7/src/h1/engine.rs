@@ -36,6 +36,9 @@ pub(super) enum Next {
     Done,
     /// Nothing more can be said on it.
     Gone,
+    /// The client opened with the HTTP/2 preface: hyper's to serve, from the
+    /// bytes read so far.
+    H2,
 }
 
 /// Serves one client connection until it closes, an exchange ends it, or
@@ -65,21 +68,6 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
                         return;
                     }
                 }
-                if let (true, Client::Plain(tcp)) = (std::mem::take(&mut first), &client) {
-                    // An h2c client (prior knowledge) is hyper's to serve (over
-                    // TLS, ALPN chose HTTP/1 already).
-                    // A client stalling inside the preface is closed in `wait`.
-                    let preface = crate::hyper_conn::h2_preface(tcp);
-                    match tokio::time::timeout(wait, Box::pin(preface)).await {
-                        Ok(Ok(false)) => {}
-                        Ok(Ok(true)) => {
-                            let Client::Plain(tcp) = client else { return };
-                            return Box::pin(crate::hyper_conn::serve_h2(tcp, conn, shutdown))
-                                .await;
-                        }
-                        _ => return,
-                    }
-                }
                 idle::buffer()
             }
         };
@@ -89,9 +77,24 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
         let now = Instant::now();
         // Boxed: the state of a request in flight (heads' field arrays and all)
         // is held only while it is.
-        let exchanged = exchange(&mut client, &mut buf, &conn, &current, now, &mut alarm);
+        // An h2c client (prior knowledge) opens with the HTTP/2 preface (over
+        // TLS, ALPN chose HTTP/1 already).
+        let h2c = std::mem::take(&mut first) && client.plain().is_some();
+        let exchanged = exchange(
+            &mut client,
+            &mut buf,
+            &conn,
+            &current,
+            (now, h2c),
+            &mut alarm,
+        );
         let next = Box::pin(exchanged).await;
         match next {
+            Next::H2 => {
+                let Client::Plain(tcp) = client else { return };
+                let rewound = crate::hyper_conn::Rewind::new(buf, tcp);
+                return Box::pin(crate::hyper_conn::serve_h2(rewound, conn, shutdown)).await;
+            }
             Next::KeepAlive if !shutdown.is_cancelled() => {}
             Next::KeepAlive if buf.is_empty() && fulcrum_l4::handover::requested() => {
                 idle::give_back(buf);
@@ -179,15 +182,16 @@ async fn exchange(
     buf: &mut Vec<u8>,
     conn: &Conn,
     current: &Current,
-    now: Instant,
+    (now, h2c): (Instant, bool),
     alarm: &mut Alarm,
 ) -> Next {
     let deadline = now + current.settings.header_read_timeout;
     // Reads the head took: past one, its clock starts when it is whole.
     let mut reads = 0;
     let plan = loop {
-        match head(buf, conn, current) {
+        match head(buf, conn, current, h2c) {
             Headed::Plan(plan) => break plan,
+            Headed::H2 => return Next::H2,
             Headed::Partial => {}
             Headed::Refused(own) => return refuse(client, conn, own).await,
             Headed::Answered(own, body_end) => {
@@ -238,6 +242,8 @@ enum Headed {
     Plan(Plan),
     /// Not whole yet.
     Partial,
+    /// The HTTP/2 preface.
+    H2,
     /// Refused, and the connection closes.
     Refused(Own),
     /// Answered by fulcrum, and the connection goes on once the body (ending
@@ -247,7 +253,17 @@ enum Headed {
 
 /// Parses and plans the request head in `buf`. Not async: the parsed fields'
 /// array lives on the stack, not in every connection's future.
-fn head(buf: &[u8], conn: &Conn, current: &Current) -> Headed {
+fn head(buf: &[u8], conn: &Conn, current: &Current, h2c: bool) -> Headed {
+    // RFC 9113 §3.4: the preface of HTTP/2 with prior knowledge.
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if h2c && !buf.is_empty() {
+        if buf.starts_with(PREFACE) {
+            return Headed::H2;
+        }
+        if PREFACE.starts_with(buf) {
+            return Headed::Partial;
+        }
+    }
     let mut storage = super::message::storage();
     // A fresh buffer has nothing to parse yet.
     let parsed = match buf.is_empty() {
@@ -328,6 +344,9 @@ fn plan(
     let Ok(parsed_method) = Method::from_bytes(method.as_bytes()) else {
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
+    if target == "*" && parsed_method != Method::OPTIONS {
+        return Err(bad(http::StatusCode::BAD_REQUEST, crate::vet::ASTERISK));
+    }
     let fields = message.fields;
     let host_field = fields
         .host

@@ -154,3 +154,18 @@ fn trailer_is_end_to_end_and_te_trailers_is_seen() {
     assert_eq!(h["trailer"], "x-checksum");
     assert!(!accepts_trailers(&map(&[("te", "gzip")])));
 }
+
+#[test]
+fn ipv4_clients_are_written_as_display_writes_them() {
+    for ip in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.100.9.1",
+        "127.0.0.1",
+        "1.20.199.250",
+    ] {
+        let client = Client::new(format!("{ip}:80").parse().unwrap());
+        assert_eq!(client.ip(), ip.as_bytes());
+        assert_eq!(client.node(), format!("for={ip}").as_bytes());
+    }
+}
