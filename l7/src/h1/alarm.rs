@@ -5,7 +5,7 @@
 //! (each `tokio::time::timeout` registers an entry and removes it again).
 
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::Poll;
 
 use tokio::time::{Instant, Sleep};
@@ -31,17 +31,18 @@ impl Alarm {
     }
 
     /// Runs `work` until it is done or `due` passes, whichever comes first.
+    /// The caller pins the work: held once, where it lives (an idle
+    /// connection's future is its memory).
     pub(super) async fn within<F: Future>(
         &mut self,
         due: Instant,
-        work: F,
+        mut work: Pin<&mut F>,
     ) -> Result<F::Output, Elapsed> {
         self.due = due;
         // Only an earlier deadline than the timer's moves it now.
         if self.sleep.deadline() > due {
             self.sleep.as_mut().reset(due);
         }
-        let mut work = pin!(work);
         poll_fn(|cx| {
             if let Poll::Ready(done) = work.as_mut().poll(cx) {
                 return Poll::Ready(Ok(done));
@@ -75,7 +76,7 @@ mod tests {
         let start = Instant::now();
         let mut alarm = Alarm::new(start + Duration::from_secs(1));
         // Set for 1 s; the wait allows 5 s and its work takes 3 s.
-        let work = tokio::time::sleep(Duration::from_secs(3));
+        let work = std::pin::pin!(tokio::time::sleep(Duration::from_secs(3)));
         let done = alarm.within(start + Duration::from_secs(5), work).await;
         assert!(done.is_ok());
         assert_eq!(Instant::now() - start, Duration::from_secs(3));
@@ -85,14 +86,14 @@ mod tests {
     async fn the_deadline_ends_the_wait() {
         let start = Instant::now();
         let mut alarm = Alarm::new(start + Duration::from_secs(1));
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let done = alarm.within(start + Duration::from_secs(4), never).await;
         assert!(done.is_err());
         assert_eq!(Instant::now() - start, Duration::from_secs(4));
         // An earlier deadline than the timer's moves it back.
         let later = Instant::now();
         let mut alarm = Alarm::new(later + Duration::from_secs(60));
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let done = alarm.within(later + Duration::from_secs(2), never).await;
         assert!(done.is_err());
         assert_eq!(Instant::now() - later, Duration::from_secs(2));
@@ -102,7 +103,7 @@ mod tests {
     async fn work_done_at_once_is_done_after_the_deadline_too() {
         let start = Instant::now();
         let mut alarm = Alarm::new(start);
-        let done = alarm.within(start, async { 7 }).await;
+        let done = alarm.within(start, std::pin::pin!(async { 7 })).await;
         assert_eq!(done.ok(), Some(7));
     }
 }

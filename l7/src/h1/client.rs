@@ -2,6 +2,7 @@
 //! bytes may be spliced and which may be handed to another process) or a TLS one
 //! from an https listener (bytes go through rustls, flushed after each write).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,20 +31,25 @@ impl Client {
 
     /// Waits until a read would find something: bytes on the socket, or
     /// plaintext rustls already decrypted (a pipelined request read with the
-    /// last one's records).
-    pub(super) async fn readable(&mut self) -> io::Result<()> {
+    /// last one's records). A poll, not an `async fn`: an idle connection waits
+    /// in it, and its future is what the connection holds.
+    pub(super) fn readable(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_readable(cx))
+    }
+
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Client::Plain(tcp) => tcp.readable().await,
+            Client::Plain(tcp) => tcp.poll_read_ready(cx),
             Client::Tls(tls) => {
                 let (tcp, session) = tls.get_mut();
                 match session.process_new_packets() {
                     Ok(state)
                         if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() =>
                     {
-                        tcp.readable().await
+                        tcp.poll_read_ready(cx)
                     }
                     // Something to read, or an error the read will report.
-                    _ => Ok(()),
+                    _ => Poll::Ready(Ok(())),
                 }
             }
         }

@@ -55,13 +55,17 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
             Some(buf) => buf,
             None => {
                 let due = Instant::now() + wait;
-                tokio::select! {
-                    ready = alarm.within(due, client.readable()) => {
-                        if !matches!(ready, Ok(Ok(()))) {
-                            return;
-                        }
+                let woke = {
+                    let readable = std::pin::pin!(client.readable());
+                    tokio::select! {
+                        ready = alarm.within(due, readable) => Some(ready),
+                        () = shutdown.cancelled() => None,
                     }
-                    () = shutdown.cancelled() => {
+                };
+                match woke {
+                    Some(Ok(Ok(()))) => {}
+                    Some(_) => return,
+                    None => {
                         // Between requests with nothing read: the next process
                         // may take it over (an upgrade), else it closes.
                         hand_over(client, &conn);
@@ -106,7 +110,8 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
                 return;
             }
             Next::KeepAlive | Next::Close | Next::Done => {
-                linger(&mut client, &mut buf).await;
+                // Boxed: the close's state is no room in every idle connection.
+                Box::pin(linger(&mut client, &mut buf)).await;
                 idle::give_back(buf);
                 return;
             }
@@ -199,7 +204,10 @@ async fn exchange(
             }
         }
         reads += 1;
-        match alarm.within(deadline, client.read_buf(buf)).await {
+        match alarm
+            .within(deadline, std::pin::pin!(client.read_buf(buf)))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => {}
             // Closed, broken or slow before a whole head: nothing to answer.
             Ok(Ok(_)) if buf.is_empty() => return Next::Gone,

@@ -261,7 +261,12 @@ async fn read_within(
     deadline: Instant,
 ) -> Result<usize, Read> {
     room(buf);
-    outcome(alarm.within(deadline, stream.read_buf(buf)).await.ok())
+    outcome(
+        alarm
+            .within(deadline, std::pin::pin!(stream.read_buf(buf)))
+            .await
+            .ok(),
+    )
 }
 
 /// Room in `buf` for a read.
