@@ -3,7 +3,7 @@
 //! asked for. On fulcrum's own HTTP/1 path (the default), which passes
 //! `Expect` on to the backend; hyper's path answers 100 itself and reads the body
 //! ahead (also what RFC 9110 §10.1.1 allows), so the `Expect` cases are the own
-//! path's. The 101 runs on both.
+//! path's. The 101 and status lines without a readable reason phrase run on both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,6 +27,8 @@ enum Script {
     /// Answers with a body of `BIG` patterned bytes, or (`/short`) says so and
     /// closes halfway.
     Big,
+    /// Answers 200 with no reason phrase (`/bare`) or one in obs-text.
+    OddReason,
 }
 
 /// A body large enough to be spliced.
@@ -92,6 +94,10 @@ fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             }
             Script::RefuseBeforeBody => b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            Script::OddReason if line.contains("/bare") => {
+                b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"
+            }
+            Script::OddReason => b"HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 2\r\n\r\nok",
             Script::Big => unreachable!("answered above"),
             Script::SwitchUnasked => {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
@@ -190,6 +196,26 @@ fn a_final_answer_before_100_continue_closes_and_the_unsent_body_is_never_a_requ
         "the body reached the backend as a request: {seen:?}"
     );
     assert!(seen.iter().any(|l| l.contains("/after")), "{seen:?}");
+}
+
+/// httparse gives no place in the head for an absent reason phrase or one in
+/// obs-text: both are relayed with an empty one, and the worker goes on.
+#[test]
+fn a_status_line_without_a_readable_reason_is_relayed() {
+    let (addr, _) = backend(Script::OddReason);
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(addr, engine);
+        let mut c = TcpStream::connect(f.addr("web")).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut pending = Vec::new();
+        for path in ["/bare", "/latin1", "/bare"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.write_all(request.as_bytes()).unwrap();
+            let text = one_response(&mut c, &mut pending);
+            assert!(text.starts_with("HTTP/1.1 200"), "{engine} {path}: {text}");
+            assert!(text.ends_with("\r\n\r\nok"), "{engine} {path}: {text}");
+        }
+    }
 }
 
 #[test]

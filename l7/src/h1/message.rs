@@ -55,9 +55,15 @@ pub enum FrameError {
     Chunk(ChunkError),
 }
 
+/// Where `part` lies in `buf`; empty when it is not there: httparse answers a
+/// static "" for a reason phrase that is absent or holds obs-text (a backend's
+/// `HTTP/1.1 200` alone was an out-of-range slice, and the process aborted).
 fn offset(buf: &[u8], part: &str) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= buf.len() => start..end,
+        _ => 0..0,
+    }
 }
 
 fn bad(status: u16, why: &'static str) -> Malformed {
@@ -339,5 +345,22 @@ mod tests {
         .expect("frames");
         assert_eq!(got.len(), 1);
         assert_eq!(f.current().map(|m| m.body), Some(Body::Close));
+    }
+
+    #[test]
+    fn a_reason_phrase_absent_or_in_obs_text_is_empty() {
+        let kind = Kind::Response {
+            head_request: false,
+        };
+        for head in [
+            &b"HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.0 002\n\n",
+            b"HTTP/1.1 200 \xe9t\xe9\r\n\r\n",
+        ] {
+            let message = Message::parse(head, kind).ok().flatten();
+            assert_eq!(message.map(|m| m.target), Some(0..0), "{head:?}");
+        }
+        let message = Message::parse(b"HTTP/1.1 404 Not Found\r\n\r\n", kind);
+        assert_eq!(message.ok().flatten().map(|m| m.target), Some(13..22));
     }
 }
