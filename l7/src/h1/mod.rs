@@ -10,6 +10,8 @@ mod forward;
 mod head;
 mod idle;
 mod message;
+mod plan;
+mod response;
 
 pub use chunked::{ChunkError, Chunked};
 pub use head::{request_body, response_body, Body, Fields, Malformed, MAX_HEADERS};
