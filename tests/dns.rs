@@ -65,9 +65,8 @@ fn dns_server(answer: Answer) -> SocketAddr {
     addr
 }
 
-/// A backend on `ip:port` that says `name` on connect.
-fn named_on(ip: Ipv4Addr, port: u16, name: &'static str) {
-    let listener = TcpListener::bind((ip, port)).unwrap();
+/// A backend on `listener` that says `name` on connect.
+fn named_on(listener: TcpListener, name: &'static str) {
     thread::spawn(move || {
         for mut s in listener.incoming().map_while(Result::ok) {
             let _ = s.write_all(name.as_bytes());
@@ -85,17 +84,18 @@ fn name_of(proxy: SocketAddr) -> String {
 #[test]
 fn pool_follows_the_dns_answer_and_survives_failures() {
     let (a, b) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
-    // One port free on both addresses.
-    let port = loop {
-        let probe = TcpListener::bind((a, 0)).unwrap();
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        if TcpListener::bind((b, port)).is_ok() {
-            break port;
+    // One port on both addresses, kept from the moment it is found (a port
+    // given back in between can be taken by a test running beside this one).
+    let (on_a, on_b) = loop {
+        let on_a = TcpListener::bind((a, 0)).unwrap();
+        let port = on_a.local_addr().unwrap().port();
+        if let Ok(on_b) = TcpListener::bind((b, port)) {
+            break (on_a, on_b);
         }
     };
-    named_on(a, port, "a");
-    named_on(b, port, "b");
+    let port = on_a.local_addr().unwrap().port();
+    named_on(on_a, "a");
+    named_on(on_b, "b");
     let answer = Answer::default();
     answer.set(Some(&[a]));
     let server = dns_server(answer.clone());
