@@ -30,6 +30,7 @@ HEADINGS = {
     "p50": "p50 ms",
     "p99": "p99 ms",
     "cpu_us": "proxy µs",
+    "user_us": "user µs",
     "machine_us": "machine µs",
     "bytes": "bytes/conn",
     "kept": "kept after",
@@ -57,7 +58,7 @@ def append(path, suite, row, key, value):
 
 
 def snap_fields(text):
-    # proxy_ticks periods throttled machine_busy load_busy load_all
+    # proxy_ticks periods throttled machine_busy load_busy load_all proxy_user_ticks
     return [int(x) for x in text.split()]
 
 
@@ -66,6 +67,9 @@ def cost(path, suite, row, count, tick, before, after):
     count, tick = max(float(count), 1.0), float(tick)
     if row != "direct":
         append(path, suite, row, "cpu_us", f"{(a[0] - b[0]) / tick * 1e6 / count:.2f}")
+        # The proxy's own work, apart from the kernel's (syscalls and the TCP stack,
+        # which every proxy here pays alike for the same reads and writes).
+        append(path, suite, row, "user_us", f"{(a[6] - b[6]) / tick * 1e6 / count:.2f}")
         periods = a[1] - b[1]
         if periods > 0:
             append(path, suite, row, "thr", f"{100.0 * (a[2] - b[2]) / periods:.1f}")
@@ -152,6 +156,13 @@ def table(path, suite, title, budget):
                 parts.append(f"fulcrum/{other} {ratio:.2f}x")
         if parts:
             print(f"  {HEADINGS.get(main, main)}: " + "  ".join(parts))
+        # User-space CPU per unit of work, lower is better: what a proxy's own code
+        # costs once the kernel's share (the same syscalls for all) is set aside.
+        if med["fulcrum"].get("user_us"):
+            parts = [f"{other}/fulcrum {med[other]['user_us'] / med['fulcrum']['user_us']:.2f}x"
+                     for other in ("haproxy", "nginx", "hyper") if med.get(other, {}).get("user_us")]
+            if parts:
+                print("  user µs: " + "  ".join(parts))
     print()
 
 

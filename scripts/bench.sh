@@ -144,15 +144,17 @@ set_budget() {
 }
 # Busy ticks of the whole machine (all cores: user, nice, system, irq, softirq).
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-# "proxy_ticks periods throttled machine_busy load_busy load_all" now, for pid $1
-# ("-": no proxy); two of these around a run give its cost (bench-stats.py cost).
+# "proxy_ticks periods throttled machine_busy load_busy load_all proxy_user_ticks"
+# now, for pid $1 ("-": no proxy); two of these around a run give its cost
+# (bench-stats.py cost).
 snap() {
-  local ticks=0 cg="0 0"
+  local ticks=0 cg="0 0" user=0
   if [ "$1" != - ]; then
     ticks=$(cpu_ticks "$1")
+    user=$(user_ticks "$1")
     [ -z "$CG_BASE" ] || cg=$(cg_stat "$1")
   fi
-  echo "$ticks $cg $(machine_ticks) $(core_ticks "$LOAD_CPU")"
+  echo "$ticks $cg $(machine_ticks) $(core_ticks "$LOAD_CPU") $user"
 }
 
 # A free port below the kernel's ephemeral range, so that no outgoing connection
@@ -196,6 +198,8 @@ wait_port() {
   exit 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Of those, the ticks spent in user space (the rest is the kernel's: syscalls, TCP).
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # Busy and total ticks of CPU $1 so far (from /proc/stat: user to steal; guest time is inside user).
 core_ticks() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

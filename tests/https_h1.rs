@@ -49,27 +49,55 @@ async fn response(tls: &mut (impl AsyncRead + Unpin), pending: &mut Vec<u8>) -> 
     (head, body)
 }
 
-fn exercise(engine: &str) {
-    let pki = Pki::new(&format!("https-h1-{engine}"));
+/// An https listener on `engine`'s path before a test backend, a client that
+/// trusts it and offers HTTP/1.1, and a runtime to run the client on.
+struct Site {
+    _pki: Pki,
+    web: HttpBackend,
+    f: Fulcrum,
+    connector: tokio_rustls::TlsConnector,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Site {
+    async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.f.addr("web"))
+            .await
+            .unwrap();
+        let name = ServerName::try_from("site.test").unwrap();
+        self.connector.connect(name, tcp).await.unwrap()
+    }
+}
+
+/// A `Site` whose listener also has the lines `extra`.
+fn start(name: &str, engine: &str, extra: &str) -> Site {
+    let pki = Pki::new(&format!("{name}-{engine}"));
     let leaf = pki.issue("site", &["site.test"]);
     let web = HttpBackend::start("web");
     let f = Fulcrum::run(&format!(
         "[[listener]]\nname = \"web\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"web\"\n\
-         http1_engine = \"{engine}\"\ntls = [{{ cert = {:?}, key = {:?} }}]\n\n\
+         http1_engine = \"{engine}\"\n{extra}tls = [{{ cert = {:?}, key = {:?} }}]\n\n\
          [[pool]]\nname = \"web\"\nbackends = [\"{}\"]\n",
         leaf.cert, leaf.key, web.addr
     ));
     let mut config = client_config(&pki.ca_pem);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
-        let name = ServerName::try_from("site.test").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
+    Site {
+        _pki: pki,
+        web,
+        f,
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    }
+}
+
+fn exercise(engine: &str) {
+    let site = start("https-h1", engine, "");
+    site.rt.block_on(async {
+        let mut tls = site.connect().await;
         let mut pending = Vec::new();
         // A POST exactly as long as one TLS record's plaintext (and fulcrum's
         // read buffer), then a GET in the same write: fulcrum's first read ends
@@ -134,7 +162,7 @@ fn exercise(engine: &str) {
         tls.read_exact(&mut echoed).await.unwrap();
         assert_eq!(echoed, b"ping over tls", "{engine}");
     });
-    assert_eq!(web.hits(), 154, "{engine}");
+    assert_eq!(site.web.hits(), 154, "{engine}");
 }
 
 #[test]
@@ -167,4 +195,35 @@ fn check_says_the_own_path_serves_https() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("HTTP/1 by fulcrum"), "{said}");
+}
+
+/// A keep-alive client left idle past `header_read_timeout` on `engine`'s path:
+/// what its next read sees once fulcrum closes the connection.
+fn idle_close(engine: &str) -> std::io::Result<usize> {
+    let site = start("https-idle", engine, "header_read_timeout = \"1s\"\n");
+    site.rt.block_on(async {
+        let mut tls = site.connect().await;
+        tls.write_all(b"GET /a HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        let (head, _) = response(&mut tls, &mut pending).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{engine}: {head}");
+        // Nothing more is sent: fulcrum closes after its idle timeout (bounded
+        // here so that a connection it never closes fails the test).
+        let mut more = [0u8; 64];
+        tokio::time::timeout(std::time::Duration::from_secs(30), tls.read(&mut more))
+            .await
+            .expect("the idle connection was never closed")
+    })
+}
+
+#[test]
+fn an_idle_https_client_is_closed_with_close_notify() {
+    // rustls reads a close after close_notify as the end (0 bytes); a bare FIN
+    // as a truncation (UnexpectedEof).
+    match idle_close("fulcrum") {
+        Ok(0) => {}
+        other => panic!("own path: {other:?}"),
+    }
 }

@@ -55,6 +55,16 @@ impl Client {
         }
     }
 
+    /// Ends a TLS session with its close_notify alert (RFC 8446 §6.1) before the
+    /// connection closes, so the client can tell the close from a truncation; a
+    /// client that takes nothing for `wait` is closed without it. Plain
+    /// connections just close.
+    pub(super) async fn close_notify(&mut self, wait: Duration) {
+        if let Client::Tls(tls) = self {
+            let _ = Box::pin(tokio::time::timeout(wait, tls.shutdown())).await;
+        }
+    }
+
     /// Writes all of `bytes` and, over TLS, flushes them out of rustls (the
     /// client may wait for them before it says anything more); fails when the
     /// client takes nothing for `wait` (`send_timeout`).

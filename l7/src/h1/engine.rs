@@ -19,6 +19,9 @@ use crate::conn::Conn;
 use crate::refusal::Refusal;
 use crate::settings::Current;
 
+/// How long closing a TLS client waits for its close_notify to be taken.
+const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the connection does after an exchange.
 pub(super) enum Next {
     KeepAlive,
@@ -58,10 +61,17 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
                 };
                 match woke {
                     Some(Ok(Ok(()))) => {}
-                    Some(_) => return,
+                    Some(Ok(Err(_))) => return,
+                    Some(Err(_)) => {
+                        // Idle for `header_read_timeout`: closed, over TLS with
+                        // a close_notify first (boxed: no room in an idle wait).
+                        Box::pin(client.close_notify(CLOSE_NOTIFY_WAIT)).await;
+                        return;
+                    }
                     None => {
                         // Between requests with nothing read: the next process
                         // may take it over (an upgrade), else it closes.
+                        Box::pin(client.close_notify(CLOSE_NOTIFY_WAIT)).await;
                         hand_over(client, &conn);
                         return;
                     }
@@ -96,6 +106,7 @@ pub(crate) async fn serve(mut client: Client, conn: Arc<Conn>, shutdown: Cancell
             Next::KeepAlive if !shutdown.is_cancelled() => {}
             Next::KeepAlive if buf.is_empty() && fulcrum_l4::handover::requested() => {
                 idle::give_back(buf);
+                Box::pin(client.close_notify(CLOSE_NOTIFY_WAIT)).await;
                 hand_over(client, &conn);
                 return;
             }
