@@ -24,6 +24,7 @@ mod send_timeout;
 mod settings;
 pub mod shared_limit;
 pub mod sticky;
+pub mod tcp_or_tls;
 pub mod tls;
 pub mod upstream;
 pub mod vet;

@@ -8,16 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-pub(crate) enum Client {
-    Plain(TcpStream),
-    /// Boxed: rustls's state is large, and a plain connection should not carry
-    /// room for it.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A client connection, in the clear or over TLS.
+pub(crate) type Client = crate::tcp_or_tls::TcpOrTls<TlsStream<TcpStream>>;
 
 impl Client {
     /// The TCP socket when the bytes on it are the HTTP bytes (no TLS): what
@@ -110,46 +106,6 @@ impl Client {
                     }
                 }
             }
-        }
-    }
-}
-
-impl AsyncRead for Client {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Client::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Client {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Client::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Client::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Client::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Client::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
     }
 }
