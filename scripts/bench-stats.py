@@ -156,6 +156,16 @@ def table(path, suite, title, budget):
                 parts.append(f"fulcrum/{other} {ratio:.2f}x")
         if parts:
             print(f"  {HEADINGS.get(main, main)}: " + "  ".join(parts))
+        # The same ratio round by round (rounds alternate between rows, so round i
+        # of each row ran close together): how far the machine moved it.
+        spread = []
+        for other in ("haproxy", "nginx"):
+            mine, theirs = rows["fulcrum"].get(main, []), rows.get(other, {}).get(main, [])
+            if len(mine) > 1 and len(mine) == len(theirs) and all(theirs):
+                each = [m / t for m, t in zip(mine, theirs)]
+                spread.append(f"fulcrum/{other} {min(each):.2f}–{max(each):.2f}x")
+        if spread:
+            print("  per round: " + "  ".join(spread))
         # User-space CPU per unit of work, lower is better: what a proxy's own code
         # costs once the kernel's share (the same syscalls for all) is set aside.
         if med["fulcrum"].get("user_us"):
