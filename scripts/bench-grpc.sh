@@ -14,6 +14,23 @@
 
 GRPC_CONNS=${GRPC_CONNS:-10}
 GRPC_STREAMS=${GRPC_STREAMS:-10}
+GRPC_IDLE_CONNS=${GRPC_IDLE_CONNS:-1000}
+
+# Stops gRPC row $1's proxy and starts it again on the same port and config, in a
+# cgroup of its own: a memory row measures a fresh process.
+restart_grpc() {
+  local pid_var="PID_$1"
+  kill "${!pid_var}" 2>/dev/null || true
+  wait "${!pid_var}" 2>/dev/null || true
+  case "$1" in
+    fulcrum) proxy_exec "$FULCRUM" run -c "$WORK/fulcrum-grpc.toml" --workers 1 --log-level info 2>>"$WORK/fulcrum-grpc.err" & ;;
+    haproxy) proxy_exec haproxy -f "$WORK/haproxy-grpc.cfg" -db >/dev/null 2>>"$WORK/haproxy-grpc.err" & ;;
+    nginx) proxy_exec nginx -c "$WORK/nginx-grpc.conf" -g 'daemon off; master_process off;' 2>/dev/null & ;;
+  esac
+  printf -v "$pid_var" '%s' "$!"
+  PIDS+=($!)
+  wait_port "${GRPC[$1]}"
+}
 
 suite_grpc() {
   command -v h2load >/dev/null || { echo "bench.sh: the grpc suite needs h2load: apt-get install -y nghttp2-client" >&2; exit 2; }
@@ -134,4 +151,10 @@ CONF
     done
   done
   table grpc "gRPC-shaped unary calls over h2c (h2load -t1 -c$GRPC_CONNS -m$GRPC_STREAMS; µs per call)"
+
+  for name in fulcrum haproxy nginx; do
+    restart_grpc "$name"
+    mem_row mem_h2_idle "$name" h2after "${GRPC[$name]}" "$GRPC_IDLE_CONNS" /
+  done
+  table mem_h2_idle "Memory per idle HTTP/2 client after one request ($GRPC_IDLE_CONNS h2c clients, RSS delta)"
 }

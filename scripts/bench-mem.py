@@ -6,6 +6,8 @@
   bench-mem.py slow PORT PID N PATH SECS   N clients reading GET PATH at 10 KB/s
                                            (on stderr: "kept B", per client, once
                                            they left)
+  bench-mem.py h2after PORT PID N PATH     N HTTP/2 (h2c, prior knowledge) clients
+                                           idle after one GET PATH
 
 One cold round each: a second round would mostly reuse what the first freed and show
 the allocator's caching, not what a connection costs.
@@ -81,6 +83,53 @@ def after(port, pid, n, path):
     return (grown - before) / n, conns
 
 
+# HTTP/2 frames (RFC 9113 §4.1): 24-bit length, type, flags, 31-bit stream id.
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(path):
+    """The client preface, an empty SETTINGS, and GET PATH on stream 1 (HPACK,
+    RFC 7541: indexed :method GET and :scheme http, literal :path and :authority;
+    no Huffman)."""
+    path = path.encode()
+    block = bytes([0x82, 0x86, 0x44, len(path)]) + path + bytes([0x41, 9]) + b"localhost"
+    return (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+            + h2_frame(1, 0x5, 1, block))  # HEADERS, END_STREAM | END_HEADERS
+
+
+def h2_read_response(sock):
+    """Reads frames until stream 1 ends, acknowledging the server's SETTINGS."""
+    buf = b""
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise SystemExit("bench-mem.py: the proxy closed before the HTTP/2 response ended")
+            buf += chunk
+        length, kind, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+        stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        buf = buf[9 + length:]
+        if kind == 4 and not flags & 0x1:
+            sock.sendall(h2_frame(4, 0x1, 0))  # SETTINGS ACK
+        if kind == 7:
+            raise SystemExit("bench-mem.py: the proxy sent GOAWAY")
+        if stream == 1 and kind in (0, 1) and flags & 0x1:
+            return
+
+
+def h2after(port, pid, n, path):
+    before = settle(pid)
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(h2_get(path))
+        h2_read_response(s)
+        conns.append(s)
+    grown = settle(pid)
+    return (grown - before) / n, conns
+
+
 def slow(port, pid, n, path, secs):
     """Each client reads 1 KB every 100 ms (10 KB/s) with a small receive buffer,
     so the proxy, not the client's kernel, has to hold back the backend."""
@@ -119,6 +168,8 @@ def main(argv):
         per, conns = idle(port, pid, n)
     elif mode == "after":
         per, conns = after(port, pid, n, argv[5])
+    elif mode == "h2after":
+        per, conns = h2after(port, pid, n, argv[5])
     elif mode == "slow":
         per, conns = slow(port, pid, n, argv[5], float(argv[6]))
     else:
