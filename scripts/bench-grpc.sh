@@ -16,20 +16,13 @@ GRPC_CONNS=${GRPC_CONNS:-10}
 GRPC_STREAMS=${GRPC_STREAMS:-10}
 GRPC_IDLE_CONNS=${GRPC_IDLE_CONNS:-1000}
 
-# Stops gRPC row $1's proxy and starts it again on the same port and config, in a
-# cgroup of its own: a memory row measures a fresh process.
+# Starts gRPC row $1's proxy again, fresh (see restart_row).
 restart_grpc() {
-  local pid_var="PID_$1"
-  kill "${!pid_var}" 2>/dev/null || true
-  wait "${!pid_var}" 2>/dev/null || true
   case "$1" in
-    fulcrum) proxy_exec "$FULCRUM" run -c "$WORK/fulcrum-grpc.toml" --workers 1 --log-level info 2>>"$WORK/fulcrum-grpc.err" & ;;
-    haproxy) proxy_exec haproxy -f "$WORK/haproxy-grpc.cfg" -db >/dev/null 2>>"$WORK/haproxy-grpc.err" & ;;
-    nginx) proxy_exec nginx -c "$WORK/nginx-grpc.conf" -g 'daemon off; master_process off;' 2>/dev/null & ;;
+    fulcrum) restart_row fulcrum "${GRPC[fulcrum]}" "$WORK/fulcrum-grpc.err" "$FULCRUM" run -c "$WORK/fulcrum-grpc.toml" --workers 1 --log-level info ;;
+    haproxy) restart_row haproxy "${GRPC[haproxy]}" "$WORK/haproxy-grpc.err" haproxy -f "$WORK/haproxy-grpc.cfg" -db ;;
+    nginx) restart_row nginx "${GRPC[nginx]}" /dev/null nginx -c "$WORK/nginx-grpc.conf" -g 'daemon off; master_process off;' ;;
   esac
-  printf -v "$pid_var" '%s' "$!"
-  PIDS+=($!)
-  wait_port "${GRPC[$1]}"
 }
 
 suite_grpc() {

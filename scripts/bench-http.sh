@@ -37,21 +37,15 @@ nginx_proxy_web() {
 CONF
 }
 
-# Stops the L7 proxy row $1 (fulcrum is its quiet instance here) and starts it
-# again on the same port and config, in a cgroup of its own.
+# Starts L7 row $1's proxy again, fresh (see restart_row; fulcrum is its quiet
+# instance here).
 restart_l7() {
-  local pid_var="PID_$1"
-  kill "${!pid_var}" 2>/dev/null || true
-  wait "${!pid_var}" 2>/dev/null || true
   case "$1" in
-    fulcrum) proxy_exec "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info 2>>"$WORK/quiet.err" & ;;
-    hyper) proxy_exec "$FULCRUM" run -c "$WORK/hyper.toml" --workers 1 --log-level info 2>>"$WORK/hyper.err" & ;;
-    haproxy) proxy_exec haproxy -f "$WORK/haproxy-http.cfg" -db >/dev/null 2>>"$WORK/haproxy-http.err" & ;;
-    nginx) proxy_exec nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' 2>/dev/null & ;;
+    fulcrum) restart_row fulcrum "${HTTP[fulcrum]}" "$WORK/quiet.err" "$FULCRUM" run -c "$WORK/quiet.toml" --workers 1 --log-level info ;;
+    hyper) restart_row hyper "${HTTP[hyper]}" "$WORK/hyper.err" "$FULCRUM" run -c "$WORK/hyper.toml" --workers 1 --log-level info ;;
+    haproxy) restart_row haproxy "${HTTP[haproxy]}" "$WORK/haproxy-http.err" haproxy -f "$WORK/haproxy-http.cfg" -db ;;
+    nginx) restart_row nginx "${HTTP[nginx]}" /dev/null nginx -c "$WORK/nginx-http.conf" -g 'daemon off; master_process off;' ;;
   esac
-  printf -v "$pid_var" '%s' "$!"
-  PIDS+=($!)
-  wait_port "${HTTP[$1]}"
 }
 
 L7_IDLE_CONNS=${L7_IDLE_CONNS:-1000}

@@ -71,13 +71,14 @@ def idle(port, pid, n):
     return (after - before) / n, conns
 
 
-def after(port, pid, n, path):
+def after(port, pid, n, ask, read):
+    """N clients, each idle once it sent `ask` and `read` its answer."""
     before = settle(pid)
     conns = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(request(path))
-        read_response(s)
+        s.sendall(ask)
+        read(s)
         conns.append(s)
     grown = settle(pid)
     return (grown - before) / n, conns
@@ -118,18 +119,6 @@ def h2_read_response(sock):
             return
 
 
-def h2after(port, pid, n, path):
-    before = settle(pid)
-    conns = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(h2_get(path))
-        h2_read_response(s)
-        conns.append(s)
-    grown = settle(pid)
-    return (grown - before) / n, conns
-
-
 def slow(port, pid, n, path, secs):
     """Each client reads 1 KB every 100 ms (10 KB/s) with a small receive buffer,
     so the proxy, not the client's kernel, has to hold back the backend."""
@@ -167,9 +156,9 @@ def main(argv):
     if mode == "idle":
         per, conns = idle(port, pid, n)
     elif mode == "after":
-        per, conns = after(port, pid, n, argv[5])
+        per, conns = after(port, pid, n, request(argv[5]), read_response)
     elif mode == "h2after":
-        per, conns = h2after(port, pid, n, argv[5])
+        per, conns = after(port, pid, n, h2_get(argv[5]), h2_read_response)
     elif mode == "slow":
         per, conns = slow(port, pid, n, argv[5], float(argv[6]))
     else:

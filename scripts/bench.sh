@@ -409,6 +409,20 @@ bulk_run() {
   python3 "$STATS" cost "$SAMPLES" "$suite" "$row" "$mbytes" "$TICK" "$before" "$after"
 }
 
+# Stops row $1's proxy and runs the command after $2 (its port) and $3 (where its
+# stderr goes) in its place, in a cgroup of its own, until port $2 listens: a
+# memory row then measures a fresh process.
+restart_row() {
+  local pid_var="PID_$1" port=$2 err=$3
+  shift 3
+  kill "${!pid_var}" 2>/dev/null || true
+  wait "${!pid_var}" 2>/dev/null || true
+  proxy_exec "$@" >/dev/null 2>>"$err" &
+  printf -v "$pid_var" '%s' "$!"
+  PIDS+=($!)
+  wait_port "$port"
+}
+
 # Memory row $2 of suite $1: bench-mem.py MODE PORT PID ARGS... ($3 on); a
 # "kept" figure (memory not returned after the clients left) when it gives one.
 mem_row() {

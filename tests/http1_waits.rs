@@ -43,14 +43,7 @@ fn response(s: &mut TcpStream) -> (String, String) {
         got.push(byte[0]);
     }
     let head = String::from_utf8(got).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .map_or(0, |v| v.trim().parse().unwrap());
+    let length = common::raw::content_length(&head);
     let mut body = vec![0u8; length];
     s.read_exact(&mut body).unwrap();
     let status = head.lines().next().unwrap().to_owned();

@@ -31,14 +31,7 @@ async fn response(tls: &mut (impl AsyncRead + Unpin), pending: &mut Vec<u8>) -> 
         pending.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .map_or(0, |v| v.trim().parse().unwrap());
+    let length = common::raw::content_length(&head);
     while pending.len() < head_end + length {
         let n = tls.read(&mut chunk).await.unwrap();
         assert!(n > 0, "closed inside a body");

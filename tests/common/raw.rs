@@ -266,11 +266,16 @@ fn complete(got: &[u8]) -> bool {
     let Some(end) = find(got, b"\r\n\r\n") else {
         return false;
     };
-    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    got.len() >= end + 4 + len
+    got.len() >= end + 4 + content_length(&String::from_utf8_lossy(&got[..end]))
+}
+
+/// The body length a message head declares by Content-Length (0 without one).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
