@@ -2,6 +2,7 @@
 //! by prior knowledge), each request handed to `proxy`, writes bounded by
 //! `send_timeout`, and a graceful end on shutdown.
 
+use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -15,8 +16,10 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::conn::Conn;
+use crate::idle::{Activity, Tracked};
 use crate::proxy;
 use crate::send_timeout::SendTimeout;
 use crate::settings::{MAX_HEADERS, MAX_HEADER_LIST_H2, MAX_HEAD_H1};
@@ -97,12 +100,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 }
 
 /// Drives `served` to its end; when `shutdown` fires first, asks it to finish
-/// the request in flight (`graceful`) and waits for that.
+/// the request in flight (`graceful`) and waits for that, or until `give_up`
+/// fires (`None`): an HTTP/2 graceful close waits for the client to answer a
+/// PING, which a client may never do.
 async fn until_shutdown<F, T>(
     mut served: std::pin::Pin<&mut F>,
     shutdown: &CancellationToken,
+    give_up: &CancellationToken,
     graceful: impl FnOnce(std::pin::Pin<&mut F>),
-) -> T
+) -> Option<T>
 where
     F: Future<Output = T>,
 {
@@ -123,10 +129,13 @@ where
     })
     .await;
     match stopping {
-        Some(ended) => ended,
+        Some(ended) => Some(ended),
         None => {
             graceful(served.as_mut());
-            served.await
+            tokio::select! {
+                ended = served => Some(ended),
+                () = give_up.cancelled() => None,
+            }
         }
     }
 }
@@ -172,25 +181,56 @@ pub(crate) async fn serve_http<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_LIST_H2);
+    // An idle connection ends as a shutdown ends it: its requests in flight
+    // finish, HTTP/2 gets a GOAWAY. hyper closes idle HTTP/1 ones itself
+    // (`header_read_timeout`), its HTTP/2 server none. Still idle as long again
+    // after that (an HTTP/2 client that never answered the closing PING, or a
+    // shutdown's), it is dropped.
+    let activity = Arc::new(Activity::default());
+    let (stop, give_up) = (shutdown.child_token(), CancellationToken::new());
+    let watch = tokio::spawn({
+        let (activity, stop, give_up) = (Arc::clone(&activity), stop.clone(), give_up.clone());
+        let timeout = settings.header_read_timeout;
+        async move {
+            activity.idle(timeout).await;
+            stop.cancel();
+            activity.idle(timeout).await;
+            give_up.cancel();
+        }
+    });
+    let _watch = AbortOnDropHandle::new(watch);
     let service = {
         let conn = Arc::clone(&conn);
-        service_fn(move |req| Box::pin(proxy::handle(req, Arc::clone(&conn))))
+        service_fn(move |req| {
+            let open = activity.begin();
+            let handled = proxy::handle(req, Arc::clone(&conn));
+            Box::pin(async move {
+                let response = handled.await?;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open)))
+            })
+        })
     };
     // Upgrades are HTTP/1 only; `serve_connection_with_upgrades` also ignores the
     // builder's version, so an ALPN-chosen HTTP/2 connection is served without it.
     let ended = match speaks {
         Speaks::H2 => {
             let served = pin!(builder.serve_connection(io, service));
-            until_shutdown(served, &shutdown, |c| c.graceful_shutdown()).await
+            until_shutdown(served, &stop, &give_up, |c| c.graceful_shutdown()).await
         }
         Speaks::H1 | Speaks::Either => {
             let served = pin!(builder.serve_connection_with_upgrades(io, service));
-            until_shutdown(served, &shutdown, |c| c.graceful_shutdown()).await
+            until_shutdown(served, &stop, &give_up, |c| c.graceful_shutdown()).await
         }
     };
-    if let Err(e) = ended {
-        // Malformed requests were answered 400 by hyper; slow or vanished clients
-        // end here too. None of it concerns other connections.
-        tracing::debug!(listener = %conn.listener.name(), client = %peer, error = %e, "http connection ended");
+    match ended {
+        None => {
+            tracing::debug!(listener = %conn.listener.name(), client = %peer, "idle http connection dropped: its close was not answered");
+        }
+        Some(Err(e)) => {
+            // Malformed requests were answered 400 by hyper; slow or vanished clients
+            // end here too. None of it concerns other connections.
+            tracing::debug!(listener = %conn.listener.name(), client = %peer, error = %e, "http connection ended");
+        }
+        Some(Ok(())) => {}
     }
 }

@@ -13,6 +13,7 @@ mod grpc;
 pub mod h1;
 pub mod health;
 mod hyper_conn;
+mod idle;
 pub mod limit;
 mod listener;
 mod proxy;

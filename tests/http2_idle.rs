@@ -1,0 +1,133 @@
+//! Idle HTTP/2 clients: one that opens no stream, or stops opening them, is sent
+//! a GOAWAY and closed once `header_read_timeout` passes (as an idle HTTP/1
+//! keep-alive client is), while a stream longer than that is not cut.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Backend, Fulcrum, PATIENCE};
+use http_body_util::Empty;
+use hyper::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// An http listener `web` (header_read_timeout 1s) in front of `backend`.
+fn config(backend: &Backend) -> String {
+    format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
+         header_read_timeout = \"1s\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        backend.addr
+    )
+}
+
+/// Answers every request with a chunked body of `chunks` pieces, one every
+/// 300 ms: a response that outlasts the listener's 1 s timeout.
+fn trickling(chunks: usize) -> Backend {
+    Backend::start(move |stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        loop {
+            let mut line = String::new();
+            // The request's head (GETs, no body): up to its empty line.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for _ in 0..chunks {
+                std::thread::sleep(Duration::from_millis(300));
+                if writer.write_all(b"5\r\nchunk\r\n").is_err() {
+                    return;
+                }
+            }
+            if writer.write_all(b"0\r\n\r\n").is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// HTTP/2 frame types, as they came on the wire.
+fn frame_types(bytes: &[u8]) -> Vec<u8> {
+    let (mut at, mut types) = (0, Vec::new());
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+#[test]
+fn an_http2_client_that_opens_no_stream_gets_a_goaway_and_is_closed() {
+    let backend = trickling(0);
+    let f = Fulcrum::run(&config(&backend));
+    let mut client = std::net::TcpStream::connect(f.addr("web")).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The preface and an empty SETTINGS frame (RFC 9113 §3.4), then nothing.
+    client
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = client.read_to_end(&mut got);
+    assert!(ended.is_ok(), "still open after {PATIENCE:?}: {ended:?}");
+    let types = frame_types(&got);
+    assert_eq!(types.first(), Some(&4), "{types:?}");
+    assert!(types.contains(&7), "closed without a GOAWAY: {types:?}");
+}
+
+#[test]
+fn an_http2_client_idle_after_its_requests_is_closed_but_a_long_stream_is_not_cut() {
+    let backend = trickling(6);
+    let f = Fulcrum::run(&config(&backend));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        let mut driven = tokio::spawn(conn);
+        // A response of ~1.8 s, all of it, on a listener whose timeout is 1 s.
+        let req = http::Request::get("http://site.test/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame.unwrap().into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(got, b"chunk".repeat(6));
+        assert!(
+            !driven.is_finished(),
+            "the connection ended during the stream"
+        );
+        // Then nothing more: the connection is ended by fulcrum, cleanly.
+        let ended = tokio::time::timeout(PATIENCE, &mut driven).await;
+        let ended = ended.expect("an idle HTTP/2 connection was never closed");
+        assert!(ended.unwrap().is_ok(), "not a clean end");
+    });
+}
