@@ -15,6 +15,7 @@
 GRPC_CONNS=${GRPC_CONNS:-10}
 GRPC_STREAMS=${GRPC_STREAMS:-10}
 GRPC_IDLE_CONNS=${GRPC_IDLE_CONNS:-1000}
+GRPC_UNREAD_CONNS=${GRPC_UNREAD_CONNS:-10}
 
 # Starts gRPC row $1's proxy again, fresh (see restart_row).
 restart_grpc() {
@@ -33,6 +34,8 @@ suite_grpc() {
   GRPC[direct]=$P_G1
   for name in fulcrum haproxy nginx; do GRPC[$name]=$(free_port); done
 
+  # What the memory row's unread streams ask for: more than any proxy queues.
+  head -c 8M /dev/zero > "$WORK/grpc-big.bin"
   cat > "$WORK/grpc-web.conf" <<CONF
 worker_processes 1;
 pid $WORK/grpc-web.pid;
@@ -45,6 +48,7 @@ http {
   server {
     listen 127.0.0.1:$P_G1 http2 backlog=4096;
     listen 127.0.0.1:$P_G2 http2 backlog=4096;
+    location = /big { alias $WORK/grpc-big.bin; }
     location / {
       default_type application/grpc;
       add_trailer grpc-status 0 always;
@@ -150,4 +154,12 @@ CONF
     mem_row mem_h2_idle "$name" h2after "${GRPC[$name]}" "$GRPC_IDLE_CONNS" /
   done
   table mem_h2_idle "Memory per idle HTTP/2 client after one request ($GRPC_IDLE_CONNS h2c clients, RSS delta)"
+
+  # A client that asks for 100 large responses at once, grants every window and
+  # reads nothing: what a proxy queues for it is bounded by its own limits only.
+  for name in fulcrum haproxy nginx; do
+    restart_grpc "$name"
+    mem_row mem_h2_unread "$name" h2unread "${GRPC[$name]}" "$GRPC_UNREAD_CONNS" /big "$SECS"
+  done
+  table mem_h2_unread "Memory per HTTP/2 client reading none of 100 large responses ($GRPC_UNREAD_CONNS h2c clients, peak RSS delta)"
 }

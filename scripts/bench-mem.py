@@ -8,6 +8,10 @@
                                            they left)
   bench-mem.py h2after PORT PID N PATH     N HTTP/2 (h2c, prior knowledge) clients
                                            idle after one GET PATH
+  bench-mem.py h2unread PORT PID N PATH SECS
+                                           N HTTP/2 clients, each asking GET PATH on
+                                           100 streams at once with every window
+                                           wide open, and reading nothing
 
 One cold round each: a second round would mostly reuse what the first freed and show
 the allocator's caching, not what a connection costs.
@@ -89,14 +93,47 @@ def h2_frame(kind, flags, stream, payload=b""):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
-def h2_get(path):
-    """The client preface, an empty SETTINGS, and GET PATH on stream 1 (HPACK,
-    RFC 7541: indexed :method GET and :scheme http, literal :path and :authority;
-    no Huffman)."""
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_headers(stream, path):
+    """GET PATH on `stream` (HPACK, RFC 7541: indexed :method GET and :scheme http,
+    literal :path and :authority; no Huffman)."""
     path = path.encode()
     block = bytes([0x82, 0x86, 0x44, len(path)]) + path + bytes([0x41, 9]) + b"localhost"
-    return (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
-            + h2_frame(1, 0x5, 1, block))  # HEADERS, END_STREAM | END_HEADERS
+    return h2_frame(1, 0x5, stream, block)  # HEADERS, END_STREAM | END_HEADERS
+
+
+def h2_get(path):
+    """The client preface, an empty SETTINGS, and GET PATH on stream 1."""
+    return H2_PREFACE + h2_frame(4, 0, 0) + h2_headers(1, path)
+
+
+def h2unread(port, pid, n, path, secs):
+    """Each client grants the largest windows HTTP/2 has (RFC 9113 §6.5.2, §6.9.1),
+    asks PATH on 100 streams and reads nothing: what the proxy then queues for it
+    is bounded only by its own per-stream and per-connection limits."""
+    most = 2**31 - 1
+    hello = (H2_PREFACE + h2_frame(4, 0, 0, (4).to_bytes(2, "big") + most.to_bytes(4, "big"))
+             + h2_frame(8, 0, 0, (most - 65535).to_bytes(4, "big")))
+    before = settle(pid)
+    conns = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(hello + b"".join(h2_headers(2 * i + 1, path) for i in range(100)))
+        conns.append(s)
+    # The server's SETTINGS came first on each (unread, as all else): acknowledged.
+    time.sleep(0.3)
+    for s in conns:
+        s.sendall(h2_frame(4, 0x1, 0))
+    end = time.monotonic() + secs
+    peak = before
+    while time.monotonic() < end:
+        peak = max(peak, rss(pid))
+        time.sleep(0.1)
+    return (peak - before) / n, conns
 
 
 def h2_read_response(sock):
@@ -159,6 +196,8 @@ def main(argv):
         per, conns = after(port, pid, n, request(argv[5]), read_response)
     elif mode == "h2after":
         per, conns = after(port, pid, n, h2_get(argv[5]), h2_read_response)
+    elif mode == "h2unread":
+        per, conns = h2unread(port, pid, n, argv[5], float(argv[6]))
     elif mode == "slow":
         per, conns = slow(port, pid, n, argv[5], float(argv[6]))
     else:

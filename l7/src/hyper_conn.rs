@@ -22,7 +22,9 @@ use crate::conn::Conn;
 use crate::idle::{Activity, Tracked};
 use crate::proxy;
 use crate::send_timeout::SendTimeout;
-use crate::settings::{MAX_HEADERS, MAX_HEADER_LIST_H2, MAX_HEAD_H1};
+use crate::settings::{
+    MAX_HEADERS, MAX_HEADER_LIST_H2, MAX_HEAD_H1, MAX_STREAMS_H2, SEND_BUFFER_H2,
+};
 
 /// An h2c connection (prior knowledge) that fulcrum's HTTP/1 path saw open with
 /// the HTTP/2 preface.
@@ -180,7 +182,9 @@ pub(crate) async fn serve_http<I>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_LIST_H2);
+        .max_header_list_size(MAX_HEADER_LIST_H2)
+        .max_concurrent_streams(MAX_STREAMS_H2)
+        .max_send_buf_size(SEND_BUFFER_H2);
     // An idle connection ends as a shutdown ends it: its requests in flight
     // finish, HTTP/2 gets a GOAWAY. hyper closes idle HTTP/1 ones itself
     // (`header_read_timeout`), its HTTP/2 server none. Still idle as long again

@@ -37,6 +37,14 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD_H1: usize = 16 * 1024;
 /// Largest HTTP/2 header list (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE).
 pub const MAX_HEADER_LIST_H2: u32 = 64 * 1024;
+/// Streams an HTTP/2 client may have open at once (RFC 9113
+/// SETTINGS_MAX_CONCURRENT_STREAMS; HAProxy's default is 100, NGINX's 128).
+pub const MAX_STREAMS_H2: u32 = 100;
+/// Response bytes queued for one HTTP/2 stream whose client reads none of them,
+/// whatever window the client granted (hyper's default, 400 KiB, let one client
+/// that opened 200 streams and read nothing pin ~92 MB; with this and
+/// `MAX_STREAMS_H2` a connection holds a few MB at most, as HAProxy's does).
+pub const SEND_BUFFER_H2: usize = 16 * 1024;
 
 /// How one HTTP listener treats its requests.
 #[derive(Debug, Clone)]

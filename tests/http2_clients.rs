@@ -1,6 +1,8 @@
-//! Idle HTTP/2 clients: one that opens no stream, or stops opening them, is sent
-//! a GOAWAY and closed once `header_read_timeout` passes (as an idle HTTP/1
-//! keep-alive client is), while a stream longer than that is not cut.
+//! HTTP/2 clients that hold fulcrum's resources: one that opens no stream, or
+//! stops opening them, is sent a GOAWAY and closed once `header_read_timeout`
+//! passes (as an idle HTTP/1 keep-alive client is), while a stream longer than
+//! that is not cut; and a client is told how many streams it may open, which
+//! bounds what one that reads nothing can pin (the bench measures how much).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,6 +75,22 @@ fn frame_types(bytes: &[u8]) -> Vec<u8> {
     types
 }
 
+/// The SETTINGS frame a server sends first: its (identifier, value) pairs.
+fn first_settings(bytes: &[u8]) -> Vec<(u16, u32)> {
+    assert!(
+        bytes.len() >= 9 && bytes[3] == 4,
+        "no SETTINGS first: {bytes:?}"
+    );
+    let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+    bytes[9..9 + len]
+        .chunks(6)
+        .map(|s| {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            (id, u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+        })
+        .collect()
+}
+
 #[test]
 fn an_http2_client_that_opens_no_stream_gets_a_goaway_and_is_closed() {
     let backend = trickling(0);
@@ -89,6 +107,10 @@ fn an_http2_client_that_opens_no_stream_gets_a_goaway_and_is_closed() {
     let types = frame_types(&got);
     assert_eq!(types.first(), Some(&4), "{types:?}");
     assert!(types.contains(&7), "closed without a GOAWAY: {types:?}");
+    // SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2): without a bound, one
+    // client that read nothing held ~470 KB per stream it opened.
+    let settings = first_settings(&got);
+    assert!(settings.contains(&(3, 100)), "{settings:?}");
 }
 
 #[test]
