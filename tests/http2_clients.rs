@@ -153,3 +153,68 @@ fn an_http2_client_idle_after_its_requests_is_closed_but_a_long_stream_is_not_cu
         assert!(ended.unwrap().is_ok(), "not a clean end");
     });
 }
+
+#[test]
+fn an_idle_http2_client_over_tls_gets_a_goaway_and_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = trickling(0);
+    let pki = common::tls::Pki::new("h2-idle-tls");
+    let leaf = pki.issue("site", &["site.test"]);
+    let f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"https\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
+         header_read_timeout = \"1s\"\ntls = [{{ cert = {:?}, key = {:?} }}]\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        leaf.cert, leaf.key, backend.addr
+    ));
+    let mut config = common::tls::client_config(&pki.ca_pem);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (types, end) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("site.test").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        // A well-behaved client: it acknowledges SETTINGS and answers PINGs (the
+        // one a graceful close sends), and sends no request.
+        let (mut pending, mut types) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            let read = tokio::time::timeout(PATIENCE, tls.read(&mut buf)).await;
+            match read.expect("the idle connection was never closed") {
+                Ok(0) => break Ok(0),
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+            while pending.len() >= 9 {
+                let len = usize::from(pending[0]) << 16
+                    | usize::from(pending[1]) << 8
+                    | usize::from(pending[2]);
+                if pending.len() < 9 + len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..9 + len).collect();
+                let (kind, flags) = (frame[3], frame[4]);
+                types.push(kind);
+                if kind == 4 && flags & 1 == 0 {
+                    tls.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+                }
+                if kind == 6 && flags & 1 == 0 {
+                    let mut pong = b"\0\0\x08\x06\x01\0\0\0\0".to_vec();
+                    pong.extend_from_slice(&frame[9..17]);
+                    tls.write_all(&pong).await.unwrap();
+                }
+            }
+        };
+        (types, end)
+    });
+    assert!(types.contains(&7), "closed without a GOAWAY: {types:?}");
+    // rustls reads a close after close_notify as the end (0 bytes); a bare FIN
+    // as a truncation (UnexpectedEof).
+    assert!(matches!(end, Ok(0)), "{end:?}");
+}
