@@ -24,6 +24,9 @@ enum Script {
     RefuseBeforeBody,
     /// Answers 101 to anything.
     SwitchUnasked,
+    /// Answers 101 to an Upgrade naming h2c (and then echoes: a tunnel), 200
+    /// `plain` to anything else.
+    SwitchToH2c,
     /// Answers with a body of `BIG` patterned bytes, or (`/short`) says so and
     /// closes halfway.
     Big,
@@ -102,6 +105,16 @@ fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
             Script::SwitchUnasked => {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
             }
+            Script::SwitchToH2c
+                if head
+                    .lines()
+                    .any(|l| l.starts_with("upgrade:") && l.contains("h2c")) =>
+            {
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n");
+                let _ = std::io::copy(&mut s.try_clone().unwrap(), &mut s);
+                return;
+            }
+            Script::SwitchToH2c => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain",
         };
         if s.write_all(answer).is_err() {
             return;
@@ -214,6 +227,39 @@ fn a_status_line_without_a_readable_reason_is_relayed() {
             let text = one_response(&mut c, &mut pending);
             assert!(text.starts_with("HTTP/1.1 200"), "{engine} {path}: {text}");
             assert!(text.ends_with("\r\n\r\nok"), "{engine} {path}: {text}");
+        }
+    }
+}
+
+#[test]
+fn an_upgrade_to_h2c_is_never_passed_on() {
+    // After a 101 the client would speak HTTP/2 to that backend directly, each
+    // request past routing and rules ("h2c smuggling"): the request is served as
+    // plain HTTP/1.1 instead, on a connection that stays usable.
+    let (addr, _) = backend(Script::SwitchToH2c);
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(addr, engine);
+        let mut c = TcpStream::connect(f.addr("web")).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        for upgrade in ["h2c", "websocket, H2C/1.0", "h2"] {
+            let ask = format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            );
+            c.write_all(ask.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let mut more = [0u8; 4096];
+            while !got.ends_with(b"plain") {
+                match c.read(&mut more) {
+                    Ok(n @ 1..) => got.extend_from_slice(&more[..n]),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                text.starts_with("HTTP/1.1 200") && text.ends_with("plain"),
+                "{engine}, Upgrade: {upgrade}: {text}"
+            );
         }
     }
 }

@@ -152,7 +152,13 @@ async fn forward(
     }
     // Upgrades are HTTP/1.1 only (RFC 9110 §7.8); the client side's upgraded
     // connection is claimed before the request is taken apart.
-    let upgrade = req.version() == Version::HTTP_11 && rewrite::is_upgrade(req.headers());
+    let upgrade = req.version() == Version::HTTP_11
+        && rewrite::is_upgrade(req.headers())
+        && !req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .any(|v| vet::upgrades_to_http2(v.as_bytes()));
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     // The answer goes out in the client's HTTP version, whatever the backend spoke.
     let version = req.version();

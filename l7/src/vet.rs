@@ -21,6 +21,20 @@ const fn refuse(status: StatusCode, why: &'static str) -> Refused {
 /// OPTIONS request, and nothing else.
 pub const ASTERISK: &str = "the request target * is for OPTIONS only";
 
+/// Whether an Upgrade field value asks for HTTP/2 (`h2c`, or `h2`, in any case,
+/// with or without a version). Such an upgrade is never passed on: after the
+/// backend's 101 the client would speak HTTP/2 to that backend directly, every
+/// request on it past fulcrum's routing, rules and limits ("h2c smuggling"). RFC
+/// 9113 §3.1 deprecates the h2c upgrade, and `h2` was never one (RFC 7540 §3.3);
+/// the request is served as plain HTTP/1.1, which RFC 9110 §7.8 allows.
+pub fn upgrades_to_http2(protocols: &[u8]) -> bool {
+    protocols.split(|&b| b == b',').any(|p| {
+        let p = p.trim_ascii();
+        let name = p.split(|&b| b == b'/').next().unwrap_or(p).trim_ascii();
+        name.eq_ignore_ascii_case(b"h2c") || name.eq_ignore_ascii_case(b"h2")
+    })
+}
+
 /// Checks the head of `parts` and settles its authority: the request target's
 /// authority when it has one (absolute form, or HTTP/2 `:authority`), which then
 /// replaces any Host header; else the one Host header. Returns `None` only for a
@@ -133,6 +147,16 @@ mod tests {
 
     fn parts(build: http::request::Builder) -> http::request::Parts {
         build.body(()).expect("request").into_parts().0 // ok: test helper
+    }
+
+    #[test]
+    fn http2_is_found_among_upgrade_protocols() {
+        for asks in ["h2c", "H2C", " websocket , h2c/1.0", "h2", "foo, H2 / 2"] {
+            assert!(upgrades_to_http2(asks.as_bytes()), "{asks}");
+        }
+        for other in ["websocket", "h2cx", "xh2c", "", "TLS/1.2, websocket"] {
+            assert!(!upgrades_to_http2(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::conn::Conn;
 use crate::refusal::Refusal;
 use crate::route::{Asked, Redirect, RequestInfo, Target};
 use crate::settings::{Current, Upstream, MAX_HEAD_H1};
-use crate::vet::Refused;
+use crate::vet::{self, Refused};
 
 /// A request as far as its head told: where it goes and how it is sent on.
 pub(super) struct Plan {
@@ -167,7 +167,7 @@ fn plan(
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
     if target == "*" && parsed_method != Method::OPTIONS {
-        return Err(bad(http::StatusCode::BAD_REQUEST, crate::vet::ASTERISK));
+        return Err(bad(http::StatusCode::BAD_REQUEST, vet::ASTERISK));
     }
     let fields = message.fields;
     let host_field = fields
@@ -214,7 +214,7 @@ fn plan(
         .filter(|_| fields.has(Field::Upgrade))
         .find(|h| Field::of(h.name) == Field::Upgrade)
         .map(|h| h.value)
-        .filter(|_| message.minor == 1 && listed(b"upgrade"));
+        .filter(|v| message.minor == 1 && listed(b"upgrade") && !vet::upgrades_to_http2(v));
     let keep_alive = match message.minor {
         0 => listed(b"keep-alive"),
         _ => !listed(b"close"),
