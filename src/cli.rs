@@ -391,6 +391,7 @@ impl HttpArgs {
             routes: Vec::new(),
             rewrite: Default::default(),
             trust_forwarded: self.trust_forwarded,
+            normalize_path: true,
             http1_engine,
             https_redirect: false,
             error_pages: Default::default(),

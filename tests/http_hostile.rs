@@ -51,6 +51,42 @@ fn the_target_authority_is_what_is_routed_and_forwarded() {
 }
 
 #[test]
+fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
+    // `/admin/` has a pool of its own: a path that a backend reads as /admin/x
+    // (RFC 3986 percent-encoding and dot-segment normalization) goes there, as
+    // that, unless `normalize_path = false`.
+    let (public, admin) = (Recorder::start(), Recorder::start());
+    for engine in ["fulcrum", "hyper"] {
+        for normalize in [true, false] {
+            let f = Fulcrum::run(&format!(
+                "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"public\"\n\
+                 http1_engine = \"{engine}\"\nnormalize_path = {normalize}\n\n\
+                 [[listener.route]]\npath_prefix = \"/admin/\"\npool = \"admin\"\n\n\
+                 [[pool]]\nname = \"public\"\nbackends = [\"{}\"]\n\n\
+                 [[pool]]\nname = \"admin\"\nbackends = [\"{}\"]\n",
+                public.addr, admin.addr
+            ));
+            for sent in [
+                "/%61dmin/x?q=%2e",
+                "/public/../admin/x?q=%2e",
+                "/%2E%2E/admin/./x?q=%2e",
+            ] {
+                let ask = format!("GET {sent} HTTP/1.1\r\nHost: a\r\n\r\n");
+                assert_eq!(exchange(f.addr("web"), ask.as_bytes()).0, Some(200));
+                let (to, other, line) = match normalize {
+                    true => (&admin, &public, "GET /admin/x?q=%2e HTTP/1.1".to_owned()),
+                    false => (&public, &admin, format!("GET {sent} HTTP/1.1")),
+                };
+                let got = to.taken();
+                assert!(other.taken().is_empty(), "{engine} {normalize} {sent}");
+                assert_eq!(got.len(), 1, "{engine} {normalize} {sent}");
+                assert_eq!(got[0].request_line, line, "{engine} {normalize}");
+            }
+        }
+    }
+}
+
+#[test]
 fn duplicate_or_missing_host_is_refused_and_http_1_0_gets_one() {
     let (public, admin) = (Recorder::start(), Recorder::start());
     let f = Fulcrum::run(&two_hosts(&public, &admin, "pool = \"admin\""));

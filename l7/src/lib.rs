@@ -16,6 +16,7 @@ mod hyper_conn;
 mod idle;
 pub mod limit;
 mod listener;
+pub mod path;
 mod proxy;
 pub mod refusal;
 pub mod retry;

@@ -30,6 +30,25 @@ use crate::upstream::{self, OnEnd, ProxyBody, SendError, UpstreamBody, Via};
 use crate::vet::{self, Refused};
 use SendError::{Failed, Unsent};
 
+/// Routes and forwards `uri` by its normalized path (see `crate::path`).
+fn normalize_path(uri: &mut http::Uri) {
+    let Some(target) = uri.path_and_query() else {
+        return;
+    };
+    let std::borrow::Cow::Owned(normal) = crate::path::normalize(target.as_str()) else {
+        return;
+    };
+    // Made of the bytes of a valid target, less some: valid too.
+    let Ok(normal) = http::uri::PathAndQuery::try_from(normal) else {
+        return;
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(normal);
+    if let Ok(normalized) = http::Uri::from_parts(parts) {
+        *uri = normalized;
+    }
+}
+
 /// Serves one request; never fails (every failure is an HTTP answer).
 pub(crate) async fn handle(
     req: Request<Incoming>,
@@ -173,6 +192,9 @@ async fn forward(
     }
     // The one host the request is routed by and forwarded with (see `vet`).
     let host: Option<HeaderValue> = vet::authority(&mut parts).map_err(Refusal::Bad)?;
+    if settings.normalize_path {
+        normalize_path(&mut parts.uri);
+    }
     let info = RequestInfo {
         host: host.as_ref().and_then(|h| h.to_str().ok()).map(host_name),
         path: parts.uri.path(),

@@ -72,6 +72,9 @@ pub struct Settings {
     pub rewrite: Rewrite,
     /// Keep (and append to) the client's X-Forwarded-For / Forwarded chain.
     pub trust_forwarded: bool,
+    /// `normalize_path`: requests are routed and forwarded by their normalized
+    /// path (see `path`).
+    pub normalize_path: bool,
     /// One info line per request.
     pub access_log: bool,
     pub upstream: Limits,

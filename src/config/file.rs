@@ -85,6 +85,7 @@ pub struct FileListener {
     pub retry_on: Option<S<Vec<S<String>>>>,
     pub try_timeout: Option<S<String>>,
     pub trust_forwarded: Option<S<bool>>,
+    pub normalize_path: Option<S<bool>>,
     pub http1_engine: Option<S<String>>,
     pub tls: Option<S<Vec<FileCert>>>,
     pub client_ca: Option<S<String>>,

@@ -107,6 +107,7 @@ pub(super) fn options(
             None => Rewrite::default(),
         },
         trust_forwarded: l.trust_forwarded.as_ref().is_some_and(|t| *t.get_ref()),
+        normalize_path: l.normalize_path.as_ref().is_none_or(|n| *n.get_ref()),
         http1_engine: match &l.http1_engine {
             None => Http1Engine::Hyper,
             Some(e) if e.get_ref() == "hyper" => Http1Engine::Hyper,

@@ -123,6 +123,8 @@ pub struct HttpOptions {
     pub routes: Vec<Route<String>>,
     pub rewrite: Rewrite,
     pub trust_forwarded: bool,
+    /// `normalize_path` (default true): route and forward the normalized path.
+    pub normalize_path: bool,
     /// `http1_engine`: who serves HTTP/1 clients.
     pub http1_engine: fulcrum_l7::Http1Engine,
     /// Every request gets a redirect to the same URL over https (http listeners).

@@ -65,6 +65,7 @@ impl Config {
                     h.routes.len(),
                     [
                         h.trust_forwarded.then(|| ", trusts X-Forwarded-For".to_owned()),
+                        (!h.normalize_path).then(|| ", paths as sent".to_owned()),
                         h.retry_on
                             .after_sending()
                             .then(|| format!(", retry on {}", h.retry_on.describe())),

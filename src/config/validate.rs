@@ -275,6 +275,11 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.normalize_path),
+            "normalize_path",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.http1_engine),
             "http1_engine",
         ),

@@ -249,6 +249,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         try_timeout: h.try_timeout,
         rewrite: h.rewrite.clone(),
         trust_forwarded: h.trust_forwarded,
+        normalize_path: h.normalize_path,
         access_log: l.access_log,
         upstream: fulcrum_l7::upstream::Limits {
             idle_timeout: h.upstream_idle_timeout,

@@ -2,6 +2,7 @@
 //! place, vetted, routed (splits, sticky cookies, hash keys, rate limits) and its
 //! head for the backend written, all from borrowed fields; no async state.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -198,6 +199,14 @@ fn plan(
             "HTTP/1.1 request without a Host header",
         ));
     }
+    // The path routing and the backend see (see `crate::path`); the access log
+    // keeps the one sent.
+    let sent = path;
+    let normal = match settings.normalize_path {
+        true => crate::path::normalize(path),
+        false => Cow::Borrowed(path),
+    };
+    let path: &str = &normal;
     let max = settings.max_request_body as u64;
     if let (true, Body::Length(n)) = (max > 0, message.body) {
         if n > max {
@@ -322,9 +331,12 @@ fn plan(
             }),
         host_missing: authority.is_none(),
         shared,
-        logged: settings
-            .access_log
-            .then(|| (method.to_owned(), info.path.to_owned())),
+        logged: settings.access_log.then(|| {
+            (
+                method.to_owned(),
+                sent.split('?').next().unwrap_or(sent).to_owned(),
+            )
+        }),
         out,
     })
 }

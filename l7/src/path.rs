@@ -1,0 +1,150 @@
+//! The one path a request is routed and forwarded by (`normalize_path`): its
+//! percent-encoded unreserved characters decoded and its `.` and `..` segments
+//! removed (RFC 3986 §6.2.2.2 and §5.2.4), so `/%61dmin` and `/v1/../admin` are
+//! routed as the `/admin` a backend reads them as, and forwarded as that.
+
+use std::borrow::Cow;
+
+/// `target` (an origin-form path with its query) normalized; borrowed when it
+/// already was, as nearly every request's is. The query is left as it came,
+/// and so are `%2F` and every other encoded reserved character: decoding them
+/// would change what the path means (RFC 3986 §2.2). Slashes are not merged.
+pub fn normalize(target: &str) -> Cow<'_, str> {
+    let (path, query) = match target.find('?') {
+        Some(at) => target.split_at(at),
+        None => (target, ""),
+    };
+    let dots = path.contains("/.") && has_dot_segment(path);
+    if !path.starts_with('/') || (!path.contains('%') && !dots) {
+        return Cow::Borrowed(target);
+    }
+    let decoded = decode_unreserved(path);
+    let normal = remove_dot_segments(&decoded);
+    match normal == path {
+        true => Cow::Borrowed(target),
+        false => Cow::Owned(normal + query),
+    }
+}
+
+/// Whether a segment of `path` is `.` or `..`.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|s| s == "." || s == "..")
+}
+
+/// RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `%XX` of an unreserved character becomes the character; any other stays
+/// encoded, its hex digits in upper case (RFC 3986 §6.2.2.1). A `%` not followed
+/// by two hex digits is left as it is.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let pair = bytes
+            .get(i + 1)
+            .copied()
+            .and_then(hex)
+            .zip(bytes.get(i + 2).copied().and_then(hex));
+        match (bytes[i], pair) {
+            (b'%', Some((high, low))) => {
+                let b = high << 4 | low;
+                if unreserved(b) {
+                    out.push(char::from(b));
+                } else {
+                    out.push('%');
+                    out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                    out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+            }
+            _ => {
+                // The path is valid UTF-8 and `%` is ASCII: copy up to the next one.
+                let next = path[i + 1..].find('%').map_or(bytes.len(), |n| i + 1 + n);
+                out.push_str(&path[i..next]);
+                i = next;
+            }
+        }
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 for a path that starts with `/`: `.` segments go, `..` takes
+/// the segment before it with it (none above the root); a path that ended in
+/// either ends in `/`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_in_dot = false;
+    for segment in path[1..].split('/') {
+        ends_in_dot = matches!(segment, "." | "..");
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    if ends_in_dot {
+        kept.push("");
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_routed_as_a_backend_reads_them() {
+        for (sent, normal) in [
+            ("/", "/"),
+            ("/a/b?x=/../y", "/a/b?x=/../y"),
+            ("/%61dmin", "/admin"),
+            ("/%2e%2e/admin", "/admin"),
+            ("/v1/../admin", "/admin"),
+            ("/v1/%2E%2E/admin?q=1", "/admin?q=1"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../../x", "/x"),
+            ("/a//b", "/a//b"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+            ("/%7euser/%zz/%4", "/~user/%zz/%4"),
+            ("/caf%C3%A9/é", "/caf%C3%A9/é"),
+            ("/..a/.b/c..", "/..a/.b/c.."),
+            ("*", "*"),
+            ("?q", "?q"),
+        ] {
+            assert_eq!(normalize(sent), normal, "{sent}");
+        }
+    }
+
+    #[test]
+    fn a_normal_path_is_not_copied() {
+        for target in ["/", "/index.html?a=%2e%2e", "/a/b/c", "/.well-known/x"] {
+            assert!(matches!(normalize(target), Cow::Borrowed(_)), "{target}");
+        }
+    }
+}
