@@ -51,6 +51,19 @@ fn the_target_authority_is_what_is_routed_and_forwarded() {
 }
 
 #[test]
+fn a_host_with_a_trailing_dot_is_routed_as_that_host() {
+    // `admin.test.` is `admin.test` to DNS and to backends' virtual hosts.
+    let (public, admin) = (Recorder::start(), Recorder::start());
+    let f = Fulcrum::run(&two_hosts(&public, &admin, "pool = \"public\""));
+    for host in ["admin.test.", "ADMIN.test.:80"] {
+        let ask = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(exchange(f.addr("web"), ask.as_bytes()).0, Some(200));
+        assert_eq!(admin.taken().len(), 1, "{host}");
+        assert!(public.taken().is_empty(), "{host}");
+    }
+}
+
+#[test]
 fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
     // `/admin/` has a pool of its own: a path that a backend reads as /admin/x
     // (RFC 3986 percent-encoding and dot-segment normalization) goes there, as

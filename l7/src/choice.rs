@@ -53,9 +53,15 @@ pub(crate) fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    match host.rsplit_once(':') {
+    let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
+    };
+    // A fully qualified name's trailing dot names the same host (RFC 1034 §3.1),
+    // and backends serve it as that: routed as that too.
+    match name.strip_suffix('.') {
+        Some(bare) if !bare.is_empty() => bare,
+        _ => name,
     }
 }
 
@@ -69,5 +75,7 @@ mod tests {
         assert_eq!(host_name("example.com"), "example.com");
         assert_eq!(host_name("[::1]:80"), "[::1]");
         assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("example.com.:80"), "example.com");
+        assert_eq!(host_name("example.com."), "example.com");
     }
 }
