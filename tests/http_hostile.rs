@@ -66,8 +66,8 @@ fn a_host_with_a_trailing_dot_is_routed_as_that_host() {
 #[test]
 fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
     // `/admin/` has a pool of its own: a path that a backend reads as /admin/x
-    // (RFC 3986 percent-encoding and dot-segment normalization) goes there, as
-    // that, unless `normalize_path = false`.
+    // (RFC 3986 percent-encoding and dot-segment normalization, slashes merged)
+    // goes there, as that, unless `normalize_path = false`.
     let (public, admin) = (Recorder::start(), Recorder::start());
     for engine in ["fulcrum", "hyper"] {
         for normalize in [true, false] {
@@ -83,6 +83,7 @@ fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
                 "/%61dmin/x?q=%2e",
                 "/public/../admin/x?q=%2e",
                 "/%2E%2E/admin/./x?q=%2e",
+                "//admin//x?q=%2e",
             ] {
                 let ask = format!("GET {sent} HTTP/1.1\r\nHost: a\r\n\r\n");
                 assert_eq!(exchange(f.addr("web"), ask.as_bytes()).0, Some(200));

@@ -1,21 +1,23 @@
 //! The one path a request is routed and forwarded by (`normalize_path`): its
 //! percent-encoded unreserved characters decoded and its `.` and `..` segments
-//! removed (RFC 3986 §6.2.2.2 and §5.2.4), so `/%61dmin` and `/v1/../admin` are
-//! routed as the `/admin` a backend reads them as, and forwarded as that.
+//! removed (RFC 3986 §6.2.2.2 and §5.2.4), and runs of slashes merged (as NGINX,
+//! often the backend, does by default), so `/%61dmin`, `/v1/../admin` and
+//! `//admin` are routed as the `/admin` a backend reads them as, and forwarded as
+//! that.
 
 use std::borrow::Cow;
 
 /// `target` (an origin-form path with its query) normalized; borrowed when it
 /// already was, as nearly every request's is. The query is left as it came,
 /// and so are `%2F` and every other encoded reserved character: decoding them
-/// would change what the path means (RFC 3986 §2.2). Slashes are not merged.
+/// would change what the path means (RFC 3986 §2.2).
 pub fn normalize(target: &str) -> Cow<'_, str> {
     let (path, query) = match target.find('?') {
         Some(at) => target.split_at(at),
         None => (target, ""),
     };
     let dots = path.contains("/.") && has_dot_segment(path);
-    if !path.starts_with('/') || (!path.contains('%') && !dots) {
+    if !path.starts_with('/') || (!path.contains('%') && !dots && !path.contains("//")) {
         return Cow::Borrowed(target);
     }
     let decoded = decode_unreserved(path);
@@ -83,17 +85,20 @@ fn decode_unreserved(path: &str) -> String {
 
 /// RFC 3986 §5.2.4 for a path that starts with `/`: `.` segments go, `..` takes
 /// the segment before it with it (none above the root); a path that ended in
-/// either ends in `/`.
+/// either ends in `/`. Empty segments go too but for a last one (`//a//b/` is
+/// `/a/b/`).
 fn remove_dot_segments(path: &str) -> String {
     let mut kept: Vec<&str> = Vec::new();
     let mut ends_in_dot = false;
-    for segment in path[1..].split('/') {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
         ends_in_dot = matches!(segment, "." | "..");
         match segment {
             "." => {}
             ".." => {
                 kept.pop();
             }
+            "" if segments.peek().is_some() => {}
             s => kept.push(s),
         }
     }
@@ -128,7 +133,11 @@ mod tests {
             ("/a/b/..", "/a/"),
             ("/..", "/"),
             ("/../../x", "/x"),
-            ("/a//b", "/a//b"),
+            ("/a//b", "/a/b"),
+            ("//admin/", "/admin/"),
+            ("/a//", "/a/"),
+            ("///", "/"),
+            ("/a/.//../b", "/b"),
             ("/a%2fb", "/a%2Fb"),
             ("/a%2F..%2Fb", "/a%2F..%2Fb"),
             ("/%7euser/%zz/%4", "/~user/%zz/%4"),
