@@ -305,6 +305,10 @@ pub struct HttpArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub header_read_timeout: Duration,
 
+    /// Close an HTTP/2 client connection that has had no stream open this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "3m")]
+    pub http2_idle_timeout: Duration,
+
     /// Answer 504 when the backend's response headers take longer than this.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub request_timeout: Duration,
@@ -380,6 +384,7 @@ impl HttpArgs {
             connect_timeout: self.connect_timeout,
             retries: self.retries,
             header_read_timeout: nonzero(self.header_read_timeout, "--header-read-timeout")?,
+            http2_idle_timeout: nonzero(self.http2_idle_timeout, "--http2-idle-timeout")?,
             request_timeout: nonzero(self.request_timeout, "--request-timeout")?,
             upstream_idle_timeout: nonzero(self.upstream_idle_timeout, "--upstream-idle-timeout")?,
             body_read_timeout: nonzero(self.body_read_timeout, "--body-read-timeout")?,

@@ -1,7 +1,6 @@
-//! HTTP/2 clients that hold fulcrum's resources: one that opens no stream, or
-//! stops opening them, is sent a GOAWAY and closed once `header_read_timeout`
-//! passes (as an idle HTTP/1 keep-alive client is), while a stream longer than
-//! that is not cut; and a client is told how many streams it may open, which
+//! HTTP/2 clients that hold fulcrum's resources: one that opens no stream within
+//! `header_read_timeout`, or none for `http2_idle_timeout` after its last, is
+//! sent a GOAWAY and closed, while a stream longer than either is not cut; and a client is told how many streams it may open, which
 //! bounds what one that reads nothing can pin (the bench measures how much).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,11 +16,12 @@ use http_body_util::Empty;
 use hyper::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// An http listener `web` (header_read_timeout 1s) in front of `backend`.
+/// An http listener `web` (header_read_timeout 1s, http2_idle_timeout 2s) in
+/// front of `backend`.
 fn config(backend: &Backend) -> String {
     format!(
         "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
-         header_read_timeout = \"1s\"\n\n\
+         header_read_timeout = \"1s\"\nhttp2_idle_timeout = \"2s\"\n\n\
          [[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
         backend.addr
     )
@@ -147,6 +147,10 @@ fn an_http2_client_idle_after_its_requests_is_closed_but_a_long_stream_is_not_cu
             !driven.is_finished(),
             "the connection ended during the stream"
         );
+        // A connection that made requests has http2_idle_timeout (2 s), not
+        // header_read_timeout (1 s, which would close it within 1.25 s).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!driven.is_finished(), "closed before http2_idle_timeout");
         // Then nothing more: the connection is ended by fulcrum, cleanly.
         let ended = tokio::time::timeout(PATIENCE, &mut driven).await;
         let ended = ended.expect("an idle HTTP/2 connection was never closed");

@@ -187,18 +187,20 @@ pub(crate) async fn serve_http<I>(
         .max_send_buf_size(SEND_BUFFER_H2);
     // An idle connection ends as a shutdown ends it: its requests in flight
     // finish, HTTP/2 gets a GOAWAY. hyper closes idle HTTP/1 ones itself
-    // (`header_read_timeout`), its HTTP/2 server none. Still idle as long again
-    // after that (an HTTP/2 client that never answered the closing PING, or a
-    // shutdown's), it is dropped.
+    // (`header_read_timeout`), its HTTP/2 server none: here, one that made no
+    // request within `header_read_timeout`, or none for `http2_idle_timeout`
+    // after its last. Still idle `header_read_timeout` after that (an HTTP/2
+    // client that never answered the closing PING, or a shutdown's), it is
+    // dropped.
     let activity = Arc::new(Activity::default());
     let (stop, give_up) = (shutdown.child_token(), CancellationToken::new());
     let watch = tokio::spawn({
         let (activity, stop, give_up) = (Arc::clone(&activity), stop.clone(), give_up.clone());
-        let timeout = settings.header_read_timeout;
+        let (first, later) = (settings.header_read_timeout, settings.http2_idle_timeout);
         async move {
-            activity.idle(timeout).await;
+            activity.idle(first, later).await;
             stop.cancel();
-            activity.idle(timeout).await;
+            activity.idle(first, first).await;
             give_up.cancel();
         }
     });

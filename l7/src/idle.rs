@@ -1,7 +1,8 @@
-//! When a client connection served by hyper has had no request open for
-//! `header_read_timeout`: hyper's HTTP/2 server closes no idle connection by
-//! itself, so without this one that opened no stream (or stopped opening them)
-//! held its socket and its HTTP/2 state for as long as the client liked.
+//! When a client connection served by hyper has had no request open for long
+//! enough (`header_read_timeout` before its first, `http2_idle_timeout` after):
+//! hyper's HTTP/2 server closes no idle connection by itself, so without this
+//! one that opened no stream (or stopped opening them) held its socket and its
+//! HTTP/2 state for as long as the client liked.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -12,8 +13,8 @@ use std::time::Duration;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::MissedTickBehavior;
 
-/// How many times per timeout the watch looks: an idle connection closes
-/// between one and 1 + 1/CHECKS timeouts after its last request ended.
+/// How many times per (shorter) timeout the watch looks: an idle connection
+/// closes within a quarter of it past its timeout.
 const CHECKS: u32 = 4;
 
 /// A connection's requests: those whose response is still going out, and how
@@ -33,12 +34,14 @@ impl Activity {
         Open(Arc::clone(self))
     }
 
-    /// Ends once no request was open and none began for `timeout`.
-    pub(crate) async fn idle(&self, timeout: Duration) {
-        let mut tick = tokio::time::interval((timeout / CHECKS).max(Duration::from_millis(1)));
+    /// Ends once no request was open and none began for `first` (while none
+    /// ever began) or `later` (once one did).
+    pub(crate) async fn idle(&self, first: Duration, later: Duration) {
+        let every = (first.min(later) / CHECKS).max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut quiet = 0;
+        let mut quiet = Duration::ZERO;
         let mut last = self.started.load(Relaxed);
         // Idle at the start of the window being watched (a connection starts so).
         let mut was_idle = true;
@@ -49,10 +52,10 @@ impl Activity {
             // Quiet: nothing open at either end of the window and nothing began
             // in it, so nothing was open at any time within it.
             quiet = match was_idle && idle && started == last {
-                true => quiet + 1,
-                false => 0,
+                true => quiet + every,
+                false => Duration::ZERO,
             };
-            if quiet >= CHECKS {
+            if quiet >= if started == 0 { first } else { later } {
                 return;
             }
             last = started;

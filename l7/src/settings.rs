@@ -19,6 +19,11 @@ use crate::upstream::{HttpVersion, Limits};
 /// Time allowed for a client to send a request's headers (slowloris guard); it
 /// also closes keep-alive connections idle that long.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/2 client connection that has made requests may have no
+/// stream open (NGINX's `http2_idle_timeout` was 3 minutes): clients such as
+/// gRPC channels keep one connection for their calls, and closing it sooner
+/// would make them connect again between calls.
+pub const DEFAULT_HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Time allowed from a request's headers to the backend's response headers.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a request body may go without sending anything.
@@ -55,6 +60,9 @@ pub struct Settings {
     /// Further backends to try when connecting to one fails.
     pub retries: u32,
     pub header_read_timeout: Duration,
+    /// `http2_idle_timeout`: an HTTP/2 connection that made requests and has
+    /// none open this long gets a GOAWAY (one that made none: `header_read_timeout`).
+    pub http2_idle_timeout: Duration,
     pub request_timeout: Duration,
     /// A request body that makes no progress for this long ends with 408.
     pub body_read_timeout: Duration,

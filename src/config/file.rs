@@ -76,6 +76,7 @@ pub struct FileListener {
     pub max_flows: Option<S<u32>>,
     pub access_log: Option<S<bool>>,
     pub header_read_timeout: Option<S<String>>,
+    pub http2_idle_timeout: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
     pub upstream_idle_timeout: Option<S<String>>,
     pub body_read_timeout: Option<S<String>>,

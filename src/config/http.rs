@@ -11,7 +11,9 @@ use fulcrum_l7::rewrite::Rewrite;
 use fulcrum_l7::route::{HeaderMatch, HostMatch, Match, PathMatch, Route, Target};
 use fulcrum_l7::tls::CertFiles;
 use fulcrum_l7::upstream::HttpVersion;
-use fulcrum_l7::{Http1Engine, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+use fulcrum_l7::{
+    Http1Engine, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HTTP2_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
@@ -55,6 +57,10 @@ pub(super) fn options(
         header_read_timeout: match &l.header_read_timeout {
             Some(d) => nonzero_duration(d, "header_read_timeout")?,
             None => DEFAULT_HEADER_READ_TIMEOUT,
+        },
+        http2_idle_timeout: match &l.http2_idle_timeout {
+            Some(d) => nonzero_duration(d, "http2_idle_timeout")?,
+            None => DEFAULT_HTTP2_IDLE_TIMEOUT,
         },
         request_timeout: match &l.request_timeout {
             Some(d) => nonzero_duration(d, "request_timeout")?,

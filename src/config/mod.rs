@@ -104,6 +104,8 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     pub retries: u32,
     pub header_read_timeout: Duration,
+    /// `http2_idle_timeout`: HTTP/2 connections with no stream open are closed after this.
+    pub http2_idle_timeout: Duration,
     pub request_timeout: Duration,
     /// How long an idle keep-alive connection to a backend is kept.
     pub upstream_idle_timeout: Duration,

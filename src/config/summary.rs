@@ -49,10 +49,11 @@ impl Config {
                     u.max_flows.map_or("auto".to_owned(), |n| n.to_string()),
                 ),
                 Protocol::Http(h) => format!(
-                    "connect {}, retries {}, header read {}, request {}, body read {}, send {}, request buffer {}, max body {}, upstream idle {}, {} route(s){}",
+                    "connect {}, retries {}, header read {}, http2 idle {}, request {}, body read {}, send {}, request buffer {}, max body {}, upstream idle {}, {} route(s){}",
                     duration::display(h.connect_timeout),
                     h.retries,
                     duration::display(h.header_read_timeout),
+                    duration::display(h.http2_idle_timeout),
                     duration::display(h.request_timeout),
                     duration::display(h.body_read_timeout),
                     duration::display(h.send_timeout),

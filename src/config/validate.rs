@@ -234,6 +234,11 @@ fn validate_listener(
         ),
         (
             &["http", "https"][..],
+            span_of(&l.http2_idle_timeout),
+            "http2_idle_timeout",
+        ),
+        (
+            &["http", "https"][..],
             span_of(&l.request_timeout),
             "request_timeout",
         ),

@@ -240,6 +240,7 @@ fn http_settings(l: &ListenerConfig, h: &config::HttpOptions) -> fulcrum_l7::Set
         connect_timeout: h.connect_timeout,
         retries: h.retries,
         header_read_timeout: h.header_read_timeout,
+        http2_idle_timeout: h.http2_idle_timeout,
         request_timeout: h.request_timeout,
         body_read_timeout: h.body_read_timeout,
         send_timeout: h.send_timeout,
