@@ -43,8 +43,8 @@ impl Activity {
         tick.tick().await;
         let mut quiet = Duration::ZERO;
         let mut last = self.started.load(Relaxed);
-        // Idle at the start of the window being watched (a connection starts so).
-        let mut was_idle = true;
+        // Whether nothing was open at the start of the window being watched.
+        let mut was_idle = self.open.load(Relaxed) == 0;
         loop {
             tick.tick().await;
             let started = self.started.load(Relaxed);

@@ -73,8 +73,11 @@ fn decode_unreserved(path: &str) -> String {
                 i += 3;
             }
             _ => {
-                // The path is valid UTF-8 and `%` is ASCII: copy up to the next one.
-                let next = path[i + 1..].find('%').map_or(bytes.len(), |n| i + 1 + n);
+                // Up to the next `%` (ASCII, so a char boundary, as `i` is).
+                let next = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| b == b'%')
+                    .map_or(bytes.len(), |n| i + 1 + n);
                 out.push_str(&path[i..next]);
                 i = next;
             }
@@ -142,11 +145,29 @@ mod tests {
             ("/a%2F..%2Fb", "/a%2F..%2Fb"),
             ("/%7euser/%zz/%4", "/~user/%zz/%4"),
             ("/caf%C3%A9/é", "/caf%C3%A9/é"),
+            ("/%41é/%42€%", "/Aé/B€%"),
+            ("/é%", "/é%"),
             ("/..a/.b/c..", "/..a/.b/c.."),
             ("*", "*"),
             ("?q", "?q"),
         ] {
             assert_eq!(normalize(sent), normal, "{sent}");
+        }
+    }
+
+    #[test]
+    fn any_text_is_taken_without_a_panic() {
+        let pieces = ["%", "%4", "%41", "é", "€", "/", ".", "..", "?", "%2e", "a"];
+        let mut at = 0usize;
+        for _ in 0..20_000 {
+            let mut path = String::from("/");
+            for _ in 0..(at % 7) {
+                path.push_str(pieces[at % pieces.len()]);
+                at = at.wrapping_mul(31).wrapping_add(7) % 1_000_003;
+            }
+            at += 1;
+            let normal = normalize(&path);
+            assert!(normal.starts_with('/'), "{path} -> {normal}");
         }
     }
 
