@@ -49,7 +49,8 @@ fn hex(b: u8) -> Option<u8> {
 
 /// `%XX` of an unreserved character becomes the character; any other stays
 /// encoded, its hex digits in upper case (RFC 3986 §6.2.2.1). A `%` not followed
-/// by two hex digits is left as it is.
+/// by two hex digits is itself encoded (`%25`): left bare, it could make an
+/// escape with what decoding brings next to it (`%%66` would become `%f6`).
 fn decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -71,6 +72,10 @@ fn decode_unreserved(path: &str) -> String {
                     out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
                 }
                 i += 3;
+            }
+            (b'%', None) => {
+                out.push_str("%25");
+                i += 1;
             }
             _ => {
                 // Up to the next `%` (ASCII, so a char boundary, as `i` is).
@@ -143,10 +148,11 @@ mod tests {
             ("/a/.//../b", "/b"),
             ("/a%2fb", "/a%2Fb"),
             ("/a%2F..%2Fb", "/a%2F..%2Fb"),
-            ("/%7euser/%zz/%4", "/~user/%zz/%4"),
+            ("/%7euser/%zz/%4", "/~user/%25zz/%254"),
+            ("//%%666/c", "/%25f6/c"),
             ("/caf%C3%A9/é", "/caf%C3%A9/é"),
-            ("/%41é/%42€%", "/Aé/B€%"),
-            ("/é%", "/é%"),
+            ("/%41é/%42€%", "/Aé/B€%25"),
+            ("/é%", "/é%25"),
             ("/..a/.b/c..", "/..a/.b/c.."),
             ("*", "*"),
             ("?q", "?q"),
