@@ -68,6 +68,16 @@ def read_response(sock):
     return length
 
 
+def client(port, rcvbuf, ask):
+    """A connection with a receive buffer of `rcvbuf` bytes (so the proxy, not
+    this kernel, holds what is not read) that has sent `ask`."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    s.sendall(ask)
+    return s
+
+
 def idle(port, pid, n):
     before = settle(pid)
     conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
@@ -117,13 +127,8 @@ def h2unread(port, pid, n, path, secs):
     hello = (H2_PREFACE + h2_frame(4, 0, 0, (4).to_bytes(2, "big") + most.to_bytes(4, "big"))
              + h2_frame(8, 0, 0, (most - 65535).to_bytes(4, "big")))
     before = settle(pid)
-    conns = []
-    for _ in range(n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", port))
-        s.sendall(hello + b"".join(h2_headers(2 * i + 1, path) for i in range(100)))
-        conns.append(s)
+    asks = hello + b"".join(h2_headers(2 * i + 1, path) for i in range(100))
+    conns = [client(port, 4096, asks) for _ in range(n)]
     # The server's SETTINGS came first on each (unread, as all else): acknowledged.
     time.sleep(0.3)
     for s in conns:
@@ -160,13 +165,7 @@ def slow(port, pid, n, path, secs):
     """Each client reads 1 KB every 100 ms (10 KB/s) with a small receive buffer,
     so the proxy, not the client's kernel, has to hold back the backend."""
     before = settle(pid)
-    conns = []
-    for _ in range(n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        s.connect(("127.0.0.1", port))
-        s.sendall(request(path))
-        conns.append(s)
+    conns = [client(port, 16384, request(path)) for _ in range(n)]
     end = time.monotonic() + secs
     peak = before
     while time.monotonic() < end:

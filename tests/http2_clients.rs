@@ -62,19 +62,6 @@ fn trickling(chunks: usize) -> Backend {
     })
 }
 
-/// HTTP/2 frame types, as they came on the wire.
-fn frame_types(bytes: &[u8]) -> Vec<u8> {
-    let (mut at, mut types) = (0, Vec::new());
-    while at + 9 <= bytes.len() {
-        let len = usize::from(bytes[at]) << 16
-            | usize::from(bytes[at + 1]) << 8
-            | usize::from(bytes[at + 2]);
-        types.push(bytes[at + 3]);
-        at += 9 + len;
-    }
-    types
-}
-
 /// The SETTINGS frame a server sends first: its (identifier, value) pairs.
 fn first_settings(bytes: &[u8]) -> Vec<(u16, u32)> {
     assert!(
@@ -104,7 +91,7 @@ fn an_http2_client_that_opens_no_stream_gets_a_goaway_and_is_closed() {
     let mut got = Vec::new();
     let ended = client.read_to_end(&mut got);
     assert!(ended.is_ok(), "still open after {PATIENCE:?}: {ended:?}");
-    let types = frame_types(&got);
+    let (types, _) = common::raw::h2_frame_types(&got);
     assert_eq!(types.first(), Some(&4), "{types:?}");
     assert!(types.contains(&7), "closed without a GOAWAY: {types:?}");
     // SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2): without a bound, one

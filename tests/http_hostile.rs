@@ -279,15 +279,7 @@ fn tls_clients_without_a_common_alpn_protocol_are_served_http_1() {
     // What came back is HTTP/2 frames (the server's SETTINGS, and a GOAWAY if
     // the server sends one) and then the end of the connection: h2spec 3.5/2
     // accepts a GOAWAY or a close.
-    let mut at = 0;
-    let mut types = Vec::new();
-    while at + 9 <= reply.len() {
-        let len = usize::from(reply[at]) << 16
-            | usize::from(reply[at + 1]) << 8
-            | usize::from(reply[at + 2]);
-        types.push(reply[at + 3]);
-        at += 9 + len;
-    }
+    let (types, at) = common::raw::h2_frame_types(&reply);
     assert_eq!(at, reply.len(), "not HTTP/2 frames: {reply:?}");
     assert!(
         types.first() == Some(&4) && types.iter().all(|t| [4, 7].contains(t)),

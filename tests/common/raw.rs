@@ -279,3 +279,17 @@ pub fn content_length(head: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// The types of the HTTP/2 frames `bytes` holds (RFC 9113 §4.1), and how many
+/// of its bytes whole frames took.
+pub fn h2_frame_types(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let (mut at, mut types) = (0, Vec::new());
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    (types, at)
+}
