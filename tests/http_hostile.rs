@@ -101,6 +101,39 @@ fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
 }
 
 #[test]
+fn a_target_that_is_not_ascii_is_refused_on_both_paths() {
+    // RFC 9112 §3.2: raw UTF-8 or other 8-bit bytes in a request target are a
+    // 400, never passed on for a backend to decode its own way.
+    let (public, admin) = (Recorder::start(), Recorder::start());
+    for engine in ["fulcrum", "hyper"] {
+        let extra = format!("pool = \"public\"\nhttp1_engine = \"{engine}\"");
+        let f = Fulcrum::run(&two_hosts(&public, &admin, &extra));
+        for target in [
+            &b"/caf\xc3\xa9"[..],
+            b"/a\xff",
+            b"http://public.test/\xc3\xa9",
+        ] {
+            let mut ask = b"GET ".to_vec();
+            ask.extend_from_slice(target);
+            ask.extend_from_slice(b" HTTP/1.1\r\nHost: public.test\r\n\r\n");
+            let shown = String::from_utf8_lossy(target);
+            assert_eq!(
+                exchange(f.addr("web"), &ask).0,
+                Some(400),
+                "{engine} {shown}"
+            );
+        }
+        // Percent-encoded, the same path is served.
+        let ask = b"GET /caf%C3%A9 HTTP/1.1\r\nHost: public.test\r\n\r\n";
+        assert_eq!(exchange(f.addr("web"), ask).0, Some(200), "{engine}");
+        let got = public.taken();
+        assert_eq!(got.len(), 1, "{engine}");
+        assert_eq!(got[0].request_line, "GET /caf%C3%A9 HTTP/1.1", "{engine}");
+        assert!(admin.taken().is_empty());
+    }
+}
+
+#[test]
 fn duplicate_or_missing_host_is_refused_and_http_1_0_gets_one() {
     let (public, admin) = (Recorder::start(), Recorder::start());
     let f = Fulcrum::run(&two_hosts(&public, &admin, "pool = \"admin\""));

@@ -47,6 +47,16 @@ pub fn authority(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>
             "CONNECT is not served here",
         ));
     }
+    // RFC 9112 §3.2, RFC 3986 §2: a target is ASCII, anything else
+    // percent-encoded; the http crate lets 8-bit bytes through, a backend may read
+    // them its own way.
+    if parts
+        .uri
+        .path_and_query()
+        .is_some_and(|p| !p.as_str().is_ascii())
+    {
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid request target"));
+    }
     if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
         return Err(refuse(StatusCode::BAD_REQUEST, ASTERISK));
     }

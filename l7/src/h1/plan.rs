@@ -167,6 +167,12 @@ fn plan(
     let Ok(parsed_method) = Method::from_bytes(method.as_bytes()) else {
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
+    // RFC 9112 §3.2 and RFC 3986 §2: a request target is ASCII (anything else
+    // percent-encoded); raw UTF-8 is refused as hyper's path refuses it, not
+    // passed to a backend that may read it otherwise.
+    if !target.is_ascii() {
+        return Err(bad(http::StatusCode::BAD_REQUEST, "invalid request target"));
+    }
     if target == "*" && parsed_method != Method::OPTIONS {
         return Err(bad(http::StatusCode::BAD_REQUEST, vet::ASTERISK));
     }
