@@ -287,4 +287,6 @@ pub fn hyper_is_default() -> bool {
 }
 
 #[cfg(test)]
+mod mutated;
+#[cfg(test)]
 mod tests;
