@@ -74,7 +74,11 @@ pub(crate) async fn handle(
         Some(deadline) => deadline.min(settings.request_timeout),
         None => settings.request_timeout,
     };
-    let outcome = tokio::time::timeout(timeout, forward(req, &conn, &current, grpc))
+    // Boxed, here and at `send`: hyper moves a request's future by value a few
+    // times before it runs, and each move copies all of it (5.6 KB unboxed,
+    // 13% of a gRPC call's CPU in memcpy).
+    let forwarded = Box::pin(forward(req, &conn, &current, grpc));
+    let outcome = tokio::time::timeout(timeout, forwarded)
         .await
         .unwrap_or(Err(Refusal::Timeout));
     let (mut response, backend) = match outcome {
@@ -217,15 +221,13 @@ async fn forward(
         ));
     }
     if let Some(limit) = &settings.rate_limit {
-        limit
-            .check_any(conn.peer.ip(), &parts.headers)
+        Box::pin(limit.check_any(conn.peer.ip(), &parts.headers))
             .await
             .map_err(|l| conn.limited(l))?;
     }
     let routed = current.router.route(&info).ok_or(Refusal::NoRoute)?;
     if let Some(limit) = routed.limit {
-        limit
-            .check_any(conn.peer.ip(), &parts.headers)
+        Box::pin(limit.check_any(conn.peer.ip(), &parts.headers))
             .await
             .map_err(|l| conn.limited(l))?;
     }
@@ -377,7 +379,7 @@ async fn forward(
                 request.headers_mut().insert(header::HOST, value);
             }
         }
-        let tried = send(request, backend, upstream, settings, upgrade);
+        let tried = Box::pin(send(request, backend, upstream, settings, upgrade));
         let outcome = match settings.try_timeout {
             Some(limit) => tokio::time::timeout(limit, tried).await.ok(),
             None => Some(tried.await),
