@@ -1,7 +1,9 @@
 //! HTTP/2 clients that hold fulcrum's resources: one that opens no stream within
 //! `header_read_timeout`, or none for `http2_idle_timeout` after its last, is
-//! sent a GOAWAY and closed, while a stream longer than either is not cut; and a client is told how many streams it may open, which
-//! bounds what one that reads nothing can pin (the bench measures how much).
+//! sent a GOAWAY and closed, while a stream longer than either is not cut; a
+//! client is told how many streams it may open, which bounds what one that reads
+//! nothing can pin (the bench measures how much); and its streams together read
+//! ahead at most four `request_buffer`s of upload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -208,4 +210,119 @@ fn an_idle_http2_client_over_tls_gets_a_goaway_and_close_notify() {
     // rustls reads a close after close_notify as the end (0 bytes); a bare FIN
     // as a truncation (UnexpectedEof).
     assert!(matches!(end, Ok(0)), "{end:?}");
+}
+
+/// A request body sent as the test hands it pieces; it ends when the sender drops.
+struct Upload(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|data| Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+/// Reads requests with a Content-Length body, counting each head as it comes
+/// (in `heads`), and answers each 200 once its body is all there.
+fn counting_heads(heads: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Backend {
+    let heads = std::sync::Arc::clone(heads);
+    Backend::start(move |stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        loop {
+            let mut length = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if writer.write_all(ok).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn an_http2_clients_streams_together_read_ahead_at_most_four_request_buffers() {
+    // 8 uploads at once, each stopping at 12 KiB of 16: one connection's streams
+    // may hold 4 x request_buffer (64 KiB) read ahead; the others stream to the
+    // backend as their bytes come. Without the bound all 8 were held (100
+    // streams that each stop short of request_buffer held 7.5 MB a connection).
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend = counting_heads(&heads);
+    let f = Fulcrum::run(&format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\
+         request_buffer = \"16KiB\"\n\n[[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
+        backend.addr
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut uploads = Vec::new();
+        let mut answers = Vec::new();
+        for i in 0..8 {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let req = http::Request::post(format!("http://site.test/up/{i}"))
+                .header("content-length", "16384")
+                .body(Upload(rx))
+                .unwrap();
+            let mut sender = sender.clone();
+            answers.push(tokio::spawn(async move { sender.send_request(req).await }));
+            tx.send(Bytes::from(vec![b'a'; 12 * 1024])).unwrap();
+            uploads.push(tx);
+        }
+        // Bodies unfinished: only the streams past the bound reach the backend.
+        let until = std::time::Instant::now() + PATIENCE;
+        while heads.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no upload reached the backend while all 8 were unfinished: each held read ahead"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let early = heads.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            early <= 4,
+            "{early} of 8 streamed at once: read-ahead was not used"
+        );
+        // Then every body ends, and each one arrives whole either way.
+        for tx in uploads {
+            tx.send(Bytes::from(vec![b'b'; 4 * 1024])).unwrap();
+        }
+        for answer in answers {
+            let response = answer.await.unwrap().unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 8);
 }

@@ -10,9 +10,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::conn::Ahead;
 
 /// Why a request body could not be read.
 #[derive(Debug)]
@@ -58,22 +62,28 @@ pub struct RequestBody {
     /// `max_request_body` (0 = none), and the bytes that came so far.
     max: usize,
     seen: usize,
+    /// The read-ahead's count in its connection's total, while `ahead` is held
+    /// (a retry's copy shares it).
+    held: Option<Arc<Ahead>>,
 }
 
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` (each wait bounded by `stall`), and
     /// returns the body to send: what was read, then whatever follows, failing
     /// with `TooLarge` past `max` bytes (0 = no limit).
-    pub async fn read_ahead(
+    ///
+    /// The bytes read count in the connection's total (`held`); once that is
+    /// past its bound, no more is read ahead and the rest streams.
+    pub(crate) async fn read_ahead(
         body: Incoming,
-        limit: usize,
+        (limit, mut held): (usize, Ahead),
         stall: Duration,
         max: usize,
     ) -> Result<Self, BodyError> {
         let mut ahead = BytesMut::new();
         let mut trailers = None;
         let mut rest = Some(body);
-        while ahead.len() < limit {
+        while ahead.len() < limit && held.room(limit) {
             let Some(incoming) = rest.as_mut() else { break };
             if incoming.is_end_stream() {
                 rest = None;
@@ -87,6 +97,7 @@ impl RequestBody {
                 None => rest = None,
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
+                        held.hold(data.len());
                         ahead.extend_from_slice(&data);
                         if max > 0 && ahead.len() > max {
                             return Err(BodyError::TooLarge(max));
@@ -103,6 +114,7 @@ impl RequestBody {
         }
         Ok(RequestBody {
             seen: ahead.len(),
+            held: (!ahead.is_empty()).then(|| Arc::new(held)),
             ahead: (!ahead.is_empty()).then(|| ahead.freeze()),
             rest,
             trailers,
@@ -123,6 +135,11 @@ impl RequestBody {
         Some(self.ahead.clone().unwrap_or_default())
     }
 
+    /// The read-ahead's count, for a copy of `in_hand` to keep while it lives.
+    pub(crate) fn held(&self) -> Option<Arc<Ahead>> {
+        self.held.clone()
+    }
+
     /// A body fulcrum makes itself (a health probe's), all in hand.
     pub fn full(data: Bytes) -> Self {
         RequestBody {
@@ -133,6 +150,7 @@ impl RequestBody {
             timer: None,
             max: 0,
             seen: 0,
+            held: None,
         }
     }
 }
@@ -147,6 +165,8 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Some(data) = this.ahead.take() {
+            // Handed on: from here its sender's flow control bounds it.
+            this.held = None;
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         let Some(rest) = this.rest.as_mut() else {

@@ -2,7 +2,7 @@
 //! path: who the client is, its listener, and where its tunnels are tracked.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,54 @@ pub(crate) struct Conn {
     pub sessions: TaskTracker,
     /// The listener's `send_timeout` when the connection came.
     pub send_timeout: Duration,
+    /// Body bytes its requests hold read ahead (`request_buffer`), all streams of
+    /// an HTTP/2 connection together: at most `READ_AHEAD_STREAMS` buffers' worth.
+    read_ahead: AtomicUsize,
+}
+
+/// How many `request_buffer`s of read-ahead one connection's requests may hold at
+/// once. An HTTP/2 client opening 100 streams that each send just under
+/// `request_buffer` and stop made fulcrum hold 100 buffers (7.5 MB a connection,
+/// HAProxy 0.8 MB); past this, a request's body streams to its backend as it
+/// comes, as HAProxy's and Envoy's do.
+pub(crate) const READ_AHEAD_STREAMS: usize = 4;
+
+/// Read-ahead bytes one request holds, counted in its connection's total until
+/// dropped (the body sent on, and any copy kept to retry it gone).
+#[derive(Debug)]
+pub(crate) struct Ahead {
+    conn: Arc<Conn>,
+    bytes: usize,
+}
+
+impl Ahead {
+    pub(crate) fn new(conn: &Arc<Conn>) -> Ahead {
+        Ahead {
+            conn: Arc::clone(conn),
+            bytes: 0,
+        }
+    }
+
+    /// Whether the connection may hold `more` bytes beyond what it holds, with
+    /// `limit` the listener's `request_buffer`.
+    pub(crate) fn room(&self, limit: usize) -> bool {
+        let held = self.conn.read_ahead.load(Ordering::Relaxed);
+        held < limit.saturating_mul(READ_AHEAD_STREAMS)
+    }
+
+    /// Counts `n` more bytes held (a frame already read is kept whatever the total).
+    pub(crate) fn hold(&mut self, n: usize) {
+        self.bytes += n;
+        self.conn.read_ahead.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.conn
+            .read_ahead
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
@@ -36,6 +84,7 @@ impl Conn {
             listener,
             sessions,
             send_timeout,
+            read_ahead: AtomicUsize::new(0),
         }
     }
 

@@ -165,7 +165,7 @@ impl Line {
 
 async fn forward(
     mut req: Request<Incoming>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     current: &Current,
     grpc: bool,
 ) -> Result<(Response<ProxyBody>, Option<SocketAddr>), Refusal> {
@@ -247,7 +247,8 @@ async fn forward(
         return Err(Refusal::TooLarge(max));
     }
     let buffer = settings.request_buffer;
-    let body = RequestBody::read_ahead(body, buffer, settings.body_read_timeout, max)
+    let held = (buffer, crate::conn::Ahead::new(conn));
+    let body = RequestBody::read_ahead(body, held, settings.body_read_timeout, max)
         .await
         .map_err(|e| match e {
             BodyError::Stalled(t) => Refusal::Stalled(t),

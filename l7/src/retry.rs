@@ -4,12 +4,14 @@
 //! a second, the budget Envoy and Finagle use).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::body::RequestBody;
+use crate::conn::Ahead;
 
 /// What `retry_on` lists. A connect failure is always retried: nothing was sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct Spare {
     version: Version,
     headers: HeaderMap,
     body: Bytes,
+    /// The body's count in its connection's read-ahead total, while this copy lives.
+    _held: Option<Arc<Ahead>>,
 }
 
 impl Spare {
@@ -101,6 +105,7 @@ impl Spare {
             version: req.version(),
             headers: req.headers().clone(),
             body: req.body().in_hand()?,
+            _held: req.body().held(),
         })
     }
 

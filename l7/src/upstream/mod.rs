@@ -553,7 +553,11 @@ async fn open(
 /// switches protocols; such a connection is never pooled.
 async fn handshake_h1(addr: SocketAddr, stream: Stream, upgrade: bool) -> io::Result<Link> {
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .writev(false)
+        // Body pieces queued for writev, not copied into a write buffer that then
+        // keeps its largest size for the connection's life: ~12 KB less per
+        // upload in flight (HTTP/2 clients open many); a GET's head is one write
+        // either way (callgrind: +0.4% instructions per request).
+        .writev(true)
         // Reads from a fast backend stop at this much (a slow client holds at
         // most about twice it: the chunk being written, and the next read), and a
         // response head must fit in it (NGINX's proxy_buffer_size is 4-8 KiB).
