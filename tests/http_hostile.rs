@@ -101,7 +101,7 @@ fn a_path_is_routed_and_forwarded_as_a_backend_reads_it() {
 }
 
 #[test]
-fn a_target_that_is_not_ascii_is_refused_on_both_paths() {
+fn a_target_that_is_not_ascii_is_refused_and_a_fragment_dropped_on_both_paths() {
     // RFC 9112 §3.2: raw UTF-8 or other 8-bit bytes in a request target are a
     // 400, never passed on for a backend to decode its own way.
     let (public, admin) = (Recorder::start(), Recorder::start());
@@ -123,6 +123,13 @@ fn a_target_that_is_not_ascii_is_refused_on_both_paths() {
                 "{engine} {shown}"
             );
         }
+        // A fragment is the client's own (RFC 9112 §3.2: not in a target): routed
+        // and forwarded without it on either path.
+        let ask = b"GET /x?q#/../admin HTTP/1.1\r\nHost: public.test\r\n\r\n";
+        assert_eq!(exchange(f.addr("web"), ask).0, Some(200), "{engine}");
+        let got = public.taken();
+        assert_eq!(got.len(), 1, "{engine}");
+        assert_eq!(got[0].request_line, "GET /x?q HTTP/1.1", "{engine}");
         // Percent-encoded, the same path is served.
         let ask = b"GET /caf%C3%A9 HTTP/1.1\r\nHost: public.test\r\n\r\n";
         assert_eq!(exchange(f.addr("web"), ask).0, Some(200), "{engine}");

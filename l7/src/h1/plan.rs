@@ -173,6 +173,9 @@ fn plan(
     if !target.is_ascii() {
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid request target"));
     }
+    // A fragment is the client's own (RFC 3986 §3.5; RFC 9112 §3.2 has none in a
+    // target): routed and forwarded without it, as hyper's path does.
+    let target = target.split_once('#').map_or(target, |(before, _)| before);
     if target == "*" && parsed_method != Method::OPTIONS {
         return Err(bad(http::StatusCode::BAD_REQUEST, vet::ASTERISK));
     }
