@@ -3,7 +3,8 @@
 //! asked for. On fulcrum's own HTTP/1 path (the default), which passes
 //! `Expect` on to the backend; hyper's path answers 100 itself and reads the body
 //! ahead (also what RFC 9110 §10.1.1 allows), so the `Expect` cases are the own
-//! path's. The 101 and status lines without a readable reason phrase run on both.
+//! path's. The 101 and status lines without a readable reason phrase run on both,
+//! as do interim answers to HTTP/1.0 clients and malformed answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -32,6 +33,9 @@ enum Script {
     Big,
     /// Answers 200 with no reason phrase (`/bare`) or one in obs-text.
     OddReason,
+    /// `/interim`: a 102 before its 200; `/099`: a status below 100;
+    /// `/bad-chunk`: a chunked body whose first size is no number.
+    Odd,
 }
 
 /// A body large enough to be spliced.
@@ -101,6 +105,15 @@ fn serve(mut s: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
                 b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"
             }
             Script::OddReason => b"HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 2\r\n\r\nok",
+            Script::Odd if line.contains("/interim") => {
+                b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            }
+            Script::Odd if line.contains("/099") => {
+                b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"
+            }
+            Script::Odd => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+            }
             Script::Big => unreachable!("answered above"),
             Script::SwitchUnasked => {
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
@@ -396,4 +409,62 @@ fn a_large_upload_is_relayed_exactly_and_one_that_stops_is_a_408() {
         let _ = d.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{engine}: {answer}");
     }
+}
+
+/// One request on a new connection, and all that came back until it closed.
+fn ask_once(addr: SocketAddr, request: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn an_interim_answer_reaches_an_http_1_1_client_but_never_an_http_1_0_one() {
+    // RFC 9110 §15.2: a proxy passes 1xx on, except to an HTTP/1.0 client, which
+    // would take it for the answer.
+    let (addr, _) = backend(Script::Odd);
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(addr, engine);
+        let old = ask_once(f.addr("web"), "GET /interim HTTP/1.0\r\n\r\n");
+        // (hyper answers in the client's version, fulcrum in its own: both may.)
+        assert!(
+            old.starts_with("HTTP/1.") && old[8..].starts_with(" 200 OK\r\n"),
+            "{engine}: {old}"
+        );
+        assert!(old.ends_with("\r\n\r\nok"), "{engine}: {old}");
+    }
+    // hyper's client keeps 1xx to itself; fulcrum's own path passes them on.
+    let f = listener(addr, "fulcrum");
+    let new = ask_once(
+        f.addr("web"),
+        "GET /interim HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        new.starts_with("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{new}"
+    );
+}
+
+#[test]
+fn a_status_below_100_or_a_body_malformed_from_its_start_is_a_bad_gateway() {
+    let (addr, _) = backend(Script::Odd);
+    for engine in ["fulcrum", "hyper"] {
+        let f = listener(addr, engine);
+        let got = ask_once(
+            f.addr("web"),
+            "GET /099 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert!(got.starts_with("HTTP/1.1 502"), "{engine}: {got}");
+    }
+    // hyper's path has sent the head when the body turns out malformed; the own
+    // path, holding both, answers instead of closing without a word.
+    let f = listener(addr, "fulcrum");
+    let got = ask_once(
+        f.addr("web"),
+        "GET /bad-chunk HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 502"), "{got}");
 }

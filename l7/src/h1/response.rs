@@ -46,11 +46,14 @@ pub(super) async fn relay_response(
         let body_left = unsent.is_some();
         match heard(&response, plan, addr, body_left, settings, &mut out) {
             Heard::Interim { len, status } => {
-                // Interim answers (100 Continue) go to the client as they are.
-                if client
-                    .send(&response[..len], conn.send_timeout)
-                    .await
-                    .is_err()
+                // Interim answers (100 Continue) go to the client as they are,
+                // unless it speaks HTTP/1.0, which has none (RFC 9110 §15.2: it
+                // would take one for the answer).
+                if plan.minor == 1
+                    && client
+                        .send(&response[..len], conn.send_timeout)
+                        .await
+                        .is_err()
                 {
                     return Next::Gone;
                 }
@@ -120,7 +123,10 @@ pub(super) async fn relay_response(
     let mut body = BodyEnd::new(message.body);
     let held = &response[message.head_len..];
     let Ok(found) = pass_on(&mut body, held, decoded, &mut out) else {
-        return Next::Gone;
+        // Nothing sent yet: the client gets an answer, not a closed connection.
+        pool.record_response(backend, true);
+        let malformed = Refusal::BackendBroke(addr, "malformed response body");
+        return refuse(client, conn, plan.own(malformed, started)).await;
     };
     let extra = found.is_some_and(|n| n < held.len());
     if client.send(&out, conn.send_timeout).await.is_err() {
@@ -236,6 +242,11 @@ fn heard(
         Ok(None) => return Heard::Partial,
         Err(_) => return Heard::Malformed,
     };
+    // RFC 9110 §15: a status is 100-599 (600-999 are passed on, as clients
+    // take them for 5xx); below 100 it is no HTTP response.
+    if message.status < 100 {
+        return Heard::Malformed;
+    }
     if (100..200).contains(&message.status) && message.status != 101 {
         return Heard::Interim {
             len: message.head_len,
