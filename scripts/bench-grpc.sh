@@ -165,4 +165,12 @@ CONF
     mem_row mem_h2_unread "$name" h2unread "${GRPC[$name]}" "$GRPC_UNREAD_CONNS" /big "$SECS"
   done
   table mem_h2_unread "Memory per HTTP/2 client reading none of 100 large responses ($GRPC_UNREAD_CONNS h2c clients, peak RSS delta)"
+
+  # A client that opens 100 uploads and stops each one partway (60 KiB of a
+  # declared 10 MB): what a proxy buffers for it is bounded by its own limits.
+  for name in fulcrum haproxy nginx; do
+    restart_grpc "$name"
+    mem_row mem_h2_upload "$name" h2upload "${GRPC[$name]}" "$GRPC_UNREAD_CONNS" /upload "$SECS"
+  done
+  table mem_h2_upload "Memory per HTTP/2 client with 100 uploads stalled at 60 KiB ($GRPC_UNREAD_CONNS h2c clients, peak RSS delta)"
 }

@@ -12,6 +12,10 @@
                                            N HTTP/2 clients, each asking GET PATH on
                                            100 streams at once with every window
                                            wide open, and reading nothing
+  bench-mem.py h2upload PORT PID N PATH SECS
+                                           N HTTP/2 clients, each POSTing to PATH on
+                                           100 streams that declare 10 MB, send
+                                           60 KiB (as the windows allow) and stop
 
 One cold round each: a second round would mostly reuse what the first freed and show
 the allocator's caching, not what a connection costs.
@@ -141,6 +145,79 @@ def h2unread(port, pid, n, path, secs):
     return (peak - before) / n, conns
 
 
+def h2_post(stream, path, length):
+    """POST PATH on `stream` declaring `length` bytes, body to follow (HPACK:
+    indexed :method POST, :scheme http; literal :path, :authority and
+    content-length, static name index 28; no Huffman)."""
+    path, length = path.encode(), str(length).encode()
+    block = (bytes([0x83, 0x86, 0x44, len(path)]) + path + bytes([0x41, 9]) + b"localhost"
+             + bytes([0x0F, 0x0D, len(length)]) + length)
+    return h2_frame(1, 0x4, stream, block)  # HEADERS, END_HEADERS
+
+
+class Uploader:
+    """One HTTP/2 client sending each of its streams' bodies up to `cap` bytes,
+    within the windows the proxy grants (RFC 9113 §6.9), then nothing more."""
+
+    def __init__(self, port, path, cap):
+        self.sock = client(port, 1 << 20, H2_PREFACE + h2_frame(4, 0, 0)
+                           + b"".join(h2_post(2 * i + 1, path, 10_000_000) for i in range(100)))
+        self.sock.setblocking(False)
+        self.buf, self.cap = b"", cap
+        self.conn_window, self.initial = 65535, 65535
+        self.sent = {2 * i + 1: 0 for i in range(100)}
+        self.window = {}
+
+    def pump(self):
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buf += chunk
+        except BlockingIOError:
+            pass
+        while len(self.buf) >= 9 and len(self.buf) >= 9 + int.from_bytes(self.buf[:3], "big"):
+            length, kind, flags = int.from_bytes(self.buf[:3], "big"), self.buf[3], self.buf[4]
+            stream = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+            payload, self.buf = self.buf[9:9 + length], self.buf[9 + length:]
+            if kind == 4 and not flags & 0x1:
+                for i in range(0, len(payload), 6):
+                    if int.from_bytes(payload[i:i + 2], "big") == 4:  # INITIAL_WINDOW_SIZE
+                        self.initial = int.from_bytes(payload[i + 2:i + 6], "big")
+                self.sock.sendall(h2_frame(4, 0x1, 0))
+            elif kind == 8:
+                grant = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                if stream == 0:
+                    self.conn_window += grant
+                elif stream in self.sent:
+                    self.window[stream] = self.window.get(stream, self.initial) + grant
+            elif kind == 3:
+                self.sent.pop(stream, None)  # the proxy gave up on it
+        for stream, done in self.sent.items():
+            window = self.window.get(stream, self.initial)
+            size = min(16384, window, self.conn_window, self.cap - done)
+            if size <= 0:
+                continue
+            try:
+                self.sock.send(h2_frame(0, 0, stream, b"u" * size))
+            except BlockingIOError:
+                return
+            self.sent[stream] = done + size
+            self.window[stream] = window - size
+            self.conn_window -= size
+
+
+def h2upload(port, pid, n, path, secs):
+    before = settle(pid)
+    clients = [Uploader(port, path, 60 * 1024) for _ in range(n)]
+    end = time.monotonic() + secs
+    peak = before
+    while time.monotonic() < end:
+        for c in clients:
+            c.pump()
+        peak = max(peak, rss(pid))
+        time.sleep(0.05)
+    return (peak - before) / n, [c.sock for c in clients]
+
+
 def h2_read_response(sock):
     """Reads frames until stream 1 ends, acknowledging the server's SETTINGS."""
     buf = b""
@@ -197,6 +274,8 @@ def main(argv):
         per, conns = after(port, pid, n, h2_get(argv[5]), h2_read_response)
     elif mode == "h2unread":
         per, conns = h2unread(port, pid, n, argv[5], float(argv[6]))
+    elif mode == "h2upload":
+        per, conns = h2upload(port, pid, n, argv[5], float(argv[6]))
     elif mode == "slow":
         per, conns = slow(port, pid, n, argv[5], float(argv[6]))
     else:
