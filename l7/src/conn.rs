@@ -53,8 +53,8 @@ impl Ahead {
         }
     }
 
-    /// Whether the connection may hold `more` bytes beyond what it holds, with
-    /// `limit` the listener's `request_buffer`.
+    /// Whether the connection holds less read-ahead than its bound, with `limit`
+    /// the listener's `request_buffer`.
     pub(crate) fn room(&self, limit: usize) -> bool {
         let held = self.conn.read_ahead.load(Ordering::Relaxed);
         held < limit.saturating_mul(READ_AHEAD_STREAMS)

@@ -168,7 +168,7 @@ fn plan(
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid method"));
     };
     // RFC 9112 §3.2 and RFC 3986 §2: a request target is ASCII (anything else
-    // percent-encoded); raw UTF-8 is refused as hyper's path refuses it, not
+    // percent-encoded); raw UTF-8 is refused (on hyper's path by `vet`), not
     // passed to a backend that may read it otherwise.
     if !target.is_ascii() {
         return Err(bad(http::StatusCode::BAD_REQUEST, "invalid request target"));
