@@ -29,24 +29,30 @@ fn config(backend: &Backend) -> String {
     )
 }
 
+/// The lines of the next request head, up to its empty line; `None` once the
+/// connection ends.
+fn head_lines(reader: &mut BufReader<std::net::TcpStream>) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(lines);
+        }
+        lines.push(line);
+    }
+}
+
 /// Answers every request with a chunked body of `chunks` pieces, one every
 /// 300 ms: a response that outlasts the listener's 1 s timeout.
 fn trickling(chunks: usize) -> Backend {
     Backend::start(move |stream| {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut writer = stream;
-        loop {
-            let mut line = String::new();
-            // The request's head (GETs, no body): up to its empty line.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
+        // Each request's head (GETs, no body).
+        while head_lines(&mut reader).is_some() {
             let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
             if writer.write_all(head.as_bytes()).is_err() {
                 return;
@@ -236,21 +242,15 @@ fn counting_heads(heads: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Bac
     Backend::start(move |stream| {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut writer = stream;
-        loop {
-            let mut length = 0;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
+        while let Some(lines) = head_lines(&mut reader) {
+            let length = lines
+                .iter()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
             heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_err() {
