@@ -70,6 +70,34 @@ fn trickling(chunks: usize) -> Backend {
     })
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An h2c (prior knowledge) client connection to `addr`, driven by a task of its
+/// own (whose handle ends when the connection does).
+async fn h2_connect<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// The SETTINGS frame a server sends first: its (identifier, value) pairs.
 fn first_settings(bytes: &[u8]) -> Vec<(u16, u32)> {
     assert!(
@@ -112,17 +140,8 @@ fn an_http2_client_that_opens_no_stream_gets_a_goaway_and_is_closed() {
 fn an_http2_client_idle_after_its_requests_is_closed_but_a_long_stream_is_not_cut() {
     let backend = trickling(6);
     let f = Fulcrum::run(&config(&backend));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        let mut driven = tokio::spawn(conn);
+    runtime().block_on(async {
+        let (mut sender, mut driven) = h2_connect(f.addr("web")).await;
         // A response of ~1.8 s, all of it, on a listener whose timeout is 1 s.
         let req = http::Request::get("http://site.test/")
             .body(Empty::<Bytes>::new())
@@ -168,11 +187,7 @@ fn an_idle_http2_client_over_tls_gets_a_goaway_and_close_notify() {
     let mut config = common::tls::client_config(&pki.ca_pem);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (types, end) = rt.block_on(async {
+    let (types, end) = runtime().block_on(async {
         let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("site.test").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
@@ -277,17 +292,8 @@ fn an_http2_clients_streams_together_read_ahead_at_most_four_request_buffers() {
          request_buffer = \"16KiB\"\n\n[[pool]]\nname = \"p\"\nbackends = [\"{}\"]\n",
         backend.addr
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(f.addr("web")).await.unwrap();
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+    runtime().block_on(async {
+        let (sender, _driven) = h2_connect(f.addr("web")).await;
         let mut uploads = Vec::new();
         let mut answers = Vec::new();
         for i in 0..8 {
